@@ -1,0 +1,495 @@
+//! `ControlPlane`: one Linkerd control plane, its version and its settings.
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use kube::CustomResource;
+use kube::core::Duration;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+/// A Linkerd control plane that Keelson installs, upgrades and keeps healthy.
+///
+/// Keelson renders the control plane of the declared Linkerd release (identity,
+/// destination with its policy and sp-validator containers, RBAC, Services,
+/// ConfigMaps, webhook configurations and CRDs), applies it with server-side apply
+/// and upgrades it in order, gated on health, rolling back automatically when a
+/// gate fails.
+#[derive(CustomResource, Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[kube(
+    group = "keelson.dev",
+    version = "v1alpha1",
+    kind = "ControlPlane",
+    status = "ControlPlaneStatus",
+    shortname = "lcp",
+    category = "keelson",
+    printcolumn = r#"{"name":"Desired","type":"string","jsonPath":".spec.version","description":"Linkerd release asked for"}"#,
+    printcolumn = r#"{"name":"Current","type":"string","jsonPath":".status.currentVersion","description":"Linkerd release running"}"#,
+    printcolumn = r#"{"name":"Ready","type":"string","jsonPath":".status.conditions[?(@.type==\"Ready\")].status"}"#,
+    printcolumn = r#"{"name":"Phase","type":"string","jsonPath":".status.phase"}"#,
+    printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
+)]
+#[serde(rename_all = "camelCase")]
+pub struct ControlPlaneSpec {
+    /// Linkerd release to run, as named by Linkerd's edge channel (for example
+    /// `edge-25.4.4`, which is stable 2.18). It must be a release in Keelson's
+    /// embedded catalog (`keelson render --list-versions`). Changing it starts an
+    /// ordered, health-gated upgrade.
+    pub version: String,
+
+    /// Namespace the control plane runs in. Defaults to `linkerd`. It cannot be
+    /// changed once the control plane is installed.
+    #[serde(default = "default_namespace")]
+    pub namespace: String,
+
+    /// Mesh identity: trust domain, trust anchors and the issuer that signs
+    /// workload certificates.
+    #[serde(default)]
+    pub identity: IdentitySpec,
+
+    /// Run the control plane highly available: three replicas of each
+    /// component, PodDisruptionBudgets, pod anti-affinity and resource requests,
+    /// as Linkerd's `values-ha.yaml` does.
+    #[serde(default)]
+    pub high_availability: bool,
+
+    /// Defaults for the proxies of meshed workloads. Pods can still override
+    /// them with `config.linkerd.io/*` annotations.
+    #[serde(default)]
+    pub proxy: ProxySpec,
+
+    /// How the Kubernetes API server treats Keelson's proxy-injection webhook
+    /// and Linkerd's validating webhooks.
+    #[serde(default)]
+    pub webhook: WebhookSpec,
+
+    /// How version changes are carried out.
+    #[serde(default)]
+    pub upgrade: UpgradeSpec,
+
+    /// Install the Gateway API CRDs (HTTPRoute, GRPCRoute, TLSRoute, TCPRoute)
+    /// with the control plane. Unset follows the release's own default (on up to
+    /// 2.18, off from 2.19 on). Leave it off when another tool manages them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub install_gateway_api: Option<bool>,
+
+    /// Install even when the cluster's Kubernetes version is below the floor
+    /// the release declares. Meant for test clusters only: Linkerd is not
+    /// supported there, and the `KubernetesVersionSupported` condition stays
+    /// False to say so.
+    #[serde(default)]
+    pub allow_unsupported_kubernetes: bool,
+}
+
+fn default_namespace() -> String {
+    "linkerd".to_owned()
+}
+
+/// Mesh identity settings.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct IdentitySpec {
+    /// Trust domain of workload identities, the suffix of every identity name
+    /// (`<sa>.<ns>.serviceaccount.identity.<linkerd ns>.<trust domain>`).
+    /// Defaults to `cluster.local`.
+    #[serde(default = "default_trust_domain")]
+    pub trust_domain: String,
+
+    /// Where the issuer certificate comes from: `Managed` (Keelson generates
+    /// and rotates the trust anchor and the issuer) or `External` (an issuer
+    /// Secret `linkerd-identity-issuer` of type `kubernetes.io/tls` with a
+    /// `ca.crt`, typically from cert-manager; Keelson distributes its anchors
+    /// and watches expiry but generates nothing).
+    #[serde(default)]
+    pub issuer: IssuerMode,
+
+    /// Validity of a trust anchor Keelson generates, as a duration (`8760h`).
+    #[serde(default = "default_anchor_lifetime")]
+    pub trust_anchor_lifetime: Duration,
+
+    /// Validity of an issuer certificate Keelson generates (`720h`).
+    #[serde(default = "default_issuer_lifetime")]
+    pub issuer_lifetime: Duration,
+
+    /// Validity of the workload certificates the identity controller issues.
+    /// Linkerd's default is 24 hours.
+    #[serde(default = "default_issuance_lifetime")]
+    pub issuance_lifetime: Duration,
+
+    /// Clock skew the identity controller tolerates when issuing certificates.
+    #[serde(default = "default_clock_skew")]
+    pub clock_skew_allowance: Duration,
+
+    /// When Keelson replaces its managed certificates.
+    #[serde(default)]
+    pub rotation: RotationSpec,
+}
+
+impl Default for IdentitySpec {
+    fn default() -> Self {
+        Self {
+            trust_domain: default_trust_domain(),
+            issuer: IssuerMode::default(),
+            trust_anchor_lifetime: default_anchor_lifetime(),
+            issuer_lifetime: default_issuer_lifetime(),
+            issuance_lifetime: default_issuance_lifetime(),
+            clock_skew_allowance: default_clock_skew(),
+            rotation: RotationSpec::default(),
+        }
+    }
+}
+
+fn default_trust_domain() -> String {
+    "cluster.local".to_owned()
+}
+
+fn hours(h: u64) -> Duration {
+    std::time::Duration::from_secs(h * 3600).into()
+}
+
+fn default_anchor_lifetime() -> Duration {
+    hours(24 * 365)
+}
+
+fn default_issuer_lifetime() -> Duration {
+    hours(24 * 30)
+}
+
+fn default_issuance_lifetime() -> Duration {
+    hours(24)
+}
+
+fn default_clock_skew() -> Duration {
+    std::time::Duration::from_secs(20).into()
+}
+
+/// Who provides the identity issuer.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
+pub enum IssuerMode {
+    /// Keelson generates and rotates the trust anchor and the issuer.
+    #[default]
+    Managed,
+    /// An external issuer (for example cert-manager) maintains the
+    /// `linkerd-identity-issuer` Secret; Keelson only distributes and watches.
+    External,
+}
+
+/// When managed certificates are replaced.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RotationSpec {
+    /// Replace a managed certificate once this percentage of its lifetime has
+    /// passed (1 to 99). Defaults to 70.
+    #[serde(default = "default_renew_at_percent")]
+    #[schemars(range(min = 1, max = 99))]
+    pub renew_at_percent: u8,
+
+    /// Rotate the trust anchor automatically when it ages past
+    /// `renewAtPercent`. When false, the anchor is rotated only on demand
+    /// (annotation `keelson.dev/rotate-trust-anchor`), and
+    /// `CertificatesExpiringSoon` warns as it nears expiry.
+    #[serde(default = "default_true")]
+    pub automatic_trust_anchor_rotation: bool,
+}
+
+impl Default for RotationSpec {
+    fn default() -> Self {
+        Self {
+            renew_at_percent: default_renew_at_percent(),
+            automatic_trust_anchor_rotation: true,
+        }
+    }
+}
+
+fn default_renew_at_percent() -> u8 {
+    70
+}
+
+fn default_true() -> bool {
+    true
+}
+
+/// Defaults for the proxies of meshed workloads.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ProxySpec {
+    /// Proxy log filter, in the proxy's own syntax. Defaults to Linkerd's
+    /// `warn,linkerd=info,hickory=error`.
+    #[serde(default = "default_log_level")]
+    pub log_level: String,
+
+    /// Proxy log format: `plain` or `json`.
+    #[serde(default)]
+    pub log_format: LogFormat,
+
+    /// Resource requests and limits of the proxy container, in Kubernetes
+    /// quantities. Unset fields are left out of the container.
+    #[serde(default)]
+    pub resources: ProxyResources,
+
+    /// Policy for inbound connections no Server or policy covers.
+    #[serde(default)]
+    pub default_inbound_policy: DefaultPolicy,
+
+    /// Run the proxy as a Kubernetes native sidecar (an init container with
+    /// `restartPolicy: Always`): `Off` as Linkerd does by default, `On`, or
+    /// `Auto` (on where the API server is 1.29 or newer).
+    #[serde(default)]
+    pub native_sidecar: NativeSidecar,
+
+    /// Start application containers only once the proxy is ready
+    /// (`linkerd-await` post-start hook). Defaults to true, as in Linkerd.
+    #[serde(default = "default_true")]
+    pub r#await: bool,
+}
+
+impl Default for ProxySpec {
+    fn default() -> Self {
+        Self {
+            log_level: default_log_level(),
+            log_format: LogFormat::default(),
+            resources: ProxyResources::default(),
+            default_inbound_policy: DefaultPolicy::default(),
+            native_sidecar: NativeSidecar::default(),
+            r#await: true,
+        }
+    }
+}
+
+fn default_log_level() -> String {
+    "warn,linkerd=info,hickory=error".to_owned()
+}
+
+/// Proxy log format.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub enum LogFormat {
+    #[default]
+    Plain,
+    Json,
+}
+
+/// Requests and limits for one resource.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ResourceBounds {
+    /// Request, as a Kubernetes quantity (`100m`, `20Mi`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub request: Option<String>,
+    /// Limit, as a Kubernetes quantity.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub limit: Option<String>,
+}
+
+/// Proxy container resources, shaped as Linkerd's `proxy.resources` values.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ProxyResources {
+    #[serde(default)]
+    pub cpu: ResourceBounds,
+    #[serde(default)]
+    pub memory: ResourceBounds,
+    #[serde(default, rename = "ephemeral-storage")]
+    pub ephemeral_storage: ResourceBounds,
+}
+
+/// Linkerd's default inbound policies.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
+pub enum DefaultPolicy {
+    /// Allow all traffic, meshed or not.
+    #[default]
+    #[serde(rename = "all-unauthenticated")]
+    AllUnauthenticated,
+    /// Allow only meshed (mTLS) traffic.
+    #[serde(rename = "all-authenticated")]
+    AllAuthenticated,
+    /// Allow traffic from the cluster networks only.
+    #[serde(rename = "cluster-unauthenticated")]
+    ClusterUnauthenticated,
+    /// Allow only meshed traffic from the cluster networks.
+    #[serde(rename = "cluster-authenticated")]
+    ClusterAuthenticated,
+    /// Deny everything not explicitly authorized.
+    #[serde(rename = "deny")]
+    Deny,
+    /// Allow everything but count what `deny` would refuse.
+    #[serde(rename = "audit")]
+    Audit,
+}
+
+/// Whether proxies run as native sidecars.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
+pub enum NativeSidecar {
+    /// Native sidecars where the API server is 1.29 or newer.
+    Auto,
+    /// Always native sidecars (requires Kubernetes 1.29+).
+    On,
+    /// A regular container, as Linkerd does by default.
+    #[default]
+    Off,
+}
+
+/// Admission webhook behaviour.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct WebhookSpec {
+    /// What the API server does when a webhook cannot be reached: `Ignore`
+    /// (pods are created without a proxy) or `Fail` (pod creation fails).
+    /// Unset: `Fail` with `highAvailability`, `Ignore` otherwise, as in Linkerd.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failure_policy: Option<FailurePolicy>,
+}
+
+/// Webhook failure policy.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
+pub enum FailurePolicy {
+    Ignore,
+    Fail,
+}
+
+/// How version changes are carried out.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct UpgradeSpec {
+    /// How long each component may take to become available after it is
+    /// changed before the upgrade counts as failed (`10m`).
+    #[serde(default = "default_health_deadline")]
+    pub health_deadline: Duration,
+
+    /// Return to the previous version when a health gate fails.
+    #[serde(default = "default_true")]
+    pub automatic_rollback: bool,
+}
+
+impl Default for UpgradeSpec {
+    fn default() -> Self {
+        Self {
+            health_deadline: default_health_deadline(),
+            automatic_rollback: true,
+        }
+    }
+}
+
+fn default_health_deadline() -> Duration {
+    std::time::Duration::from_secs(600).into()
+}
+
+/// Observed state of a ControlPlane.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ControlPlaneStatus {
+    /// The `metadata.generation` this status describes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+
+    /// `Ready`, `Progressing`, `Degraded`, and `KubernetesVersionSupported`
+    /// and `CertificatesExpiringSoon` where they apply.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub conditions: Vec<Condition>,
+
+    /// What the control plane is doing.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub phase: Option<ControlPlanePhase>,
+
+    /// Linkerd release the running control plane is at.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub current_version: Option<String>,
+
+    /// Linkerd release the control plane is moving to, while it moves.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target_version: Option<String>,
+
+    /// State of each control-plane component.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub components: Vec<ComponentStatus>,
+
+    /// Trust anchors and issuer in use.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub identity: Option<IdentityStatus>,
+
+    /// The most recent version changes, newest first (at most ten).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub history: Vec<UpgradeRecord>,
+}
+
+/// What a control plane is doing.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
+pub enum ControlPlanePhase {
+    Installing,
+    Upgrading,
+    RollingBack,
+    Ready,
+    Degraded,
+    Failed,
+    Deleting,
+}
+
+/// State of one control-plane component (a Deployment).
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ComponentStatus {
+    /// Component name, such as `identity` or `destination`.
+    pub name: String,
+    /// Linkerd release the component's pods run.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub version: Option<String>,
+    /// Replicas asked for.
+    pub desired_replicas: i32,
+    /// Replicas available.
+    pub available_replicas: i32,
+    /// Whether the component is fully rolled out and available.
+    pub available: bool,
+}
+
+/// Certificates the mesh identity uses.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct IdentityStatus {
+    /// SHA-256 of the trust-anchor bundle the proxies are given, as found in
+    /// their `linkerd.io/trust-root-sha256` annotation.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trust_root_sha256: Option<String>,
+    /// The trust anchors in the bundle.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub trust_anchors: Vec<CertificateSummary>,
+    /// The issuer certificate in use.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub issuer: Option<CertificateSummary>,
+}
+
+/// The public facts of one certificate.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct CertificateSummary {
+    /// Subject common name.
+    pub subject: String,
+    /// SHA-256 fingerprint of the DER certificate, hex.
+    pub sha256: String,
+    pub not_before: Time,
+    pub not_after: Time,
+}
+
+/// One version change.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct UpgradeRecord {
+    /// Version before the change; unset for the first install.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub from: Option<String>,
+    /// Version asked for.
+    pub to: String,
+    pub started_at: Time,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub finished_at: Option<Time>,
+    pub outcome: UpgradeOutcome,
+    /// Why it ended as it did.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+}
+
+/// How a version change ended.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
+pub enum UpgradeOutcome {
+    InProgress,
+    Succeeded,
+    RolledBack,
+    Failed,
+}

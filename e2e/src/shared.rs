@@ -1,0 +1,191 @@
+//! One cluster for all the tests of a test binary, and a namespace per test.
+//!
+//! The cluster runs on a thread of its own that lives until the test binary
+//! exits; its processes die with it (see [`crate::process`]). Set
+//! `KEELSON_E2E_KUBECONFIG` to run the tests against a cluster that is already
+//! up (`make cluster`) instead of starting one.
+
+use crate::{Cluster, ClusterOptions};
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::{Event, Namespace, Pod};
+use kube::api::{DeleteParams, ListParams, PostParams};
+use kube::config::{KubeConfigOptions, Kubeconfig};
+use kube::{Api, Client, ResourceExt};
+use std::fmt::Write;
+use std::future::Future;
+use std::path::PathBuf;
+use std::sync::OnceLock;
+use std::sync::atomic::{AtomicU32, Ordering};
+
+/// Label on every namespace a test creates.
+pub const TEST_NAMESPACE_LABEL: &str = "keelson.dev/e2e";
+
+/// What tests need to reach the shared cluster.
+pub struct TestEnv {
+    pub kubeconfig: PathBuf,
+    config: kube::Config,
+}
+
+static ENV: OnceLock<Result<TestEnv, String>> = OnceLock::new();
+
+/// The shared cluster, started by the first caller (the others wait).
+pub fn env() -> &'static TestEnv {
+    let env = ENV.get_or_init(|| {
+        crate::install_crypto_provider();
+        match std::env::var_os("KEELSON_E2E_KUBECONFIG") {
+            Some(path) => existing(PathBuf::from(path)),
+            None => start_shared(),
+        }
+    });
+    match env {
+        Ok(env) => env,
+        Err(e) => panic!("the test cluster is not available: {e}"),
+    }
+}
+
+fn existing(kubeconfig: PathBuf) -> Result<TestEnv, String> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| e.to_string())?;
+    let config = rt.block_on(async {
+        let kc = Kubeconfig::read_from(&kubeconfig)?;
+        kube::Config::from_custom_kubeconfig(kc, &KubeConfigOptions::default()).await
+    });
+    Ok(TestEnv {
+        config: config.map_err(|e| e.to_string())?,
+        kubeconfig,
+    })
+}
+
+fn start_shared() -> Result<TestEnv, String> {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::Builder::new()
+        .name("e2e-cluster".into())
+        .spawn(move || {
+            let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+                Ok(rt) => rt,
+                Err(e) => return drop(tx.send(Err(e.to_string()))),
+            };
+            rt.block_on(async move {
+                match Cluster::start(ClusterOptions::default()).await {
+                    Ok(cluster) => {
+                        let _ = tx.send(Ok(TestEnv {
+                            kubeconfig: cluster.kubeconfig().to_owned(),
+                            config: cluster.config().clone(),
+                        }));
+                        // Keep the cluster, and this thread, alive until the
+                        // test binary exits.
+                        std::future::pending::<()>().await;
+                        drop(cluster);
+                    }
+                    Err(e) => drop(tx.send(Err(format!("{e}")))),
+                }
+            });
+        })
+        .map_err(|e| e.to_string())?;
+    rx.recv().map_err(|_| "the cluster thread died".to_owned())?
+}
+
+impl TestEnv {
+    /// A fresh admin client for the calling test's runtime.
+    pub fn client(&self) -> Client {
+        Client::try_from(self.config.clone()).expect("client from a loaded kubeconfig")
+    }
+
+    /// Runs `test` with a client and a new namespace named `<prefix>-<n>`. On
+    /// success the namespace is deleted; on failure its pods, Deployments and
+    /// Events are printed before the test fails.
+    pub async fn in_namespace<F, Fut>(&self, prefix: &str, test: F)
+    where
+        F: FnOnce(Client, String) -> Fut,
+        Fut: Future<Output = anyhow::Result<()>>,
+    {
+        let client = self.client();
+        let ns = create_namespace(&client, prefix)
+            .await
+            .unwrap_or_else(|e| panic!("creating a test namespace: {e}"));
+        match test(client.clone(), ns.clone()).await {
+            Ok(()) => {
+                let _ = Api::<Namespace>::all(client)
+                    .delete(&ns, &DeleteParams::background())
+                    .await;
+            }
+            Err(e) => {
+                let dump = dump_namespace(&client, &ns).await;
+                panic!("{e:#}\n--- state of namespace {ns} ---\n{dump}");
+            }
+        }
+    }
+}
+
+async fn create_namespace(client: &Client, prefix: &str) -> Result<String, kube::Error> {
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let name = format!(
+        "{prefix}-{}-{}",
+        std::process::id(),
+        NEXT.fetch_add(1, Ordering::Relaxed)
+    );
+    let ns: Namespace = serde_json::from_value(serde_json::json!({
+        "metadata": {"name": name, "labels": {TEST_NAMESPACE_LABEL: "true"}}
+    }))
+    .expect("static namespace");
+    Api::<Namespace>::all(client.clone())
+        .create(&PostParams::default(), &ns)
+        .await?;
+    Ok(name)
+}
+
+/// A readable summary of a namespace, for failed tests.
+pub async fn dump_namespace(client: &Client, ns: &str) -> String {
+    let mut out = String::new();
+    let lp = ListParams::default();
+    match Api::<Deployment>::namespaced(client.clone(), ns).list(&lp).await {
+        Ok(list) => {
+            for d in list {
+                let s = d.status.clone().unwrap_or_default();
+                let _ = writeln!(
+                    out,
+                    "deployment {}: replicas={:?} ready={:?} available={:?}",
+                    d.name_any(),
+                    s.replicas,
+                    s.ready_replicas,
+                    s.available_replicas
+                );
+            }
+        }
+        Err(e) => out.push_str(&format!("listing deployments: {e}\n")),
+    }
+    match Api::<Pod>::namespaced(client.clone(), ns).list(&lp).await {
+        Ok(list) => {
+            for p in list {
+                let s = p.status.clone().unwrap_or_default();
+                let node = p.spec.as_ref().and_then(|s| s.node_name.clone());
+                let _ = writeln!(
+                    out,
+                    "pod {}: phase={:?} node={node:?} ip={:?}",
+                    p.name_any(),
+                    s.phase,
+                    s.pod_ip
+                );
+            }
+        }
+        Err(e) => out.push_str(&format!("listing pods: {e}\n")),
+    }
+    match Api::<Event>::namespaced(client.clone(), ns).list(&lp).await {
+        Ok(list) => {
+            for e in list {
+                let _ = writeln!(
+                    out,
+                    "event {}/{}: {} {}",
+                    e.involved_object.kind.unwrap_or_default(),
+                    e.involved_object.name.unwrap_or_default(),
+                    e.reason.unwrap_or_default(),
+                    e.message.unwrap_or_default()
+                );
+            }
+        }
+        Err(e) => out.push_str(&format!("listing events: {e}\n")),
+    }
+    out
+}
