@@ -230,8 +230,8 @@ pub struct ProxySpec {
     pub default_inbound_policy: DefaultPolicy,
 
     /// Run the proxy as a Kubernetes native sidecar (an init container with
-    /// `restartPolicy: Always`): `Off` as Linkerd does by default, `On`, or
-    /// `Auto` (on where the API server is 1.29 or newer).
+    /// `restartPolicy: Always`): `Disabled` as Linkerd does by default,
+    /// `Enabled`, or `Auto` (enabled where the API server is 1.29 or newer).
     #[serde(default)]
     pub native_sidecar: NativeSidecar,
 
@@ -315,16 +315,17 @@ pub enum DefaultPolicy {
     Audit,
 }
 
-/// Whether proxies run as native sidecars.
+/// Whether proxies run as native sidecars. (Not `On`/`Off`: YAML 1.1 tools,
+/// kubectl among them, read those as booleans.)
 #[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
 pub enum NativeSidecar {
     /// Native sidecars where the API server is 1.29 or newer.
     Auto,
     /// Always native sidecars (requires Kubernetes 1.29+).
-    On,
+    Enabled,
     /// A regular container, as Linkerd does by default.
     #[default]
-    Off,
+    Disabled,
 }
 
 /// Admission webhook behaviour.
@@ -335,6 +336,7 @@ pub struct WebhookSpec {
     /// (pods are created without a proxy) or `Fail` (pod creation fails).
     /// Unset: `Fail` with `highAvailability`, `Ignore` otherwise, as in Linkerd.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "crate::optional_enum::<FailurePolicy>")]
     pub failure_policy: Option<FailurePolicy>,
 }
 
@@ -387,6 +389,7 @@ pub struct ControlPlaneStatus {
 
     /// What the control plane is doing.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "crate::optional_enum::<ControlPlanePhase>")]
     pub phase: Option<ControlPlanePhase>,
 
     /// Linkerd release the running control plane is at.

@@ -14,6 +14,14 @@ pub use gateway_api::apis::standard::httproutes::HttpRoute;
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::CustomResourceExt;
 
+/// Schema for an optional enum field: the enum's own schema. schemars would add
+/// `null` to the allowed values, which Kubernetes rejects in a CRD.
+fn optional_enum<T: schemars::JsonSchema>(
+    generator: &mut schemars::SchemaGenerator,
+) -> schemars::Schema {
+    T::json_schema(generator)
+}
+
 /// Where `keelson crds` output is checked in, relative to this crate.
 pub const CRDS_FILE: &str = "keelson.dev.yaml";
 
@@ -103,7 +111,10 @@ mod tests {
             // Kubernetes rejects non-structural schemas; every object property
             // must carry a type.
             let schema = serde_json::to_value(&v.schema).unwrap();
-            assert_all_typed(&schema["openAPIV3Schema"], &crd.metadata.name.clone().unwrap());
+            assert_all_typed(
+                &schema["openAPIV3Schema"],
+                &crd.metadata.name.clone().unwrap(),
+            );
         }
     }
 
@@ -116,6 +127,20 @@ mod tests {
             "untyped schema at {at}: {node}"
         );
         assert!(!obj.contains_key("$ref"), "unresolved $ref at {at}");
+        if let Some(values) = obj.get("enum").and_then(|e| e.as_array()) {
+            assert!(
+                !values.contains(&serde_json::Value::Null),
+                "null in enum at {at}"
+            );
+            // kubectl reads YAML 1.1, where these unquoted words are booleans.
+            const YAML11_BOOLS: &[&str] = &["y", "yes", "n", "no", "on", "off", "true", "false"];
+            for v in values.iter().filter_map(|v| v.as_str()) {
+                assert!(
+                    !YAML11_BOOLS.contains(&v.to_lowercase().as_str()),
+                    "enum value {v} at {at}"
+                );
+            }
+        }
         for key in ["anyOf", "oneOf", "allOf"] {
             assert!(!obj.contains_key(key) || int_or_string, "{key} at {at}");
         }

@@ -48,8 +48,11 @@ pub struct Cluster {
     processes: Vec<Process>,
 }
 
+/// Progress goes straight to stderr, past libtest's capture of `eprintln!`,
+/// so a test run shows what the cluster is doing while it starts.
 fn progress(msg: impl std::fmt::Display) {
-    eprintln!("==> [test cluster] {msg}");
+    use std::io::Write;
+    let _ = writeln!(std::io::stderr(), "==> [test cluster] {msg}");
 }
 
 impl Cluster {
@@ -105,7 +108,9 @@ impl Cluster {
             ]),
         )?;
 
-        progress(format!("starting kube-apiserver {KUBERNETES_VERSION} on https://127.0.0.1:{api_port}"));
+        progress(format!(
+            "starting kube-apiserver {KUBERNETES_VERSION} on https://127.0.0.1:{api_port}"
+        ));
         self.spawn(
             "kube-apiserver",
             &bins.join("kube-apiserver"),
@@ -136,16 +141,20 @@ impl Cluster {
         self.config =
             kube::Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default()).await?;
         let client = self.client()?;
-        self.wait("kube-apiserver /readyz", Duration::from_secs(90), || async {
-            client
-                .request_text(
-                    http::Request::get("/readyz")
-                        .body(Vec::new())
-                        .expect("static request"),
-                )
-                .await
-                .is_ok_and(|body| body.trim() == "ok")
-        })
+        self.wait(
+            "kube-apiserver /readyz",
+            Duration::from_secs(90),
+            || async {
+                client
+                    .request_text(
+                        http::Request::get("/readyz")
+                            .body(Vec::new())
+                            .expect("static request"),
+                    )
+                    .await
+                    .is_ok_and(|body| body.trim() == "ok")
+            },
+        )
         .await?;
 
         let kubeconfig = self.kubeconfig.display().to_string();
@@ -181,14 +190,20 @@ impl Cluster {
             &bins.join("kube-controller-manager"),
             cm_args,
         )?;
-        self.spawn("kube-scheduler", &bins.join("kube-scheduler"), auth(sched_port))?;
+        self.spawn(
+            "kube-scheduler",
+            &bins.join("kube-scheduler"),
+            auth(sched_port),
+        )?;
 
         // Pods need their namespace's ServiceAccount, which the controller
         // manager creates: its presence shows the controllers run.
         let sa: Api<ServiceAccount> = Api::namespaced(client.clone(), "default");
-        self.wait("the controller manager (default ServiceAccount)", Duration::from_secs(90), || async {
-            sa.get_opt("default").await.is_ok_and(|sa| sa.is_some())
-        })
+        self.wait(
+            "the controller manager (default ServiceAccount)",
+            Duration::from_secs(90),
+            || async { sa.get_opt("default").await.is_ok_and(|sa| sa.is_some()) },
+        )
         .await?;
 
         progress(format!("registering {nodes} hollow nodes"));
@@ -244,9 +259,15 @@ impl Cluster {
         Ok(())
     }
 
-    fn spawn(&mut self, name: &'static str, program: &Path, args: Vec<String>) -> Result<(), Error> {
+    fn spawn(
+        &mut self,
+        name: &'static str,
+        program: &Path,
+        args: Vec<String>,
+    ) -> Result<(), Error> {
         let log = self.dir.join("logs").join(format!("{name}.log"));
-        self.processes.push(Process::spawn(name, program, &args, log)?);
+        self.processes
+            .push(Process::spawn(name, program, &args, log)?);
         Ok(())
     }
 

@@ -45,7 +45,12 @@ pub async fn register_nodes(client: &Client, names: &[String]) -> Result<(), Err
             }},
         }))
         .expect("static node");
-        if nodes.get_opt(name).await.map_err(Error::kube("reading nodes"))?.is_none() {
+        if nodes
+            .get_opt(name)
+            .await
+            .map_err(Error::kube("reading nodes"))?
+            .is_none()
+        {
             nodes
                 .create(&PostParams::default(), &node)
                 .await
@@ -76,7 +81,10 @@ pub async fn register_nodes(client: &Client, names: &[String]) -> Result<(), Err
             .patch_status(name, &PatchParams::default(), &Patch::Merge(&status))
             .await
             .map_err(Error::kube(format!("reporting node {name} ready")))?;
-        let current = nodes.get(name).await.map_err(Error::kube(format!("reading node {name}")))?;
+        let current = nodes
+            .get(name)
+            .await
+            .map_err(Error::kube(format!("reading node {name}")))?;
         let taints = current.spec.and_then(|s| s.taints).unwrap_or_default();
         let kept: Vec<_> = taints
             .iter()
@@ -84,7 +92,11 @@ pub async fn register_nodes(client: &Client, names: &[String]) -> Result<(), Err
             .collect();
         if kept.len() != taints.len() {
             nodes
-                .patch(name, &PatchParams::default(), &Patch::Merge(json!({"spec": {"taints": kept}})))
+                .patch(
+                    name,
+                    &PatchParams::default(),
+                    &Patch::Merge(json!({"spec": {"taints": kept}})),
+                )
                 .await
                 .map_err(Error::kube(format!("untainting node {name}")))?;
         }
@@ -108,17 +120,20 @@ pub async fn run_agent(client: Client, nodes: Vec<String>) -> Result<(), Error> 
     let (store, writer) = reflector::store();
     let pods = {
         let agent = agent.clone();
-        reflector::reflector(writer, watcher(agent.pods.clone(), watcher::Config::default()))
-            .default_backoff()
-            .applied_objects()
-            .map_err(|e| Error::AgentStopped(format!("pod watch: {e}")))
-            .try_for_each_concurrent(CONCURRENCY, move |pod| {
-                let agent = agent.clone();
-                async move {
-                    agent.sync(&pod).await;
-                    Ok(())
-                }
-            })
+        reflector::reflector(
+            writer,
+            watcher(agent.pods.clone(), watcher::Config::default()),
+        )
+        .default_backoff()
+        .applied_objects()
+        .map_err(|e| Error::AgentStopped(format!("pod watch: {e}")))
+        .try_for_each_concurrent(CONCURRENCY, move |pod| {
+            let agent = agent.clone();
+            async move {
+                agent.sync(&pod).await;
+                Ok(())
+            }
+        })
     };
     let faults = watch_faults(client, agent, store);
     futures::future::try_join(pods, faults).await.map(|_| ())
@@ -129,37 +144,47 @@ pub async fn run_agent(client: Client, nodes: Vec<String>) -> Result<(), Error> 
 async fn watch_faults(client: Client, agent: Arc<Agent>, store: Store<Pod>) -> Result<(), Error> {
     let cms: Api<ConfigMap> = Api::namespaced(client, FAULTS_NAMESPACE);
     let config = watcher::Config::default().fields(&format!("metadata.name={FAULTS_CONFIGMAP}"));
-    watcher(cms, config)
-        .default_backoff()
-        .touched_objects()
-        .map_err(|e| Error::AgentStopped(format!("fault watch: {e}")))
-        .try_for_each(|cm| {
-            let agent = agent.clone();
-            let store = store.clone();
-            async move {
-                let images: Vec<String> = match cm.metadata.deletion_timestamp {
-                    Some(_) => Vec::new(),
-                    None => cm
-                        .data
-                        .and_then(|d| d.get(FAULTS_KEY).cloned())
-                        .unwrap_or_default()
-                        .lines()
-                        .map(str::trim)
-                        .filter(|l| !l.is_empty())
-                        .map(str::to_owned)
-                        .collect(),
-                };
-                *agent.faults.write().expect("not poisoned") = images;
-                futures::stream::iter(store.state())
-                    .for_each_concurrent(CONCURRENCY, |pod| {
-                        let agent = agent.clone();
-                        async move { agent.sync(&pod).await }
-                    })
-                    .await;
-                Ok(())
+    let mut events = std::pin::pin!(watcher(cms, config).default_backoff());
+    // What a relist found; it replaces the current faults once the relist is
+    // complete, so a ConfigMap deleted while the watch was down is noticed.
+    let mut relisted = Vec::new();
+    while let Some(event) = events.next().await {
+        let images = match event.map_err(|e| Error::AgentStopped(format!("fault watch: {e}")))? {
+            watcher::Event::Init => {
+                relisted.clear();
+                continue;
             }
+            watcher::Event::InitApply(cm) => {
+                relisted = fault_images(&cm);
+                continue;
+            }
+            watcher::Event::InitDone => std::mem::take(&mut relisted),
+            watcher::Event::Apply(cm) => fault_images(&cm),
+            watcher::Event::Delete(_) => Vec::new(),
+        };
+        *agent.faults.write().expect("not poisoned") = images;
+        futures::stream::iter(store.state())
+            .for_each_concurrent(CONCURRENCY, |pod| {
+                let agent = agent.clone();
+                async move { agent.sync(&pod).await }
+            })
+            .await;
+    }
+    Err(Error::AgentStopped("fault watch ended".into()))
+}
+
+fn fault_images(cm: &ConfigMap) -> Vec<String> {
+    cm.data
+        .as_ref()
+        .and_then(|d| d.get(FAULTS_KEY))
+        .map(|v| {
+            v.lines()
+                .map(str::trim)
+                .filter(|l| !l.is_empty())
+                .map(str::to_owned)
+                .collect()
         })
-        .await
+        .unwrap_or_default()
 }
 
 struct Agent {
@@ -226,7 +251,9 @@ impl Agent {
             let n = self.next_ip.fetch_add(1, Ordering::Relaxed);
             format!("10.244.{}.{}", (n / 250) % 256, n % 250 + 1)
         });
-        let started = status.and_then(|s| s.start_time.clone()).unwrap_or(now.clone());
+        let started = status
+            .and_then(|s| s.start_time.clone())
+            .unwrap_or(now.clone());
         let ready = if failing { "False" } else { "True" };
         let uid = pod.metadata.uid.as_deref().unwrap_or_default();
         let spec = pod.spec.as_ref();
@@ -258,9 +285,7 @@ impl Agent {
             .flat_map(|s| &s.containers)
             .map(|c| container_status(c, false))
             .collect();
-        let condition = |kind: &str, status: &str| {
-            json!({"type": kind, "status": status, "lastProbeTime": null, "lastTransitionTime": now})
-        };
+        let condition = |kind: &str, status: &str| json!({"type": kind, "status": status, "lastProbeTime": null, "lastTransitionTime": now});
         json!({"status": {
             "phase": "Running",
             "hostIP": "127.0.0.1",

@@ -59,7 +59,9 @@ impl ClusterPki {
                 CertificateParams::new(names.iter().map(|n| n.to_string()).collect::<Vec<_>>())?;
             params.distinguished_name.push(DnType::CommonName, cn);
             if let Some(org) = org {
-                params.distinguished_name.push(DnType::OrganizationName, org);
+                params
+                    .distinguished_name
+                    .push(DnType::OrganizationName, org);
             }
             params.is_ca = IsCa::ExplicitNoCa;
             params.key_usages = vec![
@@ -124,14 +126,34 @@ mod tests {
             .expect("serving certificate is signed by the CA");
         let sans = serving.subject_alternative_name().unwrap().unwrap();
         let names = &sans.value.general_names;
-        assert!(names.contains(&GeneralName::IPAddress(&[127, 0, 0, 1])), "{names:?}");
-        assert!(names.contains(&GeneralName::DNSName("localhost")), "{names:?}");
-        assert!(serving.extended_key_usage().unwrap().unwrap().value.server_auth);
+        assert!(
+            names.contains(&GeneralName::IPAddress(&[127, 0, 0, 1])),
+            "{names:?}"
+        );
+        assert!(
+            names.contains(&GeneralName::DNSName("localhost")),
+            "{names:?}"
+        );
+        assert!(
+            serving
+                .extended_key_usage()
+                .unwrap()
+                .unwrap()
+                .value
+                .server_auth
+        );
 
         let admin_der = parse(&pki.admin_cert_pem);
         let (_, admin) = X509Certificate::from_der(&admin_der).unwrap();
         admin.verify_signature(Some(ca.public_key())).unwrap();
-        assert!(admin.extended_key_usage().unwrap().unwrap().value.client_auth);
+        assert!(
+            admin
+                .extended_key_usage()
+                .unwrap()
+                .unwrap()
+                .value
+                .client_auth
+        );
         let org: Vec<_> = admin
             .subject()
             .iter_organization()

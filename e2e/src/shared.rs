@@ -44,17 +44,26 @@ pub fn env() -> &'static TestEnv {
 }
 
 fn existing(kubeconfig: PathBuf) -> Result<TestEnv, String> {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| e.to_string())?;
-    let config = rt.block_on(async {
-        let kc = Kubeconfig::read_from(&kubeconfig)?;
-        kube::Config::from_custom_kubeconfig(kc, &KubeConfigOptions::default()).await
-    });
-    Ok(TestEnv {
-        config: config.map_err(|e| e.to_string())?,
-        kubeconfig,
+    // Loading is async; do it off the caller's thread, which may be inside a
+    // runtime already.
+    std::thread::scope(|scope| {
+        scope
+            .spawn(|| {
+                let rt = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .map_err(|e| e.to_string())?;
+                let config = rt.block_on(async {
+                    let kc = Kubeconfig::read_from(&kubeconfig)?;
+                    kube::Config::from_custom_kubeconfig(kc, &KubeConfigOptions::default()).await
+                });
+                Ok(TestEnv {
+                    config: config.map_err(|e| e.to_string())?,
+                    kubeconfig: kubeconfig.clone(),
+                })
+            })
+            .join()
+            .map_err(|_| "loading the kubeconfig panicked".to_owned())?
     })
 }
 
@@ -63,7 +72,10 @@ fn start_shared() -> Result<TestEnv, String> {
     std::thread::Builder::new()
         .name("e2e-cluster".into())
         .spawn(move || {
-            let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+            let rt = match tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            {
                 Ok(rt) => rt,
                 Err(e) => return drop(tx.send(Err(e.to_string()))),
             };
@@ -84,7 +96,8 @@ fn start_shared() -> Result<TestEnv, String> {
             });
         })
         .map_err(|e| e.to_string())?;
-    rx.recv().map_err(|_| "the cluster thread died".to_owned())?
+    rx.recv()
+        .map_err(|_| "the cluster thread died".to_owned())?
 }
 
 impl TestEnv {
@@ -140,7 +153,10 @@ async fn create_namespace(client: &Client, prefix: &str) -> Result<String, kube:
 pub async fn dump_namespace(client: &Client, ns: &str) -> String {
     let mut out = String::new();
     let lp = ListParams::default();
-    match Api::<Deployment>::namespaced(client.clone(), ns).list(&lp).await {
+    match Api::<Deployment>::namespaced(client.clone(), ns)
+        .list(&lp)
+        .await
+    {
         Ok(list) => {
             for d in list {
                 let s = d.status.clone().unwrap_or_default();
