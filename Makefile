@@ -1,0 +1,104 @@
+# Keelson developer entry points. A newcomer needs two: `make demo` and `make test`.
+# Every target installs what it needs (Debian packages through apt, crates through
+# cargo); the Kubernetes build is cached per version under ~/.cache/keelson.
+
+SHELL := /bin/bash
+.SHELLFLAGS := -eu -o pipefail -c
+CARGO ?= cargo
+CLUSTER_DIR := $(CURDIR)/.keelson/cluster
+KUBECONFIG_DEMO := $(CLUSTER_DIR)/kubeconfig
+KUBECTL := kubectl --kubeconfig $(KUBECONFIG_DEMO)
+
+.PHONY: help test unit e2e lint fmt crds check-crds kubernetes kubectl build \
+	cluster cluster-down demo demo-down clean
+
+help:
+	@echo "make demo         start a local cluster, install Keelson's CRDs and the examples"
+	@echo "make test         lint, unit tests and end-to-end tests on a real local cluster"
+	@echo "make cluster      start the local cluster in the background (make cluster-down stops it)"
+	@echo "make crds         regenerate crds/keelson.dev.yaml from the Rust types"
+	@echo "make kubernetes   build and cache Kubernetes $(shell sed -n 's/^K8S_VERSION=//p' e2e/hack/build-kubernetes.sh) (once per machine)"
+
+## Tests ---------------------------------------------------------------------
+
+test: lint unit e2e
+
+lint:
+	@echo "==> cargo fmt --check"
+	$(CARGO) fmt --all -- --check
+	@echo "==> cargo clippy"
+	$(CARGO) clippy --workspace --all-targets --locked -- -D warnings
+
+unit:
+	@echo "==> unit tests"
+	$(CARGO) test --workspace --locked --lib --bins
+
+# One test binary per file under e2e/tests; all tests of a binary share one
+# cluster, each in its own namespaces.
+e2e: kubernetes
+	@echo "==> end-to-end tests on a real kube-apiserver with hollow nodes"
+	$(CARGO) test -p keelson-e2e --locked --tests -- --test-threads 4
+
+fmt:
+	$(CARGO) fmt --all
+
+crds:
+	$(CARGO) run -q -p keelson-operator -- crds > crds/keelson.dev.yaml
+
+build:
+	$(CARGO) build --workspace --locked --bins
+
+## Local cluster and demo ----------------------------------------------------
+
+kubernetes:
+	@bash e2e/hack/build-kubernetes.sh
+
+# kubectl for the demo: the machine's if present, else Debian's (1.20.2, the
+# same version as the local cluster).
+kubectl:
+	@command -v kubectl >/dev/null || { \
+	  echo "==> installing kubectl (Debian package kubernetes-client)"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq kubernetes-client >/dev/null; }
+
+cluster: kubernetes build
+	@if [ -f $(CLUSTER_DIR)/ready ] && kill -0 $$(cat $(CLUSTER_DIR)/ready) 2>/dev/null; then \
+	  echo "==> local cluster already running (kubeconfig: $(KUBECONFIG_DEMO))"; \
+	else \
+	  mkdir -p $(dir $(CLUSTER_DIR)); \
+	  echo "==> starting the local cluster; log: $(CLUSTER_DIR).log"; \
+	  nohup target/debug/keelson-cluster --dir $(CLUSTER_DIR) > $(CLUSTER_DIR).log 2>&1 & \
+	  for i in $$(seq 1 120); do \
+	    [ -f $(CLUSTER_DIR)/ready ] && break; \
+	    if ! kill -0 $$! 2>/dev/null; then echo "the cluster failed to start:"; cat $(CLUSTER_DIR).log; exit 1; fi; \
+	    sleep 1; \
+	  done; \
+	  [ -f $(CLUSTER_DIR)/ready ] || { echo "the cluster did not start in 120s:"; cat $(CLUSTER_DIR).log; exit 1; }; \
+	  grep '^==>' $(CLUSTER_DIR).log || true; \
+	fi
+	@echo "    export KUBECONFIG=$(KUBECONFIG_DEMO)"
+
+cluster-down:
+	@if [ -f $(CLUSTER_DIR)/ready ]; then kill $$(cat $(CLUSTER_DIR)/ready) 2>/dev/null || true; fi
+	@for i in $$(seq 1 20); do [ -f $(CLUSTER_DIR)/ready ] || break; sleep 0.5; done
+	@echo "==> local cluster stopped"
+
+demo: cluster kubectl
+	@echo "==> installing Keelson's CRDs"
+	target/debug/keelson crds | $(KUBECTL) apply --server-side -f - 2>&1 | grep -v -i 'version skew\|memcache'
+	$(KUBECTL) wait --for condition=Established --timeout 60s crd/controlplanes.keelson.dev crd/dataplanes.keelson.dev 2>&1 | grep -v -i 'version skew'
+	@echo "==> applying examples/"
+	$(KUBECTL) apply --server-side -f examples/ 2>&1 | grep -v -i 'version skew'
+	@echo "==> nodes"
+	@$(KUBECTL) get nodes 2>&1 | grep -v -i 'version skew'
+	@echo "==> ControlPlanes and DataPlanes"
+	@$(KUBECTL) get controlplanes,dataplanes -A 2>&1 | grep -v -i 'version skew'
+	@echo "==> the example ControlPlane as stored, with defaults filled in"
+	@$(KUBECTL) get controlplane linkerd -o yaml 2>&1 | grep -v -i 'version skew'
+	@echo
+	@echo "The cluster keeps running: export KUBECONFIG=$(KUBECONFIG_DEMO); 'make cluster-down' stops it."
+
+demo-down: cluster-down
+
+clean: cluster-down
+	$(CARGO) clean
+	rm -rf .keelson
