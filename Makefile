@@ -37,7 +37,7 @@ unit:
 # cluster, each in its own namespaces.
 e2e: kubernetes
 	@echo "==> end-to-end tests on a real kube-apiserver with hollow nodes"
-	$(CARGO) test -p keelson-e2e --locked --tests -- --test-threads 4
+	$(CARGO) test -p keelson-e2e --locked --test '*' -- --test-threads 4
 
 fmt:
 	$(CARGO) fmt --all

@@ -137,9 +137,11 @@ impl Cluster {
         )?;
 
         self.write_kubeconfig(&pki, api_port)?;
-        let kubeconfig = Kubeconfig::read_from(&self.kubeconfig)?;
+        let kubeconfig = Kubeconfig::read_from(&self.kubeconfig).map_err(Box::new)?;
         self.config =
-            kube::Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default()).await?;
+            kube::Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default())
+                .await
+                .map_err(Box::new)?;
         let client = self.client()?;
         self.wait(
             "kube-apiserver /readyz",

@@ -28,13 +28,13 @@ pub enum Error {
     Pki(#[from] rcgen::Error),
 
     #[error("loading the kubeconfig: {0}")]
-    Kubeconfig(#[from] kube::config::KubeconfigError),
+    Kubeconfig(#[from] Box<kube::config::KubeconfigError>),
 
     #[error("{what}: {source}")]
     Kube {
         what: String,
         #[source]
-        source: kube::Error,
+        source: Box<kube::Error>,
     },
 
     #[error("the hollow-node agent stopped: {0}")]
@@ -49,6 +49,9 @@ impl Error {
 
     pub(crate) fn kube(what: impl Into<String>) -> impl FnOnce(kube::Error) -> Self {
         let what = what.into();
-        move |source| Self::Kube { what, source }
+        move |source| Self::Kube {
+            what,
+            source: Box::new(source),
+        }
     }
 }
