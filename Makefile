@@ -9,7 +9,7 @@ CLUSTER_DIR := $(CURDIR)/.keelson/cluster
 KUBECONFIG_DEMO := $(CLUSTER_DIR)/kubeconfig
 KUBECTL := kubectl --kubeconfig $(KUBECONFIG_DEMO)
 
-.PHONY: help test unit e2e lint fmt crds check-crds kubernetes kubectl build \
+.PHONY: help test unit e2e lint fmt crds golden kubernetes kubectl build \
 	cluster cluster-down demo demo-down clean
 
 help:
@@ -17,6 +17,7 @@ help:
 	@echo "make test         lint, unit tests and end-to-end tests on a real local cluster"
 	@echo "make cluster      start the local cluster in the background (make cluster-down stops it)"
 	@echo "make crds         regenerate crds/keelson.dev.yaml from the Rust types"
+	@echo "make golden       regenerate the rendered-manifest golden files (operator/tests/golden)"
 	@echo "make kubernetes   build and cache Kubernetes $(shell sed -n 's/^K8S_VERSION=//p' e2e/hack/build-kubernetes.sh) (once per machine)"
 
 ## Tests ---------------------------------------------------------------------
@@ -29,9 +30,11 @@ lint:
 	@echo "==> cargo clippy"
 	$(CARGO) clippy --workspace --all-targets --locked -- -D warnings
 
+# Unit tests, and the golden-file tests of rendering (no cluster needed).
 unit:
 	@echo "==> unit tests"
-	$(CARGO) test --workspace --locked --lib --bins
+	$(CARGO) test --workspace --locked --exclude keelson-e2e
+	$(CARGO) test -p keelson-e2e --locked --lib
 
 # One test binary per file under e2e/tests; all tests of a binary share one
 # cluster, each in its own namespaces.
@@ -44,6 +47,10 @@ fmt:
 
 crds:
 	$(CARGO) run -q -p keelson-operator -- crds > crds/keelson.dev.yaml
+
+golden:
+	UPDATE_GOLDEN=1 $(CARGO) test -q -p keelson-operator --test golden
+	@git status --short operator/tests/golden
 
 build:
 	$(CARGO) build --workspace --locked --bins

@@ -31,7 +31,7 @@ use serde::{Deserialize, Serialize};
 pub struct ControlPlaneSpec {
     /// Linkerd release to run, as named by Linkerd's edge channel (for example
     /// `edge-25.4.4`, which is stable 2.18). It must be a release in Keelson's
-    /// embedded catalog (`keelson render --list-versions`). Changing it starts an
+    /// embedded catalog (`keelson versions`). Changing it starts an
     /// ordered, health-gated upgrade.
     pub version: String,
 
@@ -39,6 +39,16 @@ pub struct ControlPlaneSpec {
     /// changed once the control plane is installed.
     #[serde(default = "default_namespace")]
     pub namespace: String,
+
+    /// DNS domain of the cluster's Services. Defaults to `cluster.local`.
+    #[serde(default = "default_cluster_domain")]
+    pub cluster_domain: String,
+
+    /// CIDRs of the cluster's pod and service networks: traffic to them is
+    /// discovered through the control plane, and `cluster-*` policies trust
+    /// them. Defaults to Linkerd's (all private ranges).
+    #[serde(default = "default_cluster_networks")]
+    pub cluster_networks: Vec<String>,
 
     /// Mesh identity: trust domain, trust anchors and the issuer that signs
     /// workload certificates.
@@ -81,6 +91,16 @@ pub struct ControlPlaneSpec {
 
 fn default_namespace() -> String {
     "linkerd".to_owned()
+}
+
+fn default_cluster_domain() -> String {
+    "cluster.local".to_owned()
+}
+
+fn default_cluster_networks() -> Vec<String> {
+    ["10.0.0.0/8", "100.64.0.0/10", "172.16.0.0/12", "192.168.0.0/16", "fd00::/8"]
+        .map(String::from)
+        .to_vec()
 }
 
 /// Mesh identity settings.

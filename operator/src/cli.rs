@@ -1,7 +1,10 @@
 //! Command-line interface of the `keelson` binary.
 
+use anyhow::Context as _;
 use clap::{Parser, Subcommand};
+use keelson_operator::{catalog, render};
 use std::io::Write;
+use std::path::PathBuf;
 
 /// Keelson runs the whole life of a Linkerd service mesh: install, upgrade,
 /// identity, injection and policy.
@@ -16,6 +19,20 @@ pub struct Cli {
 enum Command {
     /// Print the CustomResourceDefinitions of Keelson's API (keelson.dev) as YAML.
     Crds,
+    /// Print the objects Keelson would apply for a ControlPlane, without a
+    /// cluster (for review in GitOps pull requests). Certificates and keys,
+    /// generated in the cluster, show as placeholders.
+    Render {
+        /// ControlPlane manifest (YAML); `-` reads standard input.
+        #[arg(short = 'f', long = "filename")]
+        file: PathBuf,
+        /// Kubernetes version of the target cluster (MAJOR.MINOR); defaults to
+        /// the release's floor.
+        #[arg(long)]
+        kubernetes_version: Option<String>,
+    },
+    /// List the Linkerd releases in Keelson's catalog.
+    Versions,
 }
 
 impl Cli {
@@ -24,11 +41,39 @@ impl Cli {
     }
 
     pub fn run(self) -> anyhow::Result<()> {
+        let mut out = std::io::stdout().lock();
         match self.command {
-            Command::Crds => {
-                std::io::stdout().write_all(keelson_crds::crds_yaml().as_bytes())?;
-                Ok(())
+            Command::Crds => out.write_all(keelson_crds::crds_yaml().as_bytes())?,
+            Command::Render {
+                file,
+                kubernetes_version,
+            } => {
+                let text = if file.as_os_str() == "-" {
+                    std::io::read_to_string(std::io::stdin())?
+                } else {
+                    std::fs::read_to_string(&file)
+                        .with_context(|| format!("reading {}", file.display()))?
+                };
+                let cp: keelson_crds::ControlPlane = serde_yaml::from_str(&text)
+                    .with_context(|| format!("{} is not a valid ControlPlane", file.display()))?;
+                let kube = kubernetes_version
+                    .map(|v| catalog::KubeVersion::try_from(v).map_err(anyhow::Error::msg))
+                    .transpose()
+                    .context("--kubernetes-version")?;
+                let objects = render::offline::render(&cp, kube)
+                    .with_context(|| format!("rendering {}", file.display()))?;
+                out.write_all(render::offline::to_yaml(&objects).as_bytes())?;
+            }
+            Command::Versions => {
+                for r in catalog::releases() {
+                    writeln!(
+                        out,
+                        "{}\tstable 2.{}\tKubernetes >= {}",
+                        r.version, r.stable_minor, r.kubernetes_floor
+                    )?;
+                }
             }
         }
+        Ok(())
     }
 }

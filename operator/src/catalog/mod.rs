@@ -1,0 +1,300 @@
+//! The embedded release catalog: every Linkerd release Keelson can install,
+//! what it runs, what it needs, and how to get from one release to another.
+//!
+//! The data lives in `releases.yaml` next to this file, checked against
+//! Linkerd's charts for each tag; this module parses it once and plans
+//! upgrades over it.
+
+use serde::Deserialize;
+use std::collections::BTreeSet;
+use std::fmt;
+use std::str::FromStr;
+use std::sync::OnceLock;
+
+/// A Linkerd edge release name, such as `edge-25.4.4`. Stable releases are
+/// edge releases too (2.18 is `edge-25.4.4`), so this orders every release.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Version {
+    year: u16,
+    month: u8,
+    number: u16,
+}
+
+/// A release name that is not `edge-YY.M.N`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0:?} is not a Linkerd release name; expected edge-YY.M.N, such as edge-25.4.4")]
+pub struct ParseVersionError(String);
+
+impl FromStr for Version {
+    type Err = ParseVersionError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let err = || ParseVersionError(s.to_owned());
+        let rest = s.strip_prefix("edge-").ok_or_else(err)?;
+        let mut parts = rest.split('.');
+        let mut next = || -> Result<u16, ParseVersionError> {
+            let p = parts.next().ok_or_else(err)?;
+            // Reject signs and leading zeros so every release has one spelling.
+            if p.is_empty() || !p.bytes().all(|b| b.is_ascii_digit()) || (p.len() > 1 && p.starts_with('0')) {
+                return Err(err());
+            }
+            p.parse().map_err(|_| err())
+        };
+        let (year, month, number) = (next()?, next()?, next()?);
+        if parts.next().is_some() || !(1..=12).contains(&month) {
+            return Err(err());
+        }
+        Ok(Self {
+            year,
+            month: month as u8,
+            number,
+        })
+    }
+}
+
+impl fmt::Display for Version {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "edge-{}.{}.{}", self.year, self.month, self.number)
+    }
+}
+
+impl<'de> Deserialize<'de> for Version {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        s.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+/// A Kubernetes minor version, such as 1.23.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Deserialize)]
+#[serde(try_from = "String")]
+pub struct KubeVersion {
+    pub major: u32,
+    pub minor: u32,
+}
+
+impl TryFrom<String> for KubeVersion {
+    type Error = String;
+
+    fn try_from(s: String) -> Result<Self, String> {
+        let (major, minor) = s
+            .split_once('.')
+            .ok_or_else(|| format!("{s:?} is not MAJOR.MINOR"))?;
+        let num = |p: &str| p.parse::<u32>().map_err(|_| format!("{s:?} is not MAJOR.MINOR"));
+        Ok(Self {
+            major: num(major)?,
+            minor: num(minor)?,
+        })
+    }
+}
+
+impl fmt::Display for KubeVersion {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}.{}", self.major, self.minor)
+    }
+}
+
+/// One release Keelson can install.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Release {
+    pub version: Version,
+    /// The stable minor this release is or leads up to: 18 for 2.18. Linkerd's
+    /// skew rule is counted in these.
+    pub stable_minor: u32,
+    /// Oldest Kubernetes the release's chart accepts (`kubeVersion`).
+    pub kubernetes_floor: KubeVersion,
+    pub images: Images,
+    /// Whether the chart installs the Gateway API CRDs unless told otherwise.
+    pub install_gateway_api_by_default: bool,
+    /// `proxyInit.iptablesMode` default: `legacy` or `nft`.
+    pub iptables_mode: String,
+    /// What this release renders differently from 2.17.
+    pub features: BTreeSet<Feature>,
+}
+
+impl Release {
+    pub fn has(&self, feature: Feature) -> bool {
+        self.features.contains(&feature)
+    }
+}
+
+/// Rendering differences between releases, named for what they change.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum Feature {
+    /// Proxy env `_pod_uid` and `_pod_containerName` (2.18+).
+    ProxyPodMetadataEnv,
+    /// Proxy env `LINKERD2_PROXY_CORES` and `LINKERD2_PROXY_CORES_MIN` (2.18+).
+    ProxyCoresEnv,
+    /// Proxy env `LINKERD2_PROXY_OUTBOUND_METRICS_HOSTNAME_LABELS` (2.18+).
+    ProxyHostnameLabelsEnv,
+    /// Proxy env `_pod_ip` (2.19+).
+    ProxyPodIpEnv,
+    /// Destination arg `-outbound-transport-mode` (2.18+).
+    OutboundTransportModeArg,
+    /// Container ports named per container (`ident-grpc`, `dest-admin`, ...) (2.19+).
+    UniquePortNames,
+}
+
+/// Container images of a release.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Images {
+    /// Image of identity, destination, sp-validator (and policy, from 2.19).
+    pub controller: String,
+    pub proxy: String,
+    /// Image of `linkerd-init`; unset where it runs from the proxy image.
+    #[serde(default)]
+    pub proxy_init: Option<String>,
+    /// Image of the policy controller where it is separate from `controller`.
+    #[serde(default)]
+    pub policy_controller: Option<String>,
+}
+
+/// Why a version cannot be installed or reached.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CatalogError {
+    #[error(transparent)]
+    Parse(#[from] ParseVersionError),
+    #[error("Linkerd {0} is not in Keelson's release catalog; known releases: {1}")]
+    Unknown(Version, String),
+}
+
+/// The embedded catalog, parsed once.
+pub fn releases() -> &'static [Release] {
+    static CATALOG: OnceLock<Vec<Release>> = OnceLock::new();
+    CATALOG.get_or_init(|| {
+        let mut all: Vec<Release> = serde_yaml::from_str(include_str!("releases.yaml"))
+            .expect("releases.yaml parses (checked by a unit test)");
+        all.sort_by_key(|r| r.version);
+        all
+    })
+}
+
+/// The catalog entry for a release name.
+pub fn find(version: &str) -> Result<&'static Release, CatalogError> {
+    let v: Version = version.parse()?;
+    releases()
+        .iter()
+        .find(|r| r.version == v)
+        .ok_or_else(|| CatalogError::Unknown(v, known()))
+}
+
+fn known() -> String {
+    releases()
+        .iter()
+        .map(|r| format!("{} (2.{})", r.version, r.stable_minor))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// Why an upgrade path is refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PathError {
+    #[error(transparent)]
+    Catalog(#[from] CatalogError),
+    #[error(
+        "no path from {from} to {to}: Linkerd supports moving one stable release at a time, and the catalog has no release of 2.{missing} to pass through"
+    )]
+    Gap { from: Version, to: Version, missing: u32 },
+}
+
+/// The releases to install, in order, to go from `from` to `to`.
+///
+/// Linkerd lets the control plane run at most one stable release ahead of
+/// proxies, so a jump across several stable releases goes through the newest
+/// catalog release of each one in between; proxies are rolled at every step.
+/// Moving down (a rollback) follows the same rule in reverse.
+pub fn upgrade_path(from: &str, to: &str) -> Result<Vec<&'static Release>, PathError> {
+    let (from, to) = (find(from)?, find(to)?);
+    let (lo, hi) = (
+        from.stable_minor.min(to.stable_minor),
+        from.stable_minor.max(to.stable_minor),
+    );
+    let mut path = Vec::new();
+    for minor in lo + 1..hi {
+        // The newest release of each stable line in between.
+        let step = releases()
+            .iter()
+            .rev()
+            .find(|r| r.stable_minor == minor)
+            .ok_or(PathError::Gap {
+                from: from.version,
+                to: to.version,
+                missing: minor,
+            })?;
+        path.push(step);
+    }
+    if to.version < from.version {
+        path.reverse();
+    }
+    if from.version != to.version {
+        path.push(to);
+    }
+    Ok(path)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn versions_parse_order_and_print() {
+        let v: Version = "edge-25.4.4".parse().unwrap();
+        assert_eq!(v.to_string(), "edge-25.4.4");
+        assert!(v < "edge-25.10.7".parse().unwrap(), "months compare as numbers");
+        assert!("edge-24.11.8".parse::<Version>().unwrap() < v);
+        for bad in ["25.4.4", "edge-25.4", "edge-25.4.4.1", "edge-25.13.1", "edge-25.04.4", "edge-25.-4.4", "stable-2.18.0", ""] {
+            let err = bad.parse::<Version>().unwrap_err();
+            assert!(err.to_string().contains("edge-YY.M.N"), "{bad}: {err}");
+        }
+    }
+
+    #[test]
+    fn catalog_covers_the_stable_releases_in_order() {
+        let all = releases();
+        for (stable, edge) in [(17, "edge-24.11.8"), (18, "edge-25.4.4"), (19, "edge-25.10.7")] {
+            let r = find(edge).unwrap();
+            assert_eq!(r.stable_minor, stable, "{edge}");
+        }
+        for pair in all.windows(2) {
+            assert!(pair[0].version < pair[1].version, "duplicate {}", pair[1].version);
+            assert!(pair[0].stable_minor <= pair[1].stable_minor, "stable lines out of order at {}", pair[1].version);
+        }
+        for r in all {
+            assert!(r.images.proxy.ends_with(&format!(":{}", r.version)), "{}: proxy {}", r.version, r.images.proxy);
+            assert!(r.images.controller.ends_with(&format!(":{}", r.version)), "{}", r.version);
+            assert!(["legacy", "nft"].contains(&r.iptables_mode.as_str()), "{}", r.version);
+        }
+    }
+
+    #[test]
+    fn unknown_versions_name_the_known_ones() {
+        let err = find("edge-20.1.1").unwrap_err().to_string();
+        assert!(err.contains("not in Keelson's release catalog"), "{err}");
+        assert!(err.contains("edge-25.4.4 (2.18)"), "{err}");
+    }
+
+    fn names(path: &[&Release]) -> Vec<String> {
+        path.iter().map(|r| r.version.to_string()).collect()
+    }
+
+    #[test]
+    fn upgrades_step_through_each_stable_release() {
+        assert_eq!(names(&upgrade_path("edge-25.4.4", "edge-25.10.7").unwrap()), ["edge-25.10.7"]);
+        assert_eq!(
+            names(&upgrade_path("edge-24.11.8", "edge-25.10.7").unwrap()),
+            ["edge-25.4.4", "edge-25.10.7"]
+        );
+        assert_eq!(
+            names(&upgrade_path("edge-25.10.7", "edge-24.11.8").unwrap()),
+            ["edge-25.4.4", "edge-24.11.8"]
+        );
+        assert!(upgrade_path("edge-25.4.4", "edge-25.4.4").unwrap().is_empty());
+        assert!(matches!(
+            upgrade_path("edge-25.4.4", "edge-99.1.1"),
+            Err(PathError::Catalog(CatalogError::Unknown(..)))
+        ));
+    }
+}

@@ -1,0 +1,6 @@
+//! Keelson's operator: the release catalog, control-plane rendering and, as
+//! they land, the reconcilers. The `keelson` binary wires these together.
+#![forbid(unsafe_code)]
+
+pub mod catalog;
+pub mod render;

@@ -1,0 +1,200 @@
+//! Pure rendering: a ControlPlane spec, its catalog release and its identity
+//! material in, the Kubernetes objects Linkerd's chart would produce for the
+//! same values out (minus the proxy injector, which Keelson replaces).
+//!
+//! Nothing here does I/O or reads the clock, so every output is reproducible
+//! and checked against golden files (`operator/tests/golden/`).
+
+mod config;
+mod destination;
+mod identity;
+pub mod offline;
+mod proxy;
+mod rbac;
+mod services;
+mod webhooks;
+mod workload;
+
+use crate::catalog::{KubeVersion, Release};
+use keelson_crds::ControlPlaneSpec;
+use serde_json::{Map, Value, json};
+
+/// A certificate and its private key, PEM-encoded.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TlsPair {
+    pub cert_pem: String,
+    pub key_pem: String,
+}
+
+/// The mesh identity the control plane is rendered with.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct IdentityMaterial {
+    /// Trust anchors, PEM, exactly as proxies receive them.
+    pub trust_anchors_pem: String,
+    /// The issuer certificate and key (`linkerd.io/tls` scheme); `None` when an
+    /// external issuer maintains the `linkerd-identity-issuer` Secret.
+    pub issuer: Option<TlsPair>,
+}
+
+/// Serving certificates of Linkerd's validating webhooks. Each is
+/// self-signed and doubles as its webhook's CA bundle, as in Linkerd's chart.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct WebhookTls {
+    pub sp_validator: TlsPair,
+    pub policy_validator: TlsPair,
+}
+
+/// Where an object goes in an ordered install or upgrade.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Stage {
+    /// Namespace, RBAC, ConfigMaps, Secrets, Services: what the components need.
+    Base,
+    /// The identity Deployment, gated on availability before destination.
+    Identity,
+    /// The destination Deployment, gated on availability.
+    Destination,
+    /// Validating webhooks, registered once their server can answer.
+    Webhooks,
+}
+
+/// One rendered object and its stage.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Rendered {
+    pub stage: Stage,
+    pub object: Value,
+}
+
+/// Everything a control plane is rendered from.
+pub struct Context<'a> {
+    /// Name of the ControlPlane object, recorded in a label on every object so
+    /// Keelson can find (and prune) what it installed.
+    pub name: &'a str,
+    pub spec: &'a ControlPlaneSpec,
+    pub release: &'a Release,
+    /// Version of the target cluster, for API versions that changed.
+    pub kubernetes: KubeVersion,
+    pub identity: &'a IdentityMaterial,
+    pub webhooks: &'a WebhookTls,
+}
+
+/// Label naming the ControlPlane an object belongs to.
+pub const CONTROL_PLANE_LABEL: &str = "keelson.dev/control-plane";
+
+/// The objects of a control plane, in apply order.
+pub fn render(ctx: &Context<'_>) -> Vec<Rendered> {
+    let mut out = Vec::new();
+    let mut add = |stage, objects: Vec<Value>| {
+        out.extend(objects.into_iter().map(|object| Rendered { stage, object }));
+    };
+    add(Stage::Base, vec![namespace(ctx)]);
+    add(Stage::Base, rbac::objects(ctx));
+    add(Stage::Base, config::objects(ctx));
+    add(Stage::Base, identity::base(ctx));
+    add(Stage::Base, services::objects(ctx));
+    add(Stage::Base, webhooks::secrets(ctx));
+    add(Stage::Identity, identity::workload(ctx));
+    add(Stage::Destination, destination::workload(ctx));
+    add(Stage::Webhooks, webhooks::configurations(ctx));
+    out
+}
+
+impl Context<'_> {
+    pub fn ns(&self) -> &str {
+        &self.spec.namespace
+    }
+
+    pub fn version(&self) -> String {
+        self.release.version.to_string()
+    }
+
+    pub fn trust_domain(&self) -> &str {
+        &self.spec.identity.trust_domain
+    }
+
+    pub fn cluster_domain(&self) -> &str {
+        &self.spec.cluster_domain
+    }
+
+    pub fn ha(&self) -> bool {
+        self.spec.high_availability
+    }
+
+    /// `Fail` in HA, `Ignore` otherwise, unless the spec says.
+    pub fn failure_policy(&self) -> &'static str {
+        use keelson_crds::controlplane::FailurePolicy;
+        match self.spec.webhook.failure_policy {
+            Some(FailurePolicy::Fail) => "Fail",
+            Some(FailurePolicy::Ignore) => "Ignore",
+            None if self.ha() => "Fail",
+            None => "Ignore",
+        }
+    }
+
+    /// Value of the `linkerd.io/created-by` annotation.
+    pub fn created_by(&self) -> String {
+        format!("keelson/{}", env!("CARGO_PKG_VERSION"))
+    }
+
+    /// The labels Linkerd's chart puts on a component's objects, plus Keelson's
+    /// ownership label.
+    pub fn labels(&self, component: Option<&str>) -> Map<String, Value> {
+        let mut labels = Map::new();
+        if let Some(c) = component {
+            labels.insert("linkerd.io/control-plane-component".into(), c.into());
+        }
+        labels.insert("linkerd.io/control-plane-ns".into(), self.ns().into());
+        labels.insert(CONTROL_PLANE_LABEL.into(), self.name.into());
+        labels
+    }
+
+    /// An object's `metadata`: namespaced or not, with the component labels
+    /// and, where the chart has it, the created-by annotation.
+    pub fn meta(&self, name: &str, scope: Scope, component: Option<&str>) -> Value {
+        let mut meta = json!({"name": name, "labels": self.labels(component)});
+        if let Scope::Namespaced { created_by } = scope {
+            meta["namespace"] = self.ns().into();
+            if created_by {
+                meta["annotations"] = json!({"linkerd.io/created-by": self.created_by()});
+            }
+        }
+        meta
+    }
+}
+
+/// Where an object lives, and whether the chart annotates it with its creator.
+#[derive(Clone, Copy, Debug)]
+pub enum Scope {
+    Cluster,
+    Namespaced { created_by: bool },
+}
+
+/// Builds an object from its type, metadata and the rest of its fields.
+pub fn object(api_version: &str, kind: &str, metadata: Value, body: Value) -> Value {
+    let mut obj = json!({"apiVersion": api_version, "kind": kind, "metadata": metadata});
+    if let Value::Object(fields) = body {
+        obj.as_object_mut()
+            .expect("built as an object")
+            .extend(fields);
+    }
+    obj
+}
+
+/// Base64 for Secret `data`, as the API expects.
+pub fn b64(s: &str) -> Value {
+    serde_json::to_value(k8s_openapi::ByteString(s.as_bytes().to_vec()))
+        .expect("bytes serialize")
+}
+
+/// The control plane's namespace, labelled as `linkerd install` labels it.
+fn namespace(ctx: &Context<'_>) -> Value {
+    let mut labels = ctx.labels(None);
+    labels.insert("linkerd.io/is-control-plane".into(), "true".into());
+    labels.insert("config.linkerd.io/admission-webhooks".into(), "disabled".into());
+    labels.insert("pod-security.kubernetes.io/enforce".into(), "privileged".into());
+    object(
+        "v1",
+        "Namespace",
+        json!({"name": ctx.ns(), "labels": labels, "annotations": {"linkerd.io/inject": "disabled"}}),
+        json!({}),
+    )
+}

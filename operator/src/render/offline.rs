@@ -1,0 +1,72 @@
+//! Rendering without a cluster (`keelson render`, golden files): identity
+//! material is generated inside the cluster, so offline output carries
+//! placeholders instead. It never contains key material, and it does not
+//! change from run to run, so it diffs cleanly in code review.
+
+use super::{IdentityMaterial, Rendered, TlsPair, WebhookTls};
+use keelson_crds::controlplane::IssuerMode;
+
+fn placeholder(kind: &str, what: &str) -> String {
+    format!("-----BEGIN {kind}-----\nkeelson render: {what} is generated in the cluster\n-----END {kind}-----\n")
+}
+
+fn pair(what: &str) -> TlsPair {
+    TlsPair {
+        cert_pem: placeholder("CERTIFICATE", &format!("the {what} certificate")),
+        key_pem: placeholder("PRIVATE KEY", &format!("the {what} key")),
+    }
+}
+
+/// Identity material standing in for what Keelson generates in the cluster
+/// (no issuer in external mode, where another tool provides it).
+pub fn identity(mode: IssuerMode) -> IdentityMaterial {
+    IdentityMaterial {
+        trust_anchors_pem: placeholder("CERTIFICATE", "the trust anchor"),
+        issuer: (mode == IssuerMode::Managed).then(|| pair("issuer")),
+    }
+}
+
+/// Webhook serving certificates standing in for the generated ones.
+pub fn webhooks() -> WebhookTls {
+    WebhookTls {
+        sp_validator: pair("sp-validator"),
+        policy_validator: pair("policy-validator"),
+    }
+}
+
+/// Rendered objects as one YAML stream, each document headed by its stage.
+pub fn to_yaml(objects: &[Rendered]) -> String {
+    let mut out = String::new();
+    for r in objects {
+        out.push_str(&format!("---\n# stage: {:?}\n", r.stage));
+        out.push_str(&serde_yaml::to_string(&r.object).expect("JSON values serialize as YAML"));
+    }
+    out
+}
+
+/// Why a ControlPlane cannot be rendered.
+#[derive(Debug, thiserror::Error)]
+pub enum OfflineError {
+    // The message carries the cause; it is not repeated as a source.
+    #[error("spec.version: {0}")]
+    Version(crate::catalog::CatalogError),
+}
+
+/// Renders a ControlPlane as Keelson would apply it to a cluster of the
+/// given Kubernetes version (default: the release's floor).
+pub fn render(
+    cp: &keelson_crds::ControlPlane,
+    kubernetes: Option<crate::catalog::KubeVersion>,
+) -> Result<Vec<Rendered>, OfflineError> {
+    let release = crate::catalog::find(&cp.spec.version).map_err(OfflineError::Version)?;
+    let (identity, webhooks) = (identity(cp.spec.identity.issuer), webhooks());
+    let name = cp.metadata.name.as_deref().unwrap_or("linkerd");
+    Ok(super::render(&super::Context {
+        name,
+        spec: &cp.spec,
+        release,
+        kubernetes: kubernetes.unwrap_or(release.kubernetes_floor),
+        identity: &identity,
+        webhooks: &webhooks,
+    }))
+}

@@ -1,0 +1,113 @@
+//! Golden files: what `keelson render` prints for every catalog release and
+//! option set. Regenerate with `make golden` and review the diff.
+
+use k8s_openapi::api::{
+    apps::v1::Deployment,
+    core::v1::{ConfigMap, Namespace, Secret, Service, ServiceAccount},
+    policy::v1::PodDisruptionBudget,
+    rbac::v1::{ClusterRole, ClusterRoleBinding, Role, RoleBinding},
+};
+use keelson_crds::ControlPlane;
+use keelson_operator::{catalog, render};
+use serde::{Serialize, de::DeserializeOwned};
+use serde_json::Value;
+use std::path::PathBuf;
+
+/// Option sets rendered for every release: name and spec fields.
+const OPTION_SETS: &[(&str, &str)] = &[
+    ("default", ""),
+    ("ha", "highAvailability: true"),
+    (
+        "custom",
+        "namespace: mesh\n  clusterDomain: corp.internal\n  identity: {trustDomain: example.org, issuer: External}\n  proxy: {logLevel: debug, logFormat: json, await: false, resources: {cpu: {request: 50m}, memory: {limit: 128Mi}}}\n  webhook: {failurePolicy: Fail}",
+    ),
+];
+
+fn control_plane(version: &str, options: &str) -> ControlPlane {
+    let yaml = format!(
+        "apiVersion: keelson.dev/v1alpha1\nkind: ControlPlane\nmetadata: {{name: linkerd}}\nspec:\n  version: {version}\n  {options}\n"
+    );
+    serde_yaml::from_str(&yaml).unwrap_or_else(|e| panic!("{yaml}: {e}"))
+}
+
+fn golden_path(version: &str, set: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(format!("tests/golden/{version}-{set}.yaml"))
+}
+
+#[test]
+fn rendered_manifests_match_golden_files() {
+    let update = std::env::var_os("UPDATE_GOLDEN").is_some();
+    let mut stale = Vec::new();
+    for release in catalog::releases() {
+        let version = release.version.to_string();
+        for (set, options) in OPTION_SETS {
+            let objects = render::offline::render(&control_plane(&version, options), None).unwrap();
+            let yaml = render::offline::to_yaml(&objects);
+            let path = golden_path(&version, set);
+            if update {
+                std::fs::write(&path, &yaml).unwrap();
+            } else if std::fs::read_to_string(&path).ok().as_deref() != Some(yaml.as_str()) {
+                stale.push(path.display().to_string());
+            }
+        }
+    }
+    assert!(stale.is_empty(), "stale golden files (run `make golden` and review the diff): {stale:?}");
+}
+
+/// Every rendered object survives a round trip through its Kubernetes type
+/// unchanged: a misspelled or misplaced field would be dropped and show here.
+#[test]
+fn rendered_objects_are_valid_kubernetes_objects() {
+    fn round_trip<T: Serialize + DeserializeOwned>(obj: &Value) -> Value {
+        let typed: T = serde_json::from_value(obj.clone()).unwrap_or_else(|e| panic!("{e}: {obj}"));
+        serde_json::to_value(typed).unwrap()
+    }
+    for release in catalog::releases() {
+        for (set, options) in OPTION_SETS {
+            let cp = control_plane(&release.version.to_string(), options);
+            for r in render::offline::render(&cp, None).unwrap() {
+                let obj = &r.object;
+                let back = match obj["kind"].as_str().unwrap() {
+                    "Namespace" => round_trip::<Namespace>(obj),
+                    "ConfigMap" => round_trip::<ConfigMap>(obj),
+                    "Secret" => round_trip::<Secret>(obj),
+                    "Service" => round_trip::<Service>(obj),
+                    "ServiceAccount" => round_trip::<ServiceAccount>(obj),
+                    "Deployment" => round_trip::<Deployment>(obj),
+                    "PodDisruptionBudget" => round_trip::<PodDisruptionBudget>(obj),
+                    "ClusterRole" => round_trip::<ClusterRole>(obj),
+                    "ClusterRoleBinding" => round_trip::<ClusterRoleBinding>(obj),
+                    "Role" => round_trip::<Role>(obj),
+                    "RoleBinding" => round_trip::<RoleBinding>(obj),
+                    "ValidatingWebhookConfiguration" => round_trip::<
+                        k8s_openapi::api::admissionregistration::v1::ValidatingWebhookConfiguration,
+                    >(obj),
+                    other => panic!("{set}: no round-trip check for kind {other}"),
+                };
+                assert_eq!(&back, obj, "{} {set}: {} changed in a round trip", release.version, obj["metadata"]["name"]);
+            }
+        }
+    }
+}
+
+#[test]
+fn every_object_is_labelled_with_its_control_plane_and_namespaced_in_it() {
+    let cp = control_plane("edge-25.4.4", "namespace: mesh");
+    for r in render::offline::render(&cp, None).unwrap() {
+        let meta = &r.object["metadata"];
+        assert_eq!(meta["labels"][render::CONTROL_PLANE_LABEL], "linkerd", "{meta}");
+        if let Some(ns) = meta["namespace"].as_str() {
+            assert_eq!(ns, "mesh", "{meta}");
+        }
+    }
+}
+
+#[test]
+fn stages_come_in_install_order() {
+    let cp = control_plane("edge-25.4.4", "");
+    let stages: Vec<_> = render::offline::render(&cp, None).unwrap().iter().map(|r| r.stage).collect();
+    let mut sorted = stages.clone();
+    sorted.sort();
+    assert_eq!(stages, sorted);
+    assert_eq!(stages.first(), Some(&render::Stage::Base));
+}
