@@ -3,4 +3,5 @@
 #![forbid(unsafe_code)]
 
 pub mod catalog;
+pub mod identity;
 pub mod render;

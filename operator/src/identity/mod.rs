@@ -1,0 +1,268 @@
+//! Certificates for the mesh identity and Linkerd's validating webhooks,
+//! generated with rcgen. Pure: the caller passes the time, so results are
+//! testable and rotation logic can reason about validity windows.
+//!
+//! Linkerd requires the issuer to be an ECDSA P-256 CA named
+//! `identity.<namespace>.<trust domain>`; anchors may be P-256 or RSA, and
+//! Keelson makes P-256 ones. Key material never leaves these values except
+//! into Secrets; nothing here logs it.
+
+use crate::render::TlsPair;
+use rcgen::{
+    BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
+    KeyUsagePurpose,
+};
+use std::time::{Duration, SystemTime};
+
+/// Why a certificate could not be made.
+#[derive(Debug, thiserror::Error)]
+pub enum IdentityError {
+    #[error("generating the {what}: {source}")]
+    Generate {
+        what: &'static str,
+        #[source]
+        source: rcgen::Error,
+    },
+    #[error("reading the trust anchor to sign with: {0}")]
+    Anchor(#[source] rcgen::Error),
+}
+
+fn generate(what: &'static str) -> impl FnOnce(rcgen::Error) -> IdentityError {
+    move |source| IdentityError::Generate { what, source }
+}
+
+/// Certificate validity from `now`, backdated a minute for clock skew.
+fn validity(params: &mut CertificateParams, now: SystemTime, lifetime: Duration) {
+    params.not_before = (now - Duration::from_secs(60)).into();
+    params.not_after = (now + lifetime).into();
+}
+
+fn ca_params(
+    cn: &str,
+    path_len: Option<u8>,
+    now: SystemTime,
+    lifetime: Duration,
+) -> CertificateParams {
+    let mut params = CertificateParams::default();
+    params.distinguished_name.push(DnType::CommonName, cn);
+    params.is_ca = match path_len {
+        Some(n) => IsCa::Ca(BasicConstraints::Constrained(n)),
+        None => IsCa::Ca(BasicConstraints::Unconstrained),
+    };
+    params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+    validity(&mut params, now, lifetime);
+    params
+}
+
+/// Name of a trust anchor for a trust domain, as Linkerd's docs make them.
+pub fn anchor_name(trust_domain: &str) -> String {
+    format!("root.linkerd.{trust_domain}")
+}
+
+/// Name Linkerd's identity controller requires of its issuer.
+pub fn issuer_name(namespace: &str, trust_domain: &str) -> String {
+    format!("identity.{namespace}.{trust_domain}")
+}
+
+/// A self-signed ECDSA P-256 trust anchor.
+pub fn trust_anchor(
+    trust_domain: &str,
+    lifetime: Duration,
+    now: SystemTime,
+) -> Result<TlsPair, IdentityError> {
+    let key = KeyPair::generate().map_err(generate("trust anchor key"))?;
+    let params = ca_params(&anchor_name(trust_domain), Some(1), now, lifetime);
+    let cert = params.self_signed(&key).map_err(generate("trust anchor"))?;
+    Ok(TlsPair {
+        cert_pem: cert.pem(),
+        key_pem: key.serialize_pem(),
+    })
+}
+
+/// An issuer CA signed by `anchor`, for the control plane in `namespace`.
+pub fn issuer(
+    anchor: &TlsPair,
+    namespace: &str,
+    trust_domain: &str,
+    lifetime: Duration,
+    now: SystemTime,
+) -> Result<TlsPair, IdentityError> {
+    let anchor_key = KeyPair::from_pem(&anchor.key_pem).map_err(IdentityError::Anchor)?;
+    let signer =
+        Issuer::from_ca_cert_pem(&anchor.cert_pem, anchor_key).map_err(IdentityError::Anchor)?;
+    let key = KeyPair::generate().map_err(generate("issuer key"))?;
+    let params = ca_params(
+        &issuer_name(namespace, trust_domain),
+        Some(0),
+        now,
+        lifetime,
+    );
+    let cert = params
+        .signed_by(&key, &signer)
+        .map_err(generate("issuer"))?;
+    Ok(TlsPair {
+        cert_pem: cert.pem(),
+        key_pem: key.serialize_pem(),
+    })
+}
+
+/// A self-signed serving certificate for a webhook Service
+/// (`<service>.<namespace>.svc`), which is also its CA bundle.
+pub fn webhook_serving(
+    service: &str,
+    namespace: &str,
+    lifetime: Duration,
+    now: SystemTime,
+) -> Result<TlsPair, IdentityError> {
+    let name = format!("{service}.{namespace}.svc");
+    let key = KeyPair::generate().map_err(generate("webhook key"))?;
+    let mut params =
+        CertificateParams::new(vec![name.clone()]).map_err(generate("webhook certificate"))?;
+    params.distinguished_name.push(DnType::CommonName, name);
+    params.key_usages = vec![
+        KeyUsagePurpose::DigitalSignature,
+        KeyUsagePurpose::KeyEncipherment,
+    ];
+    params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+    validity(&mut params, now, lifetime);
+    let cert = params
+        .self_signed(&key)
+        .map_err(generate("webhook certificate"))?;
+    Ok(TlsPair {
+        cert_pem: cert.pem(),
+        key_pem: key.serialize_pem(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use x509_parser::prelude::*;
+
+    const DAY: Duration = Duration::from_secs(86400);
+
+    fn der(pem: &str) -> Vec<u8> {
+        x509_parser::pem::parse_x509_pem(pem.as_bytes())
+            .unwrap()
+            .1
+            .contents
+    }
+
+    fn cn(cert: &X509Certificate<'_>) -> String {
+        cert.subject()
+            .iter_common_name()
+            .next()
+            .unwrap()
+            .as_str()
+            .unwrap()
+            .to_owned()
+    }
+
+    fn assert_p256(cert: &X509Certificate<'_>) {
+        let spki = cert.public_key();
+        assert_eq!(
+            spki.algorithm.algorithm,
+            oid_registry::OID_KEY_TYPE_EC_PUBLIC_KEY
+        );
+        let curve = spki
+            .algorithm
+            .parameters
+            .as_ref()
+            .unwrap()
+            .as_oid()
+            .unwrap();
+        assert_eq!(curve, oid_registry::OID_EC_P256);
+        assert_eq!(
+            cert.signature_algorithm.algorithm,
+            oid_registry::OID_SIG_ECDSA_WITH_SHA256
+        );
+    }
+
+    #[test]
+    fn issuer_chains_to_its_anchor_with_linkerds_names_and_key_type() {
+        let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000);
+        let anchor = trust_anchor("cluster.local", 365 * DAY, now).unwrap();
+        let issuer_pair = issuer(&anchor, "linkerd", "cluster.local", 30 * DAY, now).unwrap();
+
+        let (anchor_der, issuer_der) = (der(&anchor.cert_pem), der(&issuer_pair.cert_pem));
+        let (_, a) = X509Certificate::from_der(&anchor_der).unwrap();
+        let (_, i) = X509Certificate::from_der(&issuer_der).unwrap();
+
+        assert_eq!(cn(&a), "root.linkerd.cluster.local");
+        assert_eq!(cn(&i), "identity.linkerd.cluster.local");
+        assert!(a.is_ca() && i.is_ca());
+        assert_eq!(
+            i.basic_constraints()
+                .unwrap()
+                .unwrap()
+                .value
+                .path_len_constraint,
+            Some(0)
+        );
+        assert!(i.key_usage().unwrap().unwrap().value.key_cert_sign());
+        assert_p256(&a);
+        assert_p256(&i);
+        assert_eq!(i.issuer(), a.subject());
+        i.verify_signature(Some(a.public_key()))
+            .expect("issuer is signed by the anchor");
+        a.verify_signature(None).expect("anchor is self-signed");
+
+        let not_after = i.validity().not_after.timestamp();
+        let expected = (now + 30 * DAY)
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .unwrap()
+            .as_secs() as i64;
+        assert_eq!(not_after, expected);
+        assert!(i.validity().not_before.timestamp() < expected - 30 * 86400 + 1);
+    }
+
+    #[test]
+    fn issuers_from_one_anchor_differ_but_share_the_chain() {
+        let now = SystemTime::now();
+        let anchor = trust_anchor("example.org", DAY, now).unwrap();
+        let one = issuer(&anchor, "mesh", "example.org", DAY, now).unwrap();
+        let two = issuer(&anchor, "mesh", "example.org", DAY, now).unwrap();
+        assert_ne!(one.key_pem, two.key_pem);
+        let anchor_der = der(&anchor.cert_pem);
+        let (_, a) = X509Certificate::from_der(&anchor_der).unwrap();
+        for pair in [one, two] {
+            let d = der(&pair.cert_pem);
+            let (_, i) = X509Certificate::from_der(&d).unwrap();
+            i.verify_signature(Some(a.public_key())).unwrap();
+            assert_eq!(cn(&i), "identity.mesh.example.org");
+        }
+    }
+
+    #[test]
+    fn webhook_certificates_name_their_service_and_serve_tls() {
+        let pair = webhook_serving(
+            "linkerd-sp-validator",
+            "linkerd",
+            365 * DAY,
+            SystemTime::now(),
+        )
+        .unwrap();
+        let d = der(&pair.cert_pem);
+        let (_, c) = X509Certificate::from_der(&d).unwrap();
+        assert_eq!(cn(&c), "linkerd-sp-validator.linkerd.svc");
+        let san = c.subject_alternative_name().unwrap().unwrap();
+        assert_eq!(
+            san.value.general_names,
+            vec![GeneralName::DNSName("linkerd-sp-validator.linkerd.svc")]
+        );
+        assert!(c.extended_key_usage().unwrap().unwrap().value.server_auth);
+        c.verify_signature(None).unwrap();
+    }
+
+    #[test]
+    fn a_bad_anchor_is_an_error_not_a_panic() {
+        let bad = TlsPair {
+            cert_pem: "not a cert".into(),
+            key_pem: "not a key".into(),
+        };
+        assert!(matches!(
+            issuer(&bad, "linkerd", "cluster.local", DAY, SystemTime::now()),
+            Err(IdentityError::Anchor(_))
+        ));
+    }
+}
