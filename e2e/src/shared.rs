@@ -14,8 +14,8 @@ use kube::{Api, Client, ResourceExt};
 use std::fmt::Write;
 use std::future::Future;
 use std::path::PathBuf;
-use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
 
 /// Label on every namespace a test creates.
 pub const TEST_NAMESPACE_LABEL: &str = "keelson.dev/e2e";
@@ -104,6 +104,30 @@ impl TestEnv {
     /// A fresh admin client for the calling test's runtime.
     pub fn client(&self) -> Client {
         Client::try_from(self.config.clone()).expect("client from a loaded kubeconfig")
+    }
+
+    /// An admin client that records every request other than a read
+    /// (GET), as "METHOD path", so tests can assert on the writes a
+    /// component makes.
+    pub fn recording_client(&self) -> (Client, Arc<Mutex<Vec<String>>>) {
+        let writes = Arc::new(Mutex::new(Vec::new()));
+        let log = writes.clone();
+        let layer =
+            tower::util::MapRequestLayer::new(move |req: http::Request<kube::client::Body>| {
+                if req.method() != http::Method::GET {
+                    log.lock().expect("not poisoned").push(format!(
+                        "{} {}",
+                        req.method(),
+                        req.uri().path()
+                    ));
+                }
+                req
+            });
+        let client = kube::client::ClientBuilder::try_from(self.config.clone())
+            .expect("client from a loaded kubeconfig")
+            .with_layer(&layer)
+            .build();
+        (client, writes)
     }
 
     /// Runs `test` with a client and a new namespace named `<prefix>-<n>`. On
@@ -204,4 +228,24 @@ pub async fn dump_namespace(client: &Client, ns: &str) -> String {
         Err(e) => out.push_str(&format!("listing events: {e}\n")),
     }
     out
+}
+
+/// Server-side applies Keelson's CRDs and waits until they are served.
+pub async fn install_keelson_crds(client: &Client) -> anyhow::Result<()> {
+    use anyhow::Context as _;
+    use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+    use kube::runtime::wait::{await_condition, conditions};
+    let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
+    let pp = kube::api::PatchParams::apply("keelson-e2e").force();
+    for crd in keelson_crds::crds() {
+        let name = crd.name_any();
+        crds.patch(&name, &pp, &kube::api::Patch::Apply(&crd))
+            .await
+            .with_context(|| format!("applying CRD {name}"))?;
+        let established = await_condition(crds.clone(), &name, conditions::is_crd_established());
+        tokio::time::timeout(std::time::Duration::from_secs(60), established)
+            .await
+            .with_context(|| format!("CRD {name} not Established"))??;
+    }
+    Ok(())
 }

@@ -7,36 +7,17 @@ use anyhow::{Context, bail, ensure};
 use futures::TryStreamExt;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{ConfigMap, Pod};
-use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use keelson_crds::{ControlPlane, DataPlane};
 use keelson_e2e::hollow;
 use keelson_e2e::shared::env;
 use kube::api::{ListParams, Patch, PatchParams, PostParams};
-use kube::runtime::wait::{await_condition, conditions};
+use kube::runtime::wait::await_condition;
 use kube::runtime::{WatchStreamExt, watcher};
-use kube::{Api, Client, ResourceExt};
+use kube::{Api, ResourceExt};
 use serde_json::json;
 use std::time::Duration;
 
 const WAIT: Duration = Duration::from_secs(60);
-
-async fn install_keelson_crds(client: &Client) -> anyhow::Result<()> {
-    let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
-    let pp = PatchParams::apply("keelson-e2e").force();
-    for crd in keelson_crds::crds() {
-        let name = crd.name_any();
-        crds.patch(&name, &pp, &Patch::Apply(&crd))
-            .await
-            .with_context(|| format!("applying CRD {name}"))?;
-        tokio::time::timeout(
-            WAIT,
-            await_condition(crds.clone(), &name, conditions::is_crd_established()),
-        )
-        .await
-        .with_context(|| format!("CRD {name} not Established"))??;
-    }
-    Ok(())
-}
 
 fn deployment(name: &str, image: &str, replicas: i32) -> Deployment {
     serde_json::from_value(json!({
@@ -71,7 +52,7 @@ async fn wait_available(api: &Api<Deployment>, name: &str, replicas: i32) -> any
 async fn keelson_crds_install_and_are_served() {
     env()
         .in_namespace("crds", |client, ns| async move {
-            install_keelson_crds(&client).await?;
+            keelson_e2e::shared::install_keelson_crds(&client).await?;
 
             // A minimal ControlPlane is stored with its spec intact, and its
             // status subresource is writable separately from the spec.

@@ -17,6 +17,13 @@ pub struct Cli {
 
 #[derive(Subcommand, Debug)]
 enum Command {
+    /// Run the operator: reconcile ControlPlanes in the cluster of the current
+    /// kubeconfig (or the in-cluster service account) until SIGINT/SIGTERM.
+    Run {
+        /// Log format: `plain` or `json`.
+        #[arg(long, default_value = "plain", value_parser = ["plain", "json"])]
+        log_format: String,
+    },
     /// Print the CustomResourceDefinitions of Keelson's API (keelson.dev) as YAML.
     Crds,
     /// Print the objects Keelson would apply for a ControlPlane, without a
@@ -41,9 +48,11 @@ impl Cli {
     }
 
     pub fn run(self) -> anyhow::Result<()> {
-        let mut out = std::io::stdout().lock();
+        // Locked per command: `run` logs to stdout from worker threads.
+        let out = || std::io::stdout().lock();
         match self.command {
-            Command::Crds => out.write_all(keelson_crds::crds_yaml().as_bytes())?,
+            Command::Run { log_format } => run(&log_format)?,
+            Command::Crds => out().write_all(keelson_crds::crds_yaml().as_bytes())?,
             Command::Render {
                 file,
                 kubernetes_version,
@@ -62,9 +71,10 @@ impl Cli {
                     .context("--kubernetes-version")?;
                 let objects = render::offline::render(&cp, kube)
                     .with_context(|| format!("rendering {}", file.display()))?;
-                out.write_all(render::offline::to_yaml(&objects).as_bytes())?;
+                out().write_all(render::offline::to_yaml(&objects).as_bytes())?;
             }
             Command::Versions => {
+                let mut out = out();
                 for r in catalog::releases() {
                     writeln!(
                         out,
@@ -75,5 +85,39 @@ impl Cli {
             }
         }
         Ok(())
+    }
+}
+
+fn run(log_format: &str) -> anyhow::Result<()> {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| "info,kube_runtime=warn".into());
+    let logs = tracing_subscriber::fmt().with_env_filter(filter);
+    if log_format == "json" {
+        logs.json().init();
+    } else {
+        logs.init();
+    }
+    // kube's TLS client needs a process-wide crypto provider.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let runtime = tokio::runtime::Runtime::new()?;
+    runtime.block_on(async {
+        let client = kube::Client::try_default()
+            .await
+            .context("connecting to Kubernetes")?;
+        tracing::info!("keelson operator starting");
+        keelson_operator::controlplane::run(client, shutdown_signal()).await;
+        tracing::info!("keelson operator stopped");
+        Ok(())
+    })
+}
+
+/// Completes on the first SIGINT or SIGTERM; the controller then finishes
+/// the reconciles under way.
+async fn shutdown_signal() {
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .expect("installing a SIGTERM handler");
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
     }
 }

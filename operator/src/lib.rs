@@ -2,6 +2,8 @@
 //! they land, the reconcilers. The `keelson` binary wires these together.
 #![forbid(unsafe_code)]
 
+pub mod apply;
 pub mod catalog;
+pub mod controlplane;
 pub mod identity;
 pub mod render;

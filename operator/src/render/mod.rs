@@ -86,7 +86,7 @@ pub fn render(ctx: &Context<'_>) -> Vec<Rendered> {
     let mut add = |stage, objects: Vec<Value>| {
         out.extend(objects.into_iter().map(|object| Rendered { stage, object }));
     };
-    add(Stage::Base, vec![namespace(ctx)]);
+    add(Stage::Base, vec![namespace(ctx.name, ctx.spec)]);
     add(Stage::Base, rbac::objects(ctx));
     add(Stage::Base, config::objects(ctx));
     add(Stage::Base, identity::base(ctx));
@@ -181,20 +181,26 @@ pub fn object(api_version: &str, kind: &str, metadata: Value, body: Value) -> Va
 
 /// Base64 for Secret `data`, as the API expects.
 pub fn b64(s: &str) -> Value {
-    serde_json::to_value(k8s_openapi::ByteString(s.as_bytes().to_vec()))
-        .expect("bytes serialize")
+    serde_json::to_value(k8s_openapi::ByteString(s.as_bytes().to_vec())).expect("bytes serialize")
 }
 
 /// The control plane's namespace, labelled as `linkerd install` labels it.
-fn namespace(ctx: &Context<'_>) -> Value {
-    let mut labels = ctx.labels(None);
-    labels.insert("linkerd.io/is-control-plane".into(), "true".into());
-    labels.insert("config.linkerd.io/admission-webhooks".into(), "disabled".into());
-    labels.insert("pod-security.kubernetes.io/enforce".into(), "privileged".into());
+/// Needs no identity material, so it can be applied before any is made.
+pub fn namespace(cp_name: &str, spec: &ControlPlaneSpec) -> Value {
     object(
         "v1",
         "Namespace",
-        json!({"name": ctx.ns(), "labels": labels, "annotations": {"linkerd.io/inject": "disabled"}}),
+        json!({
+            "name": spec.namespace,
+            "labels": {
+                "config.linkerd.io/admission-webhooks": "disabled",
+                CONTROL_PLANE_LABEL: cp_name,
+                "linkerd.io/control-plane-ns": spec.namespace,
+                "linkerd.io/is-control-plane": "true",
+                "pod-security.kubernetes.io/enforce": "privileged",
+            },
+            "annotations": {"linkerd.io/inject": "disabled"},
+        }),
         json!({}),
     )
 }

@@ -1,0 +1,271 @@
+//! Server-side apply of rendered objects under Keelson's one field manager,
+//! skipping objects that already hold every field Keelson sets, so that a
+//! converged control plane costs no write requests.
+
+use crate::render::CONTROL_PLANE_LABEL;
+use kube::Client;
+use kube::ResourceExt;
+use kube::api::{Api, DeleteParams, DynamicObject, ListParams, Patch, PatchParams};
+use kube::core::{ApiResource, GroupVersionKind};
+use serde_json::Value;
+use std::collections::BTreeSet;
+
+/// The field manager of everything Keelson applies.
+pub const FIELD_MANAGER: &str = "keelson";
+
+/// Why an object could not be applied.
+#[derive(Debug, thiserror::Error)]
+pub enum ApplyError {
+    #[error("{kind} {name}: Keelson does not know how to apply this kind")]
+    UnknownKind { kind: String, name: String },
+    #[error("applying {kind} {name}: {source}")]
+    Api {
+        kind: String,
+        name: String,
+        #[source]
+        source: Box<kube::Error>,
+    },
+}
+
+/// Plural and scope of every kind Keelson renders.
+fn resource(api_version: &str, kind: &str) -> Option<(ApiResource, bool)> {
+    let (plural, namespaced) = match kind {
+        "Namespace" => ("namespaces", false),
+        "ConfigMap" => ("configmaps", true),
+        "Secret" => ("secrets", true),
+        "Service" => ("services", true),
+        "ServiceAccount" => ("serviceaccounts", true),
+        "Deployment" => ("deployments", true),
+        "PodDisruptionBudget" => ("poddisruptionbudgets", true),
+        "Role" => ("roles", true),
+        "RoleBinding" => ("rolebindings", true),
+        "ClusterRole" => ("clusterroles", false),
+        "ClusterRoleBinding" => ("clusterrolebindings", false),
+        "ValidatingWebhookConfiguration" => ("validatingwebhookconfigurations", false),
+        "CustomResourceDefinition" => ("customresourcedefinitions", false),
+        _ => return None,
+    };
+    let (group, version) = api_version.rsplit_once('/').unwrap_or(("", api_version));
+    let gvk = GroupVersionKind::gvk(group, version, kind);
+    Some((ApiResource::from_gvk_with_plural(&gvk, plural), namespaced))
+}
+
+/// Applies objects for one owner.
+pub struct Applier {
+    client: Client,
+}
+
+impl Applier {
+    pub fn new(client: Client) -> Self {
+        Self { client }
+    }
+
+    fn api(&self, object: &Value) -> Result<(Api<DynamicObject>, String), ApplyError> {
+        let kind = object["kind"].as_str().unwrap_or_default();
+        let name = object["metadata"]["name"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned();
+        let (ar, namespaced) = resource(object["apiVersion"].as_str().unwrap_or_default(), kind)
+            .ok_or_else(|| ApplyError::UnknownKind {
+                kind: kind.into(),
+                name: name.clone(),
+            })?;
+        let api = match object["metadata"]["namespace"].as_str() {
+            Some(ns) if namespaced => Api::namespaced_with(self.client.clone(), ns, &ar),
+            _ => Api::all_with(self.client.clone(), &ar),
+        };
+        Ok((api, name))
+    }
+
+    /// Applies `object` unless the live object already holds all its fields.
+    /// Returns whether a write was made.
+    pub async fn apply(&self, object: &Value) -> Result<bool, ApplyError> {
+        let (api, name) = self.api(object)?;
+        let err = |source: kube::Error| ApplyError::Api {
+            kind: object["kind"].as_str().unwrap_or_default().into(),
+            name: name.clone(),
+            source: Box::new(source),
+        };
+        if let Some(live) = api.get_opt(&name).await.map_err(err)? {
+            let live = serde_json::to_value(live).expect("objects serialize");
+            if contains(&live, object) {
+                return Ok(false);
+            }
+        }
+        // Force: Keelson owns these objects; a manual edit is drift to undo.
+        let params = PatchParams::apply(FIELD_MANAGER).force();
+        api.patch(&name, &params, &Patch::Apply(object))
+            .await
+            .map_err(err)?;
+        Ok(true)
+    }
+}
+
+/// An object's identity for pruning: kind, namespace, name.
+fn key(object: &Value) -> (String, String, String) {
+    let s = |v: &Value| v.as_str().unwrap_or_default().to_owned();
+    (
+        s(&object["kind"]),
+        s(&object["metadata"]["namespace"]),
+        s(&object["metadata"]["name"]),
+    )
+}
+
+/// Whether Keelson applied this object (rather than created it once, like the
+/// trust-anchor Secret, or someone else made it).
+fn applied_by_keelson(obj: &DynamicObject) -> bool {
+    obj.managed_fields().iter().any(|f| {
+        f.manager.as_deref() == Some(FIELD_MANAGER) && f.operation.as_deref() == Some("Apply")
+    })
+}
+
+impl Applier {
+    /// Lists the objects of `object`'s kind that belong to `owner`.
+    async fn owned_like(
+        &self,
+        object: &Value,
+        owner: &str,
+    ) -> Result<Vec<DynamicObject>, ApplyError> {
+        let kind = object["kind"].as_str().unwrap_or_default();
+        let (ar, _) = resource(object["apiVersion"].as_str().unwrap_or_default(), kind)
+            .ok_or_else(|| ApplyError::UnknownKind {
+                kind: kind.into(),
+                name: String::new(),
+            })?;
+        let api: Api<DynamicObject> = Api::all_with(self.client.clone(), &ar);
+        let lp = ListParams::default().labels(&format!("{CONTROL_PLANE_LABEL}={owner}"));
+        api.list(&lp)
+            .await
+            .map(|l| l.items)
+            .map_err(|source| ApplyError::Api {
+                kind: kind.into(),
+                name: format!("(list of {owner})"),
+                source: Box::new(source),
+            })
+    }
+
+    async fn delete(&self, obj: &DynamicObject, like: &Value) -> Result<(), ApplyError> {
+        let mut target = like.clone();
+        target["metadata"] =
+            serde_json::json!({"name": obj.name_any(), "namespace": obj.namespace()});
+        let (api, name) = self.api(&target)?;
+        match api.delete(&name, &DeleteParams::background()).await {
+            Ok(_) => Ok(()),
+            Err(kube::Error::Api(s)) if s.code == 404 => Ok(()),
+            Err(source) => Err(ApplyError::Api {
+                kind: like["kind"].as_str().unwrap_or_default().into(),
+                name,
+                source: Box::new(source),
+            }),
+        }
+    }
+
+    /// Deletes what Keelson applied for `owner` that `desired` no longer
+    /// contains (objects a new release dropped). Returns how many it deleted.
+    pub async fn prune(&self, owner: &str, desired: &[Value]) -> Result<usize, ApplyError> {
+        let wanted: BTreeSet<_> = desired.iter().map(key).collect();
+        let mut kinds_seen = BTreeSet::new();
+        let mut deleted = 0;
+        for like in desired {
+            if !kinds_seen.insert((like["apiVersion"].to_string(), like["kind"].to_string())) {
+                continue;
+            }
+            for obj in self.owned_like(like, owner).await? {
+                let k = (
+                    like["kind"].as_str().unwrap_or_default().to_owned(),
+                    obj.namespace().unwrap_or_default(),
+                    obj.name_any(),
+                );
+                if !wanted.contains(&k) && applied_by_keelson(&obj) {
+                    tracing::info!(kind = %k.0, namespace = %k.1, name = %k.2, "pruning");
+                    self.delete(&obj, like).await?;
+                    deleted += 1;
+                }
+            }
+        }
+        Ok(deleted)
+    }
+
+    /// Deletes every object of `owner` of the kinds in `kinds`, in that order.
+    pub async fn delete_owned(&self, owner: &str, kinds: &[Value]) -> Result<(), ApplyError> {
+        for like in kinds {
+            for obj in self.owned_like(like, owner).await? {
+                self.delete(&obj, like).await?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Whether `live` holds every field of `desired` with the same value. The API
+/// server adds defaults and status, so `live` is usually a superset; lists
+/// must match item for item.
+pub fn contains(live: &Value, desired: &Value) -> bool {
+    match (live, desired) {
+        (Value::Object(l), Value::Object(d)) => d
+            .iter()
+            .all(|(k, dv)| l.get(k).is_some_and(|lv| contains(lv, dv))),
+        (Value::Array(l), Value::Array(d)) => {
+            l.len() == d.len() && l.iter().zip(d).all(|(lv, dv)| contains(lv, dv))
+        }
+        (l, d) => l == d,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn defaults_added_by_the_server_do_not_count_as_drift() {
+        let desired = json!({"spec": {"replicas": 1, "template": {"spec": {"containers": [{"name": "a", "image": "x"}]}}}});
+        let live = json!({"spec": {"replicas": 1, "progressDeadlineSeconds": 600, "template": {"spec": {
+            "containers": [{"name": "a", "image": "x", "terminationMessagePath": "/dev/termination-log"}],
+            "dnsPolicy": "ClusterFirst"}}}, "status": {"replicas": 1}});
+        assert!(contains(&live, &desired));
+    }
+
+    #[test]
+    fn changed_values_missing_fields_and_list_changes_are_drift() {
+        let desired = json!({"data": {"k": "v"}, "list": [1, 2]});
+        assert!(!contains(
+            &json!({"data": {"k": "w"}, "list": [1, 2]}),
+            &desired
+        ));
+        assert!(!contains(&json!({"data": {}, "list": [1, 2]}), &desired));
+        assert!(!contains(
+            &json!({"data": {"k": "v"}, "list": [1, 2, 3]}),
+            &desired
+        ));
+        assert!(!contains(
+            &json!({"data": {"k": "v"}, "list": [2, 1]}),
+            &desired
+        ));
+    }
+
+    #[test]
+    fn every_rendered_kind_has_a_resource() {
+        use crate::render;
+        let cp: keelson_crds::ControlPlane = serde_yaml::from_str(
+            "apiVersion: keelson.dev/v1alpha1\nkind: ControlPlane\nmetadata: {name: l}\nspec: {version: edge-25.4.4, highAvailability: true}\n",
+        )
+        .unwrap();
+        for r in render::offline::render(&cp, None).unwrap() {
+            let o = &r.object;
+            let (ar, namespaced) = resource(
+                o["apiVersion"].as_str().unwrap(),
+                o["kind"].as_str().unwrap(),
+            )
+            .unwrap_or_else(|| panic!("no resource for {}", o["kind"]));
+            assert_eq!(
+                namespaced,
+                o["metadata"]["namespace"].is_string(),
+                "{}",
+                o["kind"]
+            );
+            assert_eq!(ar.api_version, o["apiVersion"].as_str().unwrap());
+        }
+    }
+}

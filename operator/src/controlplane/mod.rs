@@ -1,0 +1,346 @@
+//! The ControlPlane reconciler: render the declared release, apply it with
+//! server-side apply under one field manager, then write status.
+
+pub mod material;
+pub mod status;
+
+use crate::apply::{Applier, ApplyError};
+use crate::catalog::{self, KubeVersion};
+use crate::identity::IdentityError;
+use crate::render::{self, CONTROL_PLANE_LABEL};
+use futures::StreamExt;
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use keelson_crds::{ControlPlane, ControlPlaneStatus};
+use kube::api::{Api, Patch, PatchParams};
+use kube::runtime::controller::{Action, Controller};
+use kube::runtime::events::{Event, EventType, Recorder, Reporter};
+use kube::runtime::finalizer::{self, Event as FinalizerEvent, finalizer};
+use kube::runtime::reflector::ObjectRef;
+use kube::runtime::watcher;
+use kube::{Client, Resource, ResourceExt};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+/// Why a reconcile failed; it is retried.
+#[derive(Debug, thiserror::Error)]
+pub enum ReconcileError {
+    #[error("{what}: {source}")]
+    Kube {
+        what: String,
+        #[source]
+        source: Box<kube::Error>,
+    },
+    #[error(transparent)]
+    Apply(#[from] ApplyError),
+    #[error(transparent)]
+    Identity(#[from] IdentityError),
+    #[error("managing the finalizer: {0}")]
+    Finalizer(String),
+    #[error(
+        "spec.identity.issuer is External, but Secret {namespace}/linkerd-identity-issuer with tls.crt, tls.key and ca.crt does not exist yet"
+    )]
+    ExternalIssuerMissing { namespace: String },
+}
+
+impl ReconcileError {
+    pub(crate) fn kube(what: impl Into<String>, source: kube::Error) -> Self {
+        Self::Kube {
+            what: what.into(),
+            source: Box::new(source),
+        }
+    }
+}
+
+struct Context {
+    client: Client,
+    recorder: Recorder,
+}
+
+/// Runs the ControlPlane controller until `shutdown` completes.
+pub async fn run(
+    client: Client,
+    shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static,
+) {
+    let reporter = Reporter {
+        controller: "keelson".into(),
+        instance: std::env::var("POD_NAME").ok(),
+    };
+    let ctx = Arc::new(Context {
+        recorder: Recorder::new(client.clone(), reporter),
+        client: client.clone(),
+    });
+    let owned = watcher::Config::default().labels(CONTROL_PLANE_LABEL);
+    Controller::new(
+        Api::<ControlPlane>::all(client.clone()),
+        watcher::Config::default(),
+    )
+    .watches(Api::<Deployment>::all(client), owned, |d| {
+        d.labels()
+            .get(CONTROL_PLANE_LABEL)
+            .map(|cp| ObjectRef::new(cp))
+    })
+    .graceful_shutdown_on(shutdown)
+    .run(reconcile, error_policy, ctx)
+    .for_each(|result| async move {
+        if let Err(e) = result {
+            tracing::warn!(error = %e, "reconcile failed");
+        }
+    })
+    .await;
+}
+
+fn error_policy(cp: Arc<ControlPlane>, error: &ReconcileError, _: Arc<Context>) -> Action {
+    tracing::warn!(controlplane = %cp.name_any(), error = %error, "reconcile failed; retrying");
+    Action::requeue(Duration::from_secs(10))
+}
+
+/// Finalizer that lets Keelson remove what it installed before a deleted
+/// ControlPlane goes away.
+pub const FINALIZER: &str = "keelson.dev/cleanup";
+
+#[tracing::instrument(skip_all, fields(controlplane = %cp.name_any()))]
+async fn reconcile(cp: Arc<ControlPlane>, ctx: Arc<Context>) -> Result<Action, ReconcileError> {
+    let api: Api<ControlPlane> = Api::all(ctx.client.clone());
+    finalizer(&api, FINALIZER, cp, |event| async {
+        match event {
+            FinalizerEvent::Apply(cp) => apply(cp, ctx.clone()).await,
+            FinalizerEvent::Cleanup(cp) => cleanup(cp, ctx.clone()).await,
+        }
+    })
+    .await
+    .map_err(|e| match e {
+        finalizer::Error::ApplyFailed(e) | finalizer::Error::CleanupFailed(e) => e,
+        other => ReconcileError::Finalizer(other.to_string()),
+    })
+}
+
+/// Removes an installed control plane: webhooks first, so the API server
+/// stops calling into pods about to go, then the workloads, then the rest.
+/// Keelson's CRDs and users' policy objects stay.
+async fn cleanup(cp: Arc<ControlPlane>, ctx: Arc<Context>) -> Result<Action, ReconcileError> {
+    let kube = server_version(&ctx.client).await?;
+    // Rendering offline is enough to know which kinds to look for.
+    let Ok(objects) = render::offline::render(&cp, Some(kube)) else {
+        return Ok(Action::await_change());
+    };
+    let mut kinds: Vec<&serde_json::Value> = Vec::new();
+    let order = |kind: &str| match kind {
+        "ValidatingWebhookConfiguration" => 0,
+        "Deployment" => 1,
+        "Namespace" => 3,
+        _ => 2,
+    };
+    for r in &objects {
+        if !kinds.iter().any(|k| k["kind"] == r.object["kind"]) {
+            kinds.push(&r.object);
+        }
+    }
+    kinds.sort_by_key(|k| order(k["kind"].as_str().unwrap_or_default()));
+    let kinds: Vec<serde_json::Value> = kinds.into_iter().cloned().collect();
+    Applier::new(ctx.client.clone())
+        .delete_owned(&cp.name_any(), &kinds)
+        .await?;
+    let event = Event {
+        type_: EventType::Normal,
+        reason: "Uninstalled".into(),
+        note: Some(format!(
+            "removed Linkerd from namespace {}",
+            cp.spec.namespace
+        )),
+        action: "Cleanup".into(),
+        secondary: None,
+    };
+    publish(&ctx, &cp, &event).await;
+    Ok(Action::await_change())
+}
+
+async fn apply(cp: Arc<ControlPlane>, ctx: Arc<Context>) -> Result<Action, ReconcileError> {
+    let now = Time(k8s_openapi::jiff::Timestamp::now());
+    let generation = cp.metadata.generation;
+    let previous = cp.status.clone().unwrap_or_default();
+
+    let release = match catalog::find(&cp.spec.version) {
+        Ok(release) => release,
+        Err(e) => {
+            let next = status::refused(
+                &previous,
+                generation,
+                "UnknownVersion",
+                &format!("spec.version: {e}"),
+                &now,
+            );
+            write_status(&ctx, &cp, &previous, next).await?;
+            return Ok(Action::await_change());
+        }
+    };
+    let kubernetes = server_version(&ctx.client).await?;
+    let supported = kubernetes >= release.kubernetes_floor;
+    let support_message = format!(
+        "Linkerd {} needs Kubernetes {} or newer; the cluster runs {kubernetes}",
+        release.version, release.kubernetes_floor
+    );
+    if !supported && !cp.spec.allow_unsupported_kubernetes {
+        let mut next = status::refused(
+            &previous,
+            generation,
+            "KubernetesTooOld",
+            &support_message,
+            &now,
+        );
+        status::set_condition(
+            &mut next.conditions,
+            status::KUBERNETES_SUPPORTED,
+            false,
+            "BelowFloor",
+            &support_message,
+            generation,
+            &now,
+        );
+        write_status(&ctx, &cp, &previous, next).await?;
+        return Ok(Action::await_change());
+    }
+
+    let applier = Applier::new(ctx.client.clone());
+    let mut writes = 0;
+    writes += usize::from(
+        applier
+            .apply(&render::namespace(&cp.name_any(), &cp.spec))
+            .await?,
+    );
+    let material = material::load(&ctx.client, &cp, SystemTime::now()).await?;
+    let objects = render::render(&render::Context {
+        name: &cp.name_any(),
+        spec: &cp.spec,
+        release,
+        kubernetes,
+        identity: &material.identity,
+        webhooks: &material.webhooks,
+    });
+    for r in &objects {
+        writes += usize::from(applier.apply(&r.object).await?);
+    }
+    let desired: Vec<_> = objects.into_iter().map(|r| r.object).collect();
+    writes += applier.prune(&cp.name_any(), &desired).await?;
+    tracing::debug!(writes, "applied");
+
+    let deployments: Api<Deployment> = Api::namespaced(ctx.client.clone(), &cp.spec.namespace);
+    let mut components = Vec::new();
+    for name in ["identity", "destination"] {
+        let d = deployments
+            .get_opt(&format!("linkerd-{name}"))
+            .await
+            .map_err(|e| ReconcileError::kube(format!("reading Deployment linkerd-{name}"), e))?;
+        components.push(status::component(name, d.as_ref()));
+    }
+    let mut next = status::converging(&previous, generation, &cp.spec.version, components, &now);
+    let (ok, reason, message) = if supported {
+        (
+            true,
+            "AtOrAboveFloor",
+            format!(
+                "Kubernetes {kubernetes} is supported by Linkerd {}",
+                release.version
+            ),
+        )
+    } else {
+        (
+            false,
+            "BelowFloorAllowed",
+            format!(
+                "{support_message}; installing anyway because spec.allowUnsupportedKubernetes is true"
+            ),
+        )
+    };
+    status::set_condition(
+        &mut next.conditions,
+        status::KUBERNETES_SUPPORTED,
+        ok,
+        reason,
+        message,
+        generation,
+        &now,
+    );
+    let ready = next.current_version.as_deref() == Some(cp.spec.version.as_str())
+        && next.target_version.is_none();
+    write_status(&ctx, &cp, &previous, next).await?;
+    Ok(if ready {
+        Action::requeue(Duration::from_secs(300))
+    } else {
+        Action::requeue(Duration::from_secs(5))
+    })
+}
+
+/// Writes status only when it changed, with an Event when the phase does.
+async fn write_status(
+    ctx: &Context,
+    cp: &ControlPlane,
+    previous: &ControlPlaneStatus,
+    next: ControlPlaneStatus,
+) -> Result<(), ReconcileError> {
+    if &next == previous {
+        return Ok(());
+    }
+    if next.phase != previous.phase
+        && let Some(phase) = next.phase
+    {
+        let warning = matches!(phase, keelson_crds::controlplane::ControlPlanePhase::Failed);
+        let note = next
+            .conditions
+            .iter()
+            .find(|c| c.type_ == status::READY)
+            .map(|c| c.message.clone());
+        let event = Event {
+            type_: if warning {
+                EventType::Warning
+            } else {
+                EventType::Normal
+            },
+            reason: format!("{phase:?}"),
+            note,
+            action: "Reconcile".into(),
+            secondary: None,
+        };
+        publish(ctx, cp, &event).await;
+    }
+    let api: Api<ControlPlane> = Api::all(ctx.client.clone());
+    let patch = serde_json::json!({"status": next});
+    api.patch_status(
+        &cp.name_any(),
+        &PatchParams::default(),
+        &Patch::Merge(&patch),
+    )
+    .await
+    .map_err(|e| ReconcileError::kube("writing status", e))?;
+    Ok(())
+}
+
+async fn publish(ctx: &Context, cp: &ControlPlane, event: &Event) {
+    // ControlPlanes are cluster-scoped; their Events live in `default`, and
+    // Kubernetes before 1.22 wants the reference in the same namespace.
+    let mut reference = cp.object_ref(&());
+    reference.namespace = Some("default".into());
+    // An Event is a courtesy; failing to record one must not fail the reconcile.
+    if let Err(e) = ctx.recorder.publish(event, &reference).await {
+        tracing::warn!(error = %e, "recording an event");
+    }
+}
+
+async fn server_version(client: &Client) -> Result<KubeVersion, ReconcileError> {
+    let info = client
+        .apiserver_version()
+        .await
+        .map_err(|e| ReconcileError::kube("reading the API server version", e))?;
+    // Providers append suffixes to the minor version ("27+").
+    let minor: String = info
+        .minor
+        .chars()
+        .take_while(char::is_ascii_digit)
+        .collect();
+    KubeVersion::try_from(format!("{}.{minor}", info.major)).map_err(|e| {
+        ReconcileError::kube(
+            "reading the API server version",
+            kube::Error::Service(e.into()),
+        )
+    })
+}

@@ -1,0 +1,307 @@
+//! Status of a ControlPlane, computed from what was observed. Pure: the
+//! reconciler writes the result only when it differs from what is stored.
+
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use keelson_crds::ControlPlaneStatus;
+use keelson_crds::controlplane::{ComponentStatus, ControlPlanePhase};
+
+pub const READY: &str = "Ready";
+pub const PROGRESSING: &str = "Progressing";
+pub const DEGRADED: &str = "Degraded";
+pub const KUBERNETES_SUPPORTED: &str = "KubernetesVersionSupported";
+
+/// A component's state from its Deployment: available once every replica of
+/// the current template is updated and available.
+pub fn component(name: &str, deployment: Option<&Deployment>) -> ComponentStatus {
+    let Some(d) = deployment else {
+        return ComponentStatus {
+            name: name.into(),
+            ..ComponentStatus::default()
+        };
+    };
+    let desired = d.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1);
+    let status = d.status.clone().unwrap_or_default();
+    let available = status.available_replicas.unwrap_or(0);
+    let current = status.observed_generation >= d.metadata.generation
+        && status.updated_replicas.unwrap_or(0) >= desired
+        && status.replicas.unwrap_or(0) == desired;
+    ComponentStatus {
+        name: name.into(),
+        version: d
+            .spec
+            .as_ref()
+            .and_then(|s| s.template.metadata.as_ref())
+            .and_then(|m| m.annotations.as_ref())
+            .and_then(|a| a.get("linkerd.io/proxy-version").cloned()),
+        desired_replicas: desired,
+        available_replicas: available,
+        available: current && available >= desired,
+    }
+}
+
+/// Sets a condition, keeping its transition time while its status holds.
+pub fn set_condition(
+    conditions: &mut Vec<Condition>,
+    type_: &str,
+    ok: bool,
+    reason: &str,
+    message: impl Into<String>,
+    generation: Option<i64>,
+    now: &Time,
+) {
+    let status = if ok { "True" } else { "False" };
+    // k8s-openapi writes an empty message as null, which the schema refuses.
+    let message = Some(message.into())
+        .filter(|m: &String| !m.is_empty())
+        .unwrap_or_else(|| reason.to_owned());
+    let last_transition_time = conditions
+        .iter()
+        .find(|c| c.type_ == type_ && c.status == status)
+        .map(|c| c.last_transition_time.clone())
+        .unwrap_or_else(|| now.clone());
+    conditions.retain(|c| c.type_ != type_);
+    conditions.push(Condition {
+        type_: type_.into(),
+        status: status.into(),
+        reason: reason.into(),
+        message,
+        observed_generation: generation,
+        last_transition_time,
+    });
+    conditions.sort_by(|a, b| a.type_.cmp(&b.type_));
+}
+
+/// The status after a reconcile that applied `version` and observed
+/// `components`, starting from the stored status.
+pub fn converging(
+    previous: &ControlPlaneStatus,
+    generation: Option<i64>,
+    version: &str,
+    components: Vec<ComponentStatus>,
+    now: &Time,
+) -> ControlPlaneStatus {
+    let mut next = previous.clone();
+    next.observed_generation = generation;
+    let ready = !components.is_empty() && components.iter().all(|c| c.available);
+    let waiting: Vec<&str> = components
+        .iter()
+        .filter(|c| !c.available)
+        .map(|c| c.name.as_str())
+        .collect();
+    let conditions = &mut next.conditions;
+    if ready {
+        set_condition(
+            conditions,
+            READY,
+            true,
+            "ComponentsAvailable",
+            format!("Linkerd {version} is available"),
+            generation,
+            now,
+        );
+        set_condition(
+            conditions,
+            PROGRESSING,
+            false,
+            "Converged",
+            "",
+            generation,
+            now,
+        );
+        next.current_version = Some(version.into());
+        next.target_version = None;
+        next.phase = Some(ControlPlanePhase::Ready);
+    } else {
+        let message = format!("waiting for {} to become available", waiting.join(", "));
+        set_condition(
+            conditions,
+            READY,
+            false,
+            "ComponentsUnavailable",
+            &message,
+            generation,
+            now,
+        );
+        set_condition(
+            conditions,
+            PROGRESSING,
+            true,
+            "Applying",
+            message,
+            generation,
+            now,
+        );
+        next.target_version = Some(version.into());
+        next.phase = Some(if previous.current_version.is_some() {
+            ControlPlanePhase::Upgrading
+        } else {
+            ControlPlanePhase::Installing
+        });
+    }
+    set_condition(
+        &mut next.conditions,
+        DEGRADED,
+        false,
+        "AsExpected",
+        "",
+        generation,
+        now,
+    );
+    next.components = components;
+    next
+}
+
+/// The status of a ControlPlane Keelson refuses to act on.
+pub fn refused(
+    previous: &ControlPlaneStatus,
+    generation: Option<i64>,
+    reason: &str,
+    message: &str,
+    now: &Time,
+) -> ControlPlaneStatus {
+    let mut next = previous.clone();
+    next.observed_generation = generation;
+    set_condition(
+        &mut next.conditions,
+        READY,
+        false,
+        reason,
+        message,
+        generation,
+        now,
+    );
+    set_condition(
+        &mut next.conditions,
+        DEGRADED,
+        true,
+        reason,
+        message,
+        generation,
+        now,
+    );
+    set_condition(
+        &mut next.conditions,
+        PROGRESSING,
+        false,
+        reason,
+        "",
+        generation,
+        now,
+    );
+    next.phase = Some(ControlPlanePhase::Failed);
+    next
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use k8s_openapi::jiff::Timestamp;
+
+    fn t(secs: i64) -> Time {
+        Time(Timestamp::from_second(secs).unwrap())
+    }
+
+    fn deployment(
+        replicas: i32,
+        available: i32,
+        updated: i32,
+        generation: i64,
+        observed: i64,
+    ) -> Deployment {
+        serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "linkerd-identity", "generation": generation},
+            "spec": {"replicas": replicas, "selector": {}, "template": {"metadata": {"annotations": {"linkerd.io/proxy-version": "edge-25.4.4"}}}},
+            "status": {"replicas": replicas, "availableReplicas": available, "updatedReplicas": updated, "observedGeneration": observed},
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn a_component_is_available_only_when_its_current_template_is() {
+        assert!(component("identity", Some(&deployment(3, 3, 3, 2, 2))).available);
+        assert!(
+            !component("identity", Some(&deployment(3, 2, 3, 2, 2))).available,
+            "one replica down"
+        );
+        assert!(
+            !component("identity", Some(&deployment(3, 3, 1, 2, 2))).available,
+            "old pods still serving"
+        );
+        assert!(
+            !component("identity", Some(&deployment(3, 3, 3, 3, 2))).available,
+            "new spec not yet seen"
+        );
+        assert!(!component("identity", None).available);
+        assert_eq!(
+            component("identity", Some(&deployment(1, 1, 1, 1, 1)))
+                .version
+                .as_deref(),
+            Some("edge-25.4.4")
+        );
+    }
+
+    #[test]
+    fn converging_then_ready_keeps_transition_times_while_nothing_changes() {
+        let down = vec![component("identity", Some(&deployment(1, 0, 1, 1, 1)))];
+        let s1 = converging(
+            &ControlPlaneStatus::default(),
+            Some(1),
+            "edge-25.4.4",
+            down,
+            &t(100),
+        );
+        assert_eq!(s1.phase, Some(ControlPlanePhase::Installing));
+        assert_eq!(s1.target_version.as_deref(), Some("edge-25.4.4"));
+        assert!(s1.current_version.is_none());
+
+        let up = vec![component("identity", Some(&deployment(1, 1, 1, 1, 1)))];
+        let s2 = converging(&s1, Some(1), "edge-25.4.4", up.clone(), &t(200));
+        assert_eq!(s2.phase, Some(ControlPlanePhase::Ready));
+        assert_eq!(s2.current_version.as_deref(), Some("edge-25.4.4"));
+        let ready = s2.conditions.iter().find(|c| c.type_ == READY).unwrap();
+        assert_eq!(
+            (ready.status.as_str(), &ready.last_transition_time),
+            ("True", &t(200))
+        );
+
+        // A later resync with nothing new produces the identical status, so
+        // the reconciler has nothing to write.
+        let s3 = converging(&s2, Some(1), "edge-25.4.4", up, &t(300));
+        assert_eq!(s3, s2);
+    }
+
+    #[test]
+    fn conditions_never_have_empty_messages() {
+        let mut c = Vec::new();
+        set_condition(&mut c, READY, true, "Converged", "", Some(1), &t(1));
+        assert_eq!(c[0].message, "Converged");
+    }
+
+    #[test]
+    fn refusal_is_degraded_and_not_ready() {
+        let s = refused(
+            &ControlPlaneStatus::default(),
+            Some(4),
+            "UnknownVersion",
+            "spec.version: nope",
+            &t(1),
+        );
+        let get = |ty: &str| {
+            s.conditions
+                .iter()
+                .find(|c| c.type_ == ty)
+                .unwrap()
+                .status
+                .clone()
+        };
+        assert_eq!(get(READY), "False");
+        assert_eq!(get(DEGRADED), "True");
+        assert_eq!(s.observed_generation, Some(4));
+        assert!(
+            s.conditions
+                .iter()
+                .all(|c| c.observed_generation == Some(4))
+        );
+    }
+}
