@@ -51,7 +51,10 @@ fn rendered_manifests_match_golden_files() {
             }
         }
     }
-    assert!(stale.is_empty(), "stale golden files (run `make golden` and review the diff): {stale:?}");
+    assert!(
+        stale.is_empty(),
+        "stale golden files (run `make golden` and review the diff): {stale:?}"
+    );
 }
 
 /// Every rendered object survives a round trip through its Kubernetes type
@@ -84,7 +87,11 @@ fn rendered_objects_are_valid_kubernetes_objects() {
                     >(obj),
                     other => panic!("{set}: no round-trip check for kind {other}"),
                 };
-                assert_eq!(&back, obj, "{} {set}: {} changed in a round trip", release.version, obj["metadata"]["name"]);
+                assert_eq!(
+                    &back, obj,
+                    "{} {set}: {} changed in a round trip",
+                    release.version, obj["metadata"]["name"]
+                );
             }
         }
     }
@@ -95,7 +102,11 @@ fn every_object_is_labelled_with_its_control_plane_and_namespaced_in_it() {
     let cp = control_plane("edge-25.4.4", "namespace: mesh");
     for r in render::offline::render(&cp, None).unwrap() {
         let meta = &r.object["metadata"];
-        assert_eq!(meta["labels"][render::CONTROL_PLANE_LABEL], "linkerd", "{meta}");
+        assert_eq!(
+            meta["labels"][render::CONTROL_PLANE_LABEL],
+            "linkerd",
+            "{meta}"
+        );
         if let Some(ns) = meta["namespace"].as_str() {
             assert_eq!(ns, "mesh", "{meta}");
         }
@@ -105,7 +116,11 @@ fn every_object_is_labelled_with_its_control_plane_and_namespaced_in_it() {
 #[test]
 fn stages_come_in_install_order() {
     let cp = control_plane("edge-25.4.4", "");
-    let stages: Vec<_> = render::offline::render(&cp, None).unwrap().iter().map(|r| r.stage).collect();
+    let stages: Vec<_> = render::offline::render(&cp, None)
+        .unwrap()
+        .iter()
+        .map(|r| r.stage)
+        .collect();
     let mut sorted = stages.clone();
     sorted.sort();
     assert_eq!(stages, sorted);

@@ -35,7 +35,10 @@ impl FromStr for Version {
         let mut next = || -> Result<u16, ParseVersionError> {
             let p = parts.next().ok_or_else(err)?;
             // Reject signs and leading zeros so every release has one spelling.
-            if p.is_empty() || !p.bytes().all(|b| b.is_ascii_digit()) || (p.len() > 1 && p.starts_with('0')) {
+            if p.is_empty()
+                || !p.bytes().all(|b| b.is_ascii_digit())
+                || (p.len() > 1 && p.starts_with('0'))
+            {
                 return Err(err());
             }
             p.parse().map_err(|_| err())
@@ -80,7 +83,10 @@ impl TryFrom<String> for KubeVersion {
         let (major, minor) = s
             .split_once('.')
             .ok_or_else(|| format!("{s:?} is not MAJOR.MINOR"))?;
-        let num = |p: &str| p.parse::<u32>().map_err(|_| format!("{s:?} is not MAJOR.MINOR"));
+        let num = |p: &str| {
+            p.parse::<u32>()
+                .map_err(|_| format!("{s:?} is not MAJOR.MINOR"))
+        };
         Ok(Self {
             major: num(major)?,
             minor: num(minor)?,
@@ -197,7 +203,11 @@ pub enum PathError {
     #[error(
         "no path from {from} to {to}: Linkerd supports moving one stable release at a time, and the catalog has no release of 2.{missing} to pass through"
     )]
-    Gap { from: Version, to: Version, missing: u32 },
+    Gap {
+        from: Version,
+        to: Version,
+        missing: u32,
+    },
 }
 
 /// The releases to install, in order, to go from `from` to `to`.
@@ -243,9 +253,21 @@ mod tests {
     fn versions_parse_order_and_print() {
         let v: Version = "edge-25.4.4".parse().unwrap();
         assert_eq!(v.to_string(), "edge-25.4.4");
-        assert!(v < "edge-25.10.7".parse().unwrap(), "months compare as numbers");
+        assert!(
+            v < "edge-25.10.7".parse().unwrap(),
+            "months compare as numbers"
+        );
         assert!("edge-24.11.8".parse::<Version>().unwrap() < v);
-        for bad in ["25.4.4", "edge-25.4", "edge-25.4.4.1", "edge-25.13.1", "edge-25.04.4", "edge-25.-4.4", "stable-2.18.0", ""] {
+        for bad in [
+            "25.4.4",
+            "edge-25.4",
+            "edge-25.4.4.1",
+            "edge-25.13.1",
+            "edge-25.04.4",
+            "edge-25.-4.4",
+            "stable-2.18.0",
+            "",
+        ] {
             let err = bad.parse::<Version>().unwrap_err();
             assert!(err.to_string().contains("edge-YY.M.N"), "{bad}: {err}");
         }
@@ -254,18 +276,43 @@ mod tests {
     #[test]
     fn catalog_covers_the_stable_releases_in_order() {
         let all = releases();
-        for (stable, edge) in [(17, "edge-24.11.8"), (18, "edge-25.4.4"), (19, "edge-25.10.7")] {
+        for (stable, edge) in [
+            (17, "edge-24.11.8"),
+            (18, "edge-25.4.4"),
+            (19, "edge-25.10.7"),
+        ] {
             let r = find(edge).unwrap();
             assert_eq!(r.stable_minor, stable, "{edge}");
         }
         for pair in all.windows(2) {
-            assert!(pair[0].version < pair[1].version, "duplicate {}", pair[1].version);
-            assert!(pair[0].stable_minor <= pair[1].stable_minor, "stable lines out of order at {}", pair[1].version);
+            assert!(
+                pair[0].version < pair[1].version,
+                "duplicate {}",
+                pair[1].version
+            );
+            assert!(
+                pair[0].stable_minor <= pair[1].stable_minor,
+                "stable lines out of order at {}",
+                pair[1].version
+            );
         }
         for r in all {
-            assert!(r.images.proxy.ends_with(&format!(":{}", r.version)), "{}: proxy {}", r.version, r.images.proxy);
-            assert!(r.images.controller.ends_with(&format!(":{}", r.version)), "{}", r.version);
-            assert!(["legacy", "nft"].contains(&r.iptables_mode.as_str()), "{}", r.version);
+            assert!(
+                r.images.proxy.ends_with(&format!(":{}", r.version)),
+                "{}: proxy {}",
+                r.version,
+                r.images.proxy
+            );
+            assert!(
+                r.images.controller.ends_with(&format!(":{}", r.version)),
+                "{}",
+                r.version
+            );
+            assert!(
+                ["legacy", "nft"].contains(&r.iptables_mode.as_str()),
+                "{}",
+                r.version
+            );
         }
     }
 
@@ -282,7 +329,10 @@ mod tests {
 
     #[test]
     fn upgrades_step_through_each_stable_release() {
-        assert_eq!(names(&upgrade_path("edge-25.4.4", "edge-25.10.7").unwrap()), ["edge-25.10.7"]);
+        assert_eq!(
+            names(&upgrade_path("edge-25.4.4", "edge-25.10.7").unwrap()),
+            ["edge-25.10.7"]
+        );
         assert_eq!(
             names(&upgrade_path("edge-24.11.8", "edge-25.10.7").unwrap()),
             ["edge-25.4.4", "edge-25.10.7"]
@@ -291,7 +341,11 @@ mod tests {
             names(&upgrade_path("edge-25.10.7", "edge-24.11.8").unwrap()),
             ["edge-25.4.4", "edge-24.11.8"]
         );
-        assert!(upgrade_path("edge-25.4.4", "edge-25.4.4").unwrap().is_empty());
+        assert!(
+            upgrade_path("edge-25.4.4", "edge-25.4.4")
+                .unwrap()
+                .is_empty()
+        );
         assert!(matches!(
             upgrade_path("edge-25.4.4", "edge-99.1.1"),
             Err(PathError::Catalog(CatalogError::Unknown(..)))

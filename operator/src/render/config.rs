@@ -15,7 +15,11 @@ pub(super) fn objects(ctx: &Context<'_>) -> Vec<Value> {
     vec![object(
         "v1",
         "ConfigMap",
-        ctx.meta("linkerd-config", Scope::Namespaced { created_by: true }, Some("controller")),
+        ctx.meta(
+            "linkerd-config",
+            Scope::Namespaced { created_by: true },
+            Some("controller"),
+        ),
         json!({"data": {
             "linkerd-crds-chart-version": CRDS_CHART_VERSION,
             "values": values,

@@ -1,9 +1,9 @@
 //! The destination component: one pod running the destination service, the
 //! ServiceProfile validator and the policy controller behind one proxy.
 
+use super::Context;
 use super::proxy::{self, ControlPlaneProxy, OPAQUE_PORTS};
 use super::workload::{self, Controller, Workload};
-use super::Context;
 use crate::catalog::Feature;
 use serde_json::{Value, json};
 
@@ -55,9 +55,14 @@ pub(super) fn workload(ctx: &Context<'_>) -> Vec<Value> {
         name: "sp-validator",
         image: controller,
         command: None,
-        args: ["sp-validator", "-log-level=info", "-log-format=plain", "-enable-pprof=false"]
-            .map(String::from)
-            .to_vec(),
+        args: [
+            "sp-validator",
+            "-log-level=info",
+            "-log-format=plain",
+            "-enable-pprof=false",
+        ]
+        .map(String::from)
+        .to_vec(),
         env: Vec::new(),
         ports: vec![
             ("sp-validator".into(), 8443),

@@ -18,7 +18,11 @@ pub(super) fn base(ctx: &Context<'_>) -> Vec<Value> {
         out.push(object(
             "v1",
             "Secret",
-            ctx.meta("linkerd-identity-issuer", Scope::Namespaced { created_by: true }, Some("identity")),
+            ctx.meta(
+                "linkerd-identity-issuer",
+                Scope::Namespaced { created_by: true },
+                Some("identity"),
+            ),
             json!({"data": {
                 "crt.pem": b64(issuer.cert_pem.trim()),
                 "key.pem": b64(issuer.key_pem.trim()),
@@ -28,7 +32,11 @@ pub(super) fn base(ctx: &Context<'_>) -> Vec<Value> {
     out.push(object(
         "v1",
         "ConfigMap",
-        ctx.meta("linkerd-identity-trust-roots", Scope::Namespaced { created_by: true }, Some("identity")),
+        ctx.meta(
+            "linkerd-identity-trust-roots",
+            Scope::Namespaced { created_by: true },
+            Some("identity"),
+        ),
         json!({"data": {"ca-bundle.crt": ctx.identity.trust_anchors_pem.trim()}}),
     ));
     out
@@ -51,15 +59,23 @@ pub(super) fn workload(ctx: &Context<'_>) -> Vec<Value> {
             "-log-format=plain".into(),
             format!("-controller-namespace={}", ctx.ns()),
             format!("-identity-trust-domain={}", ctx.trust_domain()),
-            format!("-identity-issuance-lifetime={}", go_duration(spec.issuance_lifetime.into())),
-            format!("-identity-clock-skew-allowance={}", go_duration(spec.clock_skew_allowance.into())),
+            format!(
+                "-identity-issuance-lifetime={}",
+                go_duration(spec.issuance_lifetime.into())
+            ),
+            format!(
+                "-identity-clock-skew-allowance={}",
+                go_duration(spec.clock_skew_allowance.into())
+            ),
             format!("-identity-scheme={scheme}"),
             "-enable-pprof=false".into(),
             "-kube-apiclient-qps=100".into(),
             "-kube-apiclient-burst=200".into(),
         ],
         // The proxy must not wait for identity: identity is what it waits on.
-        env: vec![json!({"name": "LINKERD_DISABLED", "value": "linkerd-await cannot block the identity controller"})],
+        env: vec![
+            json!({"name": "LINKERD_DISABLED", "value": "linkerd-await cannot block the identity controller"}),
+        ],
         ports: vec![
             (ctx.port_name("grpc", "ident-grpc"), GRPC_PORT),
             (ctx.port_name("admin-http", "ident-admin"), ADMIN_PORT),
@@ -116,7 +132,10 @@ pub(crate) fn go_duration(d: std::time::Duration) -> String {
     }
     let secs = d.as_secs();
     let (h, m, s) = (secs / 3600, (secs / 60) % 60, secs % 60);
-    let frac = trim_fraction(u128::from(s) * 1_000_000_000 + u128::from(d.subsec_nanos()), 1_000_000_000);
+    let frac = trim_fraction(
+        u128::from(s) * 1_000_000_000 + u128::from(d.subsec_nanos()),
+        1_000_000_000,
+    );
     match (h, m) {
         (0, 0) => format!("{frac}s"),
         (0, m) => format!("{m}m{frac}s"),

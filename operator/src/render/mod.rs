@@ -12,6 +12,8 @@ pub mod offline;
 mod proxy;
 mod rbac;
 mod services;
+#[cfg(test)]
+mod testutil;
 mod webhooks;
 mod workload;
 

@@ -7,7 +7,9 @@ use super::{IdentityMaterial, Rendered, TlsPair, WebhookTls};
 use keelson_crds::controlplane::IssuerMode;
 
 fn placeholder(kind: &str, what: &str) -> String {
-    format!("-----BEGIN {kind}-----\nkeelson render: {what} is generated in the cluster\n-----END {kind}-----\n")
+    format!(
+        "-----BEGIN {kind}-----\nkeelson render: {what} is generated in the cluster\n-----END {kind}-----\n"
+    )
 }
 
 fn pair(what: &str) -> TlsPair {

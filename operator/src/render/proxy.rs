@@ -36,7 +36,11 @@ pub(super) struct ControlPlaneProxy<'a> {
 impl Context<'_> {
     /// A control-plane Service address as the proxy dials it.
     pub(super) fn svc_addr(&self, service: &str, port: u16) -> String {
-        format!("{service}.{}.svc.{}.:{port}", self.ns(), self.cluster_domain())
+        format!(
+            "{service}.{}.svc.{}.:{port}",
+            self.ns(),
+            self.cluster_domain()
+        )
     }
 
     /// The mesh identity of a control-plane ServiceAccount.
@@ -64,7 +68,11 @@ impl Context<'_> {
 pub(super) fn resources(r: &ProxyResources) -> Option<Value> {
     let mut requests = serde_json::Map::new();
     let mut limits = serde_json::Map::new();
-    for (name, bounds) in [("cpu", &r.cpu), ("memory", &r.memory), ("ephemeral-storage", &r.ephemeral_storage)] {
+    for (name, bounds) in [
+        ("cpu", &r.cpu),
+        ("memory", &r.memory),
+        ("ephemeral-storage", &r.ephemeral_storage),
+    ] {
         if let Some(q) = &bounds.request {
             requests.insert(name.into(), q.clone().into());
         }
@@ -124,11 +132,20 @@ pub(super) fn container(ctx: &Context<'_>, p: &ControlPlaneProxy<'_>) -> Value {
         // Headers and request bodies stay out of the logs, as in Linkerd.
         env(
             "LINKERD2_PROXY_LOG",
-            format!("{},[{{headers}}]=off,[{{request}}]=off", ctx.spec.proxy.log_level),
+            format!(
+                "{},[{{headers}}]=off,[{{request}}]=off",
+                ctx.spec.proxy.log_level
+            ),
         ),
         env("LINKERD2_PROXY_LOG_FORMAT", log_format(ctx)),
-        env("LINKERD2_PROXY_DESTINATION_SVC_ADDR", p.destination_addr.as_str()),
-        env("LINKERD2_PROXY_DESTINATION_PROFILE_NETWORKS", networks.as_str()),
+        env(
+            "LINKERD2_PROXY_DESTINATION_SVC_ADDR",
+            p.destination_addr.as_str(),
+        ),
+        env(
+            "LINKERD2_PROXY_DESTINATION_PROFILE_NETWORKS",
+            networks.as_str(),
+        ),
         env("LINKERD2_PROXY_POLICY_SVC_ADDR", p.policy_addr.as_str()),
         env(
             "LINKERD2_PROXY_POLICY_WORKLOAD",
@@ -136,7 +153,10 @@ pub(super) fn container(ctx: &Context<'_>, p: &ControlPlaneProxy<'_>) -> Value {
         ),
         // Control-plane pods always admit unauthenticated traffic: the API
         // server calls their webhooks without mesh identity.
-        env("LINKERD2_PROXY_INBOUND_DEFAULT_POLICY", "all-unauthenticated"),
+        env(
+            "LINKERD2_PROXY_INBOUND_DEFAULT_POLICY",
+            "all-unauthenticated",
+        ),
         env("LINKERD2_PROXY_POLICY_CLUSTER_NETWORKS", networks.as_str()),
         env("LINKERD2_PROXY_CONTROL_STREAM_INITIAL_TIMEOUT", "3s"),
         env("LINKERD2_PROXY_CONTROL_STREAM_IDLE_TIMEOUT", "5m"),
@@ -145,11 +165,26 @@ pub(super) fn container(ctx: &Context<'_>, p: &ControlPlaneProxy<'_>) -> Value {
         env("LINKERD2_PROXY_OUTBOUND_CONNECT_TIMEOUT", "1000ms"),
         env("LINKERD2_PROXY_OUTBOUND_DISCOVERY_IDLE_TIMEOUT", "5s"),
         env("LINKERD2_PROXY_INBOUND_DISCOVERY_IDLE_TIMEOUT", "90s"),
-        env("LINKERD2_PROXY_CONTROL_LISTEN_ADDR", format!("0.0.0.0:{CONTROL_PORT}")),
-        env("LINKERD2_PROXY_ADMIN_LISTEN_ADDR", format!("0.0.0.0:{ADMIN_PORT}")),
-        env("LINKERD2_PROXY_OUTBOUND_LISTEN_ADDR", format!("127.0.0.1:{OUTBOUND_PORT}")),
-        env("LINKERD2_PROXY_OUTBOUND_LISTEN_ADDRS", format!("127.0.0.1:{OUTBOUND_PORT}")),
-        env("LINKERD2_PROXY_INBOUND_LISTEN_ADDR", format!("0.0.0.0:{INBOUND_PORT}")),
+        env(
+            "LINKERD2_PROXY_CONTROL_LISTEN_ADDR",
+            format!("0.0.0.0:{CONTROL_PORT}"),
+        ),
+        env(
+            "LINKERD2_PROXY_ADMIN_LISTEN_ADDR",
+            format!("0.0.0.0:{ADMIN_PORT}"),
+        ),
+        env(
+            "LINKERD2_PROXY_OUTBOUND_LISTEN_ADDR",
+            format!("127.0.0.1:{OUTBOUND_PORT}"),
+        ),
+        env(
+            "LINKERD2_PROXY_OUTBOUND_LISTEN_ADDRS",
+            format!("127.0.0.1:{OUTBOUND_PORT}"),
+        ),
+        env(
+            "LINKERD2_PROXY_INBOUND_LISTEN_ADDR",
+            format!("0.0.0.0:{INBOUND_PORT}"),
+        ),
         field_env("LINKERD2_PROXY_INBOUND_IPS", "status.podIPs"),
         env("LINKERD2_PROXY_INBOUND_PORTS", p.inbound_ports),
         env(
@@ -162,11 +197,20 @@ pub(super) fn container(ctx: &Context<'_>, p: &ControlPlaneProxy<'_>) -> Value {
         env("LINKERD2_PROXY_OUTBOUND_CONNECT_USER_TIMEOUT", "30s"),
     ]);
     if release.has(Feature::ProxyHostnameLabelsEnv) {
-        env_vars.push(env("LINKERD2_PROXY_OUTBOUND_METRICS_HOSTNAME_LABELS", "false"));
+        env_vars.push(env(
+            "LINKERD2_PROXY_OUTBOUND_METRICS_HOSTNAME_LABELS",
+            "false",
+        ));
     }
     for dir in ["INBOUND", "OUTBOUND"] {
-        env_vars.push(env(&format!("LINKERD2_PROXY_{dir}_SERVER_HTTP2_KEEP_ALIVE_INTERVAL"), "10s"));
-        env_vars.push(env(&format!("LINKERD2_PROXY_{dir}_SERVER_HTTP2_KEEP_ALIVE_TIMEOUT"), "3s"));
+        env_vars.push(env(
+            &format!("LINKERD2_PROXY_{dir}_SERVER_HTTP2_KEEP_ALIVE_INTERVAL"),
+            "10s",
+        ));
+        env_vars.push(env(
+            &format!("LINKERD2_PROXY_{dir}_SERVER_HTTP2_KEEP_ALIVE_TIMEOUT"),
+            "3s",
+        ));
     }
     env_vars.extend([
         env("LINKERD2_PROXY_INBOUND_PORTS_DISABLE_PROTOCOL_DETECTION", OPAQUE_PORTS),
@@ -207,8 +251,8 @@ pub(super) fn container(ctx: &Context<'_>, p: &ControlPlaneProxy<'_>) -> Value {
         "livenessProbe": {"httpGet": http_get("/live", ADMIN_PORT), "initialDelaySeconds": 10, "timeoutSeconds": 1},
         "name": "linkerd-proxy",
         "ports": [
-            {"containerPort": INBOUND_PORT, "name": "linkerd-proxy"},
-            {"containerPort": ADMIN_PORT, "name": "linkerd-admin"},
+            {"containerPort": INBOUND_PORT, "name": "linkerd-proxy", "protocol": "TCP"},
+            {"containerPort": ADMIN_PORT, "name": "linkerd-admin", "protocol": "TCP"},
         ],
         "readinessProbe": {"httpGet": http_get("/ready", ADMIN_PORT), "initialDelaySeconds": 2, "timeoutSeconds": 1},
         "securityContext": {
@@ -250,8 +294,13 @@ pub(super) fn init_container(ctx: &Context<'_>) -> Value {
     let mut args: Vec<String> = Vec::new();
     if release.iptables_mode == "nft" {
         args.extend(
-            ["--firewall-bin-path", "iptables-nft", "--firewall-save-bin-path", "iptables-nft-save"]
-                .map(String::from),
+            [
+                "--firewall-bin-path",
+                "iptables-nft",
+                "--firewall-save-bin-path",
+                "iptables-nft-save",
+            ]
+            .map(String::from),
         );
     }
     args.push("--ipv6=false".into());
@@ -259,7 +308,10 @@ pub(super) fn init_container(ctx: &Context<'_>) -> Value {
         ("--incoming-proxy-port", INBOUND_PORT.to_string()),
         ("--outgoing-proxy-port", OUTBOUND_PORT.to_string()),
         ("--proxy-uid", PROXY_UID.to_string()),
-        ("--inbound-ports-to-ignore", format!("{CONTROL_PORT},{ADMIN_PORT},4567,4568")),
+        (
+            "--inbound-ports-to-ignore",
+            format!("{CONTROL_PORT},{ADMIN_PORT},4567,4568"),
+        ),
         ("--outbound-ports-to-ignore", KUBE_API_PORTS.to_string()),
     ] {
         args.push(flag.into());

@@ -41,7 +41,11 @@ pub(super) fn objects(ctx: &Context<'_>, w: Workload<'_>, pdb_name: &str) -> Vec
 fn deployment(ctx: &Context<'_>, w: Workload<'_>) -> Value {
     let name = w.name();
     let version = ctx.version();
-    let mut meta = ctx.meta(&name, Scope::Namespaced { created_by: true }, Some(w.component));
+    let mut meta = ctx.meta(
+        &name,
+        Scope::Namespaced { created_by: true },
+        Some(w.component),
+    );
     let labels = meta["labels"].as_object_mut().expect("labels object");
     labels.insert("app.kubernetes.io/name".into(), w.component.into());
     labels.insert("app.kubernetes.io/part-of".into(), "Linkerd".into());
@@ -62,12 +66,18 @@ fn deployment(ctx: &Context<'_>, w: Workload<'_>) -> Value {
     for (k, v) in [
         ("linkerd.io/created-by", ctx.created_by()),
         ("linkerd.io/proxy-version", version),
-        ("cluster-autoscaler.kubernetes.io/safe-to-evict", "true".into()),
+        (
+            "cluster-autoscaler.kubernetes.io/safe-to-evict",
+            "true".into(),
+        ),
         (
             "linkerd.io/trust-root-sha256",
             proxy::trust_root_sha256(&ctx.identity.trust_anchors_pem),
         ),
-        ("config.linkerd.io/default-inbound-policy", "all-unauthenticated".into()),
+        (
+            "config.linkerd.io/default-inbound-policy",
+            "all-unauthenticated".into(),
+        ),
     ] {
         annotations.insert(k.into(), v.into());
     }
@@ -121,7 +131,11 @@ fn anti_affinity(component: &str) -> Value {
 
 fn pdb(ctx: &Context<'_>, name: &str, component: &str) -> Value {
     // policy/v1 arrived in Kubernetes 1.21; older (test) clusters get v1beta1.
-    let api_version = if ctx.kubernetes < (KubeVersion { major: 1, minor: 21 }) {
+    let api_version = if ctx.kubernetes
+        < (KubeVersion {
+            major: 1,
+            minor: 21,
+        }) {
         "policy/v1beta1"
     } else {
         "policy/v1"
@@ -129,7 +143,11 @@ fn pdb(ctx: &Context<'_>, name: &str, component: &str) -> Value {
     object(
         api_version,
         "PodDisruptionBudget",
-        ctx.meta(name, Scope::Namespaced { created_by: true }, Some(component)),
+        ctx.meta(
+            name,
+            Scope::Namespaced { created_by: true },
+            Some(component),
+        ),
         json!({"spec": {
             "maxUnavailable": 1,
             "selector": {"matchLabels": {"linkerd.io/control-plane-component": component}},
@@ -156,7 +174,8 @@ pub(super) fn controller_container(c: Controller<'_>) -> Value {
     let ports: Vec<Value> = c
         .ports
         .iter()
-        .map(|(name, port)| json!({"containerPort": port, "name": name}))
+        // Explicit protocol, as for Service ports (see `services::service`).
+        .map(|(name, port)| json!({"containerPort": port, "name": name, "protocol": "TCP"}))
         .collect();
     let mut out = json!({
         "args": c.args,
