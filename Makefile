@@ -89,23 +89,37 @@ cluster-down:
 	@for i in $$(seq 1 20); do [ -f $(CLUSTER_DIR)/ready ] || break; sleep 0.5; done
 	@echo "==> local cluster stopped"
 
+OPERATOR_PID := $(CURDIR)/.keelson/operator.pid
+
 demo: cluster kubectl
 	@echo "==> installing Keelson's CRDs"
 	target/debug/keelson crds | $(KUBECTL) apply --server-side -f - 2>&1 | grep -v -i 'version skew\|memcache'
 	$(KUBECTL) wait --for condition=Established --timeout 60s crd/controlplanes.keelson.dev crd/dataplanes.keelson.dev 2>&1 | grep -v -i 'version skew'
+	@if [ -f $(OPERATOR_PID) ] && kill -0 $$(cat $(OPERATOR_PID)) 2>/dev/null; then kill $$(cat $(OPERATOR_PID)); sleep 1; fi
+	@echo "==> starting the operator (keelson run); log: .keelson/operator.log"
+	@KUBECONFIG=$(KUBECONFIG_DEMO) nohup target/debug/keelson run > .keelson/operator.log 2>&1 & echo $$! > $(OPERATOR_PID)
 	@echo "==> applying examples/"
 	$(KUBECTL) apply --server-side -f examples/ 2>&1 | grep -v -i 'version skew'
-	@echo "==> nodes"
-	@$(KUBECTL) get nodes 2>&1 | grep -v -i 'version skew'
+	@echo "==> waiting for the ControlPlane to become Ready (identity and destination available)"
+	@for i in $$(seq 1 60); do \
+	  $(KUBECTL) get controlplane linkerd --no-headers 2>/dev/null | sed 's/^/    /'; \
+	  [ "$$($(KUBECTL) get controlplane linkerd -o jsonpath='{.status.conditions[?(@.type=="Ready")].status}' 2>/dev/null)" = True ] && break; \
+	  sleep 2; \
+	done
 	@echo "==> ControlPlanes and DataPlanes"
 	@$(KUBECTL) get controlplanes,dataplanes -A 2>&1 | grep -v -i 'version skew'
-	@echo "==> the example ControlPlane as stored, with defaults filled in"
-	@$(KUBECTL) get controlplane linkerd -o yaml 2>&1 | grep -v -i 'version skew'
+	@echo "==> what Keelson installed in namespace linkerd"
+	@$(KUBECTL) -n linkerd get deployments,services,configmaps,secrets 2>&1 | grep -v -i 'version skew'
+	@echo "==> events"
+	@$(KUBECTL) get events -n default --field-selector involvedObject.kind=ControlPlane 2>&1 | grep -v -i 'version skew'
 	@echo
-	@echo "The cluster keeps running: export KUBECONFIG=$(KUBECONFIG_DEMO); 'make cluster-down' stops it."
+	@echo "The cluster and the operator keep running: export KUBECONFIG=$(KUBECONFIG_DEMO)"
+	@echo "Try: kubectl get controlplane linkerd -o yaml; 'make demo-down' stops everything."
 
-demo-down: cluster-down
+demo-down:
+	@if [ -f $(OPERATOR_PID) ]; then kill $$(cat $(OPERATOR_PID)) 2>/dev/null || true; rm -f $(OPERATOR_PID); fi
+	@$(MAKE) --no-print-directory cluster-down
 
-clean: cluster-down
+clean: demo-down
 	$(CARGO) clean
 	rm -rf .keelson
