@@ -98,9 +98,15 @@ fn default_cluster_domain() -> String {
 }
 
 fn default_cluster_networks() -> Vec<String> {
-    ["10.0.0.0/8", "100.64.0.0/10", "172.16.0.0/12", "192.168.0.0/16", "fd00::/8"]
-        .map(String::from)
-        .to_vec()
+    [
+        "10.0.0.0/8",
+        "100.64.0.0/10",
+        "172.16.0.0/12",
+        "192.168.0.0/16",
+        "fd00::/8",
+    ]
+    .map(String::from)
+    .to_vec()
 }
 
 /// Mesh identity settings.
@@ -428,9 +434,62 @@ pub struct ControlPlaneStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub identity: Option<IdentityStatus>,
 
+    /// The version change under way, persisted step by step so that a
+    /// restarted operator resumes exactly where it was.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub upgrade: Option<UpgradeState>,
+
+    /// The last version change that failed its health gates. Keelson does not
+    /// retry it until the ControlPlane's spec changes again.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failed_upgrade: Option<FailedUpgrade>,
+
     /// The most recent version changes, newest first (at most ten).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub history: Vec<UpgradeRecord>,
+}
+
+/// A version change in progress.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct UpgradeState {
+    /// Release running before the change.
+    pub from: String,
+    /// Release asked for.
+    pub to: String,
+    /// Release being rolled out now: a step on the path from `from` to `to`
+    /// (one stable release at a time), or `from` again when rolling back.
+    pub step: String,
+    /// Component being rolled out and gated on.
+    pub stage: UpgradeStage,
+    /// When the current stage started; its health deadline counts from here.
+    pub stage_started_at: Time,
+    /// Whether this is a rollback to `from` after a failed gate.
+    #[serde(default)]
+    pub rolling_back: bool,
+}
+
+/// The gated stages of a version change, in order.
+#[derive(
+    Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, JsonSchema,
+)]
+pub enum UpgradeStage {
+    /// Shared objects and the identity Deployment.
+    Identity,
+    /// The destination Deployment.
+    Destination,
+}
+
+/// A version change that failed and was rolled back (or stopped).
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct FailedUpgrade {
+    /// Release that failed.
+    pub version: String,
+    /// `metadata.generation` it was asked for at.
+    pub generation: i64,
+    /// What failed.
+    pub message: String,
 }
 
 /// What a control plane is doing.

@@ -2,46 +2,20 @@
 //! the operator runs in this process against a real kube-apiserver, and the
 //! hollow nodes make its Deployments available.
 
+mod common;
+
 use anyhow::{Context, ensure};
+use common::{
+    Operator, WAIT, condition, control_plane, set_fault, set_version, wait_converged, wait_for,
+};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{ConfigMap, Secret};
 use keelson_crds::ControlPlane;
 use keelson_e2e::shared::{env, install_keelson_crds};
+use kube::Api;
 use kube::api::{Patch, PatchParams, PostParams};
-use kube::runtime::wait::await_condition;
-use kube::{Api, Client};
 use serde_json::json;
 use std::time::Duration;
-
-const WAIT: Duration = Duration::from_secs(120);
-
-/// Runs the operator on `client` until the returned guard is dropped.
-fn start_operator(client: Client) -> tokio::sync::oneshot::Sender<()> {
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    tokio::spawn(keelson_operator::controlplane::run(client, async move {
-        let _ = stopped.await;
-    }));
-    stop
-}
-
-fn condition(cp: &ControlPlane, type_: &str) -> Option<String> {
-    cp.status
-        .as_ref()?
-        .conditions
-        .iter()
-        .find(|c| c.type_ == type_)
-        .map(|c| c.status.clone())
-}
-
-async fn wait_ready(api: &Api<ControlPlane>, name: &str) -> anyhow::Result<ControlPlane> {
-    let ready = |cp: Option<&ControlPlane>| {
-        cp.is_some_and(|cp| condition(cp, "Ready").as_deref() == Some("True"))
-    };
-    tokio::time::timeout(WAIT, await_condition(api.clone(), name, ready))
-        .await
-        .with_context(|| format!("ControlPlane {name} did not become Ready"))??
-        .context("ControlPlane deleted")
-}
 
 fn data(secret: &Secret, key: &str) -> anyhow::Result<String> {
     let bytes = secret
@@ -54,45 +28,75 @@ fn data(secret: &Secret, key: &str) -> anyhow::Result<String> {
 
 #[tokio::test]
 async fn a_controlplane_installs_linkerd_and_converges_without_further_writes() {
+    let _serial = common::SERIAL.lock().await;
     env()
         .in_namespace("cp", |client, ns| async move {
             install_keelson_crds(&client).await?;
             let (operator_client, writes) = env().recording_client();
-            let _operator = start_operator(operator_client);
+            let _operator = Operator::start(operator_client);
 
             let cps: Api<ControlPlane> = Api::all(client.clone());
-            let cp: ControlPlane = serde_json::from_value(json!({
-                "apiVersion": "keelson.dev/v1alpha1", "kind": "ControlPlane",
-                "metadata": {"name": ns},
-                "spec": {"version": "edge-25.4.4", "namespace": ns, "allowUnsupportedKubernetes": true},
-            }))?;
-            cps.create(&PostParams::default(), &cp).await?;
-            let cp = wait_ready(&cps, &ns).await?;
+            cps.create(
+                &PostParams::default(),
+                &control_plane(&ns, &ns, "edge-25.4.4", json!({})),
+            )
+            .await?;
+            let cp = wait_converged(&cps, &ns, "edge-25.4.4").await?;
             let status = cp.status.clone().unwrap_or_default();
-            ensure!(status.current_version.as_deref() == Some("edge-25.4.4"), "{status:?}");
-            ensure!(status.components.iter().all(|c| c.available) && status.components.len() == 2, "{status:?}");
-            ensure!(condition(&cp, "KubernetesVersionSupported").as_deref() == Some("False"),
-                "the 1.20 test cluster is below Linkerd's floor and status must say so");
+            ensure!(
+                status.current_version.as_deref() == Some("edge-25.4.4"),
+                "{status:?}"
+            );
+            ensure!(
+                status.components.iter().all(|c| c.available) && status.components.len() == 2,
+                "{status:?}"
+            );
+            ensure!(
+                condition(&cp, "KubernetesVersionSupported").is_some_and(|(s, _)| s == "False"),
+                "the 1.20 test cluster is below Linkerd's floor and status must say so"
+            );
 
             // The components run the release's images and carry the hash of
             // the trust bundle the identity controller serves.
             let deployments: Api<Deployment> = Api::namespaced(client.clone(), &ns);
             let identity = deployments.get("linkerd-identity").await?;
             let pod = identity.spec.as_ref().context("spec")?.template.clone();
-            let images: Vec<_> = pod.spec.as_ref().context("pod spec")?.containers.iter()
-                .filter_map(|c| c.image.clone()).collect();
-            ensure!(images.contains(&"cr.l5d.io/linkerd/controller:edge-25.4.4".to_owned()), "{images:?}");
+            let images: Vec<_> = pod
+                .spec
+                .as_ref()
+                .context("pod spec")?
+                .containers
+                .iter()
+                .filter_map(|c| c.image.clone())
+                .collect();
+            ensure!(
+                images.contains(&"cr.l5d.io/linkerd/controller:edge-25.4.4".to_owned()),
+                "{images:?}"
+            );
 
             let secrets: Api<Secret> = Api::namespaced(client.clone(), &ns);
-            let anchor = data(&secrets.get("keelson-identity-trust-anchor").await?, "ca.crt")?;
+            let anchor = data(
+                &secrets.get("keelson-identity-trust-anchor").await?,
+                "ca.crt",
+            )?;
             let roots: Api<ConfigMap> = Api::namespaced(client.clone(), &ns);
-            let bundle = roots.get("linkerd-identity-trust-roots").await?
-                .data.and_then(|d| d.get("ca-bundle.crt").cloned()).context("no bundle")?;
-            ensure!(bundle == anchor.trim(), "the trust roots are the managed anchor");
+            let bundle = roots
+                .get("linkerd-identity-trust-roots")
+                .await?
+                .data
+                .and_then(|d| d.get("ca-bundle.crt").cloned())
+                .context("no bundle")?;
+            ensure!(
+                bundle == anchor.trim(),
+                "the trust roots are the managed anchor"
+            );
             let annotations = pod.metadata.and_then(|m| m.annotations).unwrap_or_default();
             let digest = ring::digest::digest(&ring::digest::SHA256, anchor.as_bytes());
             let hex: String = digest.as_ref().iter().map(|b| format!("{b:02x}")).collect();
-            ensure!(annotations.get("linkerd.io/trust-root-sha256") == Some(&hex), "{annotations:?}");
+            ensure!(
+                annotations.get("linkerd.io/trust-root-sha256") == Some(&hex),
+                "{annotations:?}"
+            );
             let issuer = secrets.get("linkerd-identity-issuer").await?;
             ensure!(data(&issuer, "crt.pem")?.starts_with("-----BEGIN CERTIFICATE-----"));
 
@@ -100,23 +104,47 @@ async fn a_controlplane_installs_linkerd_and_converges_without_further_writes() 
             // write request at all.
             tokio::time::sleep(Duration::from_secs(2)).await;
             writes.lock().unwrap().clear();
-            cps.patch(&ns, &PatchParams::default(), &Patch::Merge(json!({"metadata": {"annotations": {"e2e/resync": "1"}}})))
-                .await?;
+            cps.patch(
+                &ns,
+                &PatchParams::default(),
+                &Patch::Merge(json!({"metadata": {"annotations": {"e2e/resync": "1"}}})),
+            )
+            .await?;
             tokio::time::sleep(Duration::from_secs(5)).await;
             let seen = writes.lock().unwrap().clone();
-            ensure!(seen.is_empty(), "a converged ControlPlane caused writes: {seen:?}");
+            ensure!(
+                seen.is_empty(),
+                "a converged ControlPlane caused writes: {seen:?}"
+            );
 
             // Deleting the ControlPlane removes what it installed, then the
             // finalizer lets the object go.
             cps.delete(&ns, &Default::default()).await?;
-            tokio::time::timeout(WAIT, kube::runtime::wait::await_condition(cps.clone(), &ns, kube::runtime::wait::conditions::is_deleted(&cp.metadata.uid.clone().unwrap_or_default())))
-                .await
-                .context("the ControlPlane was not finalized")??;
+            tokio::time::timeout(
+                WAIT,
+                kube::runtime::wait::await_condition(
+                    cps.clone(),
+                    &ns,
+                    kube::runtime::wait::conditions::is_deleted(
+                        &cp.metadata.uid.clone().unwrap_or_default(),
+                    ),
+                ),
+            )
+            .await
+            .context("the ControlPlane was not finalized")??;
             for name in ["linkerd-identity", "linkerd-destination"] {
                 let left = deployments.get_opt(name).await?;
-                ensure!(left.is_none_or(|d| d.metadata.deletion_timestamp.is_some()), "{name} was left behind");
+                ensure!(
+                    left.is_none_or(|d| d.metadata.deletion_timestamp.is_some()),
+                    "{name} was left behind"
+                );
             }
-            ensure!(roots.get_opt("linkerd-identity-trust-roots").await?.is_none_or(|c| c.metadata.deletion_timestamp.is_some()));
+            ensure!(
+                roots
+                    .get_opt("linkerd-identity-trust-roots")
+                    .await?
+                    .is_none_or(|c| c.metadata.deletion_timestamp.is_some())
+            );
             Ok(())
         })
         .await;
@@ -124,25 +152,133 @@ async fn a_controlplane_installs_linkerd_and_converges_without_further_writes() 
 
 #[tokio::test]
 async fn an_unknown_version_is_refused_with_the_field_named() {
+    let _serial = common::SERIAL.lock().await;
     env()
         .in_namespace("cpbad", |client, ns| async move {
             install_keelson_crds(&client).await?;
-            let _operator = start_operator(client.clone());
+            let _operator = Operator::start(client.clone());
             let cps: Api<ControlPlane> = Api::all(client.clone());
-            let cp: ControlPlane = serde_json::from_value(json!({
-                "apiVersion": "keelson.dev/v1alpha1", "kind": "ControlPlane",
-                "metadata": {"name": ns},
-                "spec": {"version": "edge-19.1.1", "namespace": ns, "allowUnsupportedKubernetes": true},
-            }))?;
-            cps.create(&PostParams::default(), &cp).await?;
-            let refused = |cp: Option<&ControlPlane>| cp.is_some_and(|cp| condition(cp, "Degraded").as_deref() == Some("True"));
-            let cp = tokio::time::timeout(WAIT, await_condition(cps.clone(), &ns, refused)).await??.context("gone")?;
-            let ready = cp.status.as_ref().and_then(|s| s.conditions.iter().find(|c| c.type_ == "Ready")).context("no Ready")?;
-            ensure!(ready.status == "False" && ready.reason == "UnknownVersion", "{ready:?}");
-            ensure!(ready.message.starts_with("spec.version:"), "{}", ready.message);
+            cps.create(
+                &PostParams::default(),
+                &control_plane(&ns, &ns, "edge-19.1.1", json!({})),
+            )
+            .await?;
+            let cp = wait_for(&cps, &ns, "not refused", |cp| {
+                condition(cp, "Degraded").is_some_and(|(s, _)| s == "True")
+            })
+            .await?;
+            let ready = cp
+                .status
+                .as_ref()
+                .and_then(|s| s.conditions.iter().find(|c| c.type_ == "Ready"))
+                .context("no Ready")?;
+            ensure!(
+                ready.status == "False" && ready.reason == "UnknownVersion",
+                "{ready:?}"
+            );
+            ensure!(
+                ready.message.starts_with("spec.version:"),
+                "{}",
+                ready.message
+            );
             // Nothing was installed for it.
             let deployments: Api<Deployment> = Api::namespaced(client.clone(), &ns);
             ensure!(deployments.get_opt("linkerd-identity").await?.is_none());
+            cps.delete(&ns, &Default::default()).await?;
+            Ok(())
+        })
+        .await;
+}
+
+/// Upgrades 2.18 to 2.19 through the gates, with the operator killed while the
+/// upgrade waits on its identity gate: a new operator resumes from status.
+#[tokio::test]
+async fn an_upgrade_survives_an_operator_restart_and_is_recorded() {
+    let _serial = common::SERIAL.lock().await;
+    env()
+        .in_namespace("upg", |client, ns| async move {
+            install_keelson_crds(&client).await?;
+            let first = Operator::start(client.clone());
+            let cps: Api<ControlPlane> = Api::all(client.clone());
+            cps.create(
+                &PostParams::default(),
+                &control_plane(&ns, &ns, "edge-25.4.4", json!({})),
+            )
+            .await?;
+            wait_converged(&cps, &ns, "edge-25.4.4").await?;
+
+            // Hold the upgrade at its first gate: 2.19's controller pods crash.
+            set_fault(&client, Some("controller:edge-25.10.7")).await?;
+            set_version(&cps, &ns, "edge-25.10.7").await?;
+            let held = wait_for(&cps, &ns, "upgrade not started", |cp| {
+                cp.status
+                    .as_ref()
+                    .and_then(|s| s.upgrade.as_ref())
+                    .is_some_and(|u| u.step == "edge-25.10.7")
+            })
+            .await?;
+            let u = held
+                .status
+                .as_ref()
+                .and_then(|s| s.upgrade.clone())
+                .context("no upgrade")?;
+            ensure!(
+                u.stage == keelson_crds::controlplane::UpgradeStage::Identity,
+                "{u:?}"
+            );
+            ensure!(
+                held.status
+                    .as_ref()
+                    .and_then(|s| s.current_version.as_deref())
+                    == Some("edge-25.4.4")
+            );
+            // Destination is not touched while identity's gate is closed.
+            let deployments: Api<Deployment> = Api::namespaced(client.clone(), &ns);
+            let dst = deployments.get("linkerd-destination").await?;
+            let dst_images: Vec<_> = dst
+                .spec
+                .and_then(|s| s.template.spec)
+                .map(|p| p.containers)
+                .unwrap_or_default()
+                .into_iter()
+                .filter_map(|c| c.image)
+                .collect();
+            ensure!(
+                dst_images.iter().all(|i| !i.contains("edge-25.10.7")),
+                "destination moved early: {dst_images:?}"
+            );
+
+            first.kill().await;
+            set_fault(&client, None).await?;
+            let _second = Operator::start(client.clone());
+            let done = wait_converged(&cps, &ns, "edge-25.10.7").await?;
+            let history = done.status.map(|s| s.history).unwrap_or_default();
+            ensure!(history.len() == 1, "one upgrade, one record: {history:?}");
+            let record = &history[0];
+            ensure!(
+                record.from.as_deref() == Some("edge-25.4.4") && record.to == "edge-25.10.7",
+                "{record:?}"
+            );
+            ensure!(
+                record.outcome == keelson_crds::controlplane::UpgradeOutcome::Succeeded
+                    && record.finished_at.is_some(),
+                "{record:?}"
+            );
+            for name in ["linkerd-identity", "linkerd-destination"] {
+                let d = deployments.get(name).await?;
+                let images: Vec<_> = d
+                    .spec
+                    .and_then(|s| s.template.spec)
+                    .map(|p| p.containers)
+                    .unwrap_or_default()
+                    .into_iter()
+                    .filter_map(|c| c.image)
+                    .collect();
+                ensure!(
+                    images.iter().any(|i| i.ends_with(":edge-25.10.7")),
+                    "{name}: {images:?}"
+                );
+            }
             cps.delete(&ns, &Default::default()).await?;
             Ok(())
         })

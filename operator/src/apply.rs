@@ -18,6 +18,14 @@ pub const FIELD_MANAGER: &str = "keelson";
 pub enum ApplyError {
     #[error("{kind} {name}: Keelson does not know how to apply this kind")]
     UnknownKind { kind: String, name: String },
+    #[error(
+        "{kind} {name} belongs to ControlPlane {owner}; Linkerd's cluster-wide objects allow one control plane per cluster"
+    )]
+    Conflict {
+        kind: String,
+        name: String,
+        owner: String,
+    },
     #[error("applying {kind} {name}: {source}")]
     Api {
         kind: String,
@@ -88,6 +96,17 @@ impl Applier {
             source: Box::new(source),
         };
         if let Some(live) = api.get_opt(&name).await.map_err(err)? {
+            let owner = live.labels().get(CONTROL_PLANE_LABEL);
+            let ours = object["metadata"]["labels"][CONTROL_PLANE_LABEL].as_str();
+            if let (Some(owner), Some(ours)) = (owner, ours)
+                && owner != ours
+            {
+                return Err(ApplyError::Conflict {
+                    kind: object["kind"].as_str().unwrap_or_default().into(),
+                    name,
+                    owner: owner.clone(),
+                });
+            }
             let live = serde_json::to_value(live).expect("objects serialize");
             if contains(&live, object) {
                 return Ok(false);
@@ -198,6 +217,28 @@ impl Applier {
     }
 }
 
+/// A JSON merge patch (RFC 7386) from `previous` to `next`: `next`, with
+/// fields that `previous` had and `next` lacks set to null so they are removed.
+pub fn merge_patch(previous: &Value, next: &Value) -> Value {
+    match (previous, next) {
+        (Value::Object(p), Value::Object(n)) => {
+            let mut out = n.clone();
+            for (k, pv) in p {
+                match n.get(k) {
+                    None => {
+                        out.insert(k.clone(), Value::Null);
+                    }
+                    Some(nv) => {
+                        out.insert(k.clone(), merge_patch(pv, nv));
+                    }
+                }
+            }
+            Value::Object(out)
+        }
+        _ => next.clone(),
+    }
+}
+
 /// Whether `live` holds every field of `desired` with the same value. The API
 /// server adds defaults and status, so `live` is usually a superset; lists
 /// must match item for item.
@@ -243,6 +284,17 @@ mod tests {
             &json!({"data": {"k": "v"}, "list": [2, 1]}),
             &desired
         ));
+    }
+
+    #[test]
+    fn merge_patches_null_what_was_dropped_at_any_depth() {
+        let previous =
+            json!({"a": 1, "gone": "x", "nested": {"keep": 1, "drop": 2}, "list": [1, 2]});
+        let next = json!({"a": 2, "nested": {"keep": 1}, "list": [3]});
+        assert_eq!(
+            merge_patch(&previous, &next),
+            json!({"a": 2, "gone": null, "nested": {"keep": 1, "drop": null}, "list": [3]})
+        );
     }
 
     #[test]

@@ -3,6 +3,7 @@
 
 pub mod material;
 pub mod status;
+pub mod upgrade;
 
 use crate::apply::{Applier, ApplyError};
 use crate::catalog::{self, KubeVersion};
@@ -201,29 +202,7 @@ async fn apply(cp: Arc<ControlPlane>, ctx: Arc<Context>) -> Result<Action, Recon
         return Ok(Action::await_change());
     }
 
-    let applier = Applier::new(ctx.client.clone());
-    let mut writes = 0;
-    writes += usize::from(
-        applier
-            .apply(&render::namespace(&cp.name_any(), &cp.spec))
-            .await?,
-    );
-    let material = material::load(&ctx.client, &cp, SystemTime::now()).await?;
-    let objects = render::render(&render::Context {
-        name: &cp.name_any(),
-        spec: &cp.spec,
-        release,
-        kubernetes,
-        identity: &material.identity,
-        webhooks: &material.webhooks,
-    });
-    for r in &objects {
-        writes += usize::from(applier.apply(&r.object).await?);
-    }
-    let desired: Vec<_> = objects.into_iter().map(|r| r.object).collect();
-    writes += applier.prune(&cp.name_any(), &desired).await?;
-    tracing::debug!(writes, "applied");
-
+    // Observe first: the plan gates on what the last apply achieved.
     let deployments: Api<Deployment> = Api::namespaced(ctx.client.clone(), &cp.spec.namespace);
     let mut components = Vec::new();
     for name in ["identity", "destination"] {
@@ -233,7 +212,48 @@ async fn apply(cp: Arc<ControlPlane>, ctx: Arc<Context>) -> Result<Action, Recon
             .map_err(|e| ReconcileError::kube(format!("reading Deployment linkerd-{name}"), e))?;
         components.push(status::component(name, d.as_ref()));
     }
-    let mut next = status::converging(&previous, generation, &cp.spec.version, components, &now);
+    let plan = upgrade::plan(&cp.spec, generation, &previous, components, &now);
+    let Ok(applying) = catalog::find(&plan.version) else {
+        let message = format!(
+            "the running release {} is no longer in Keelson's catalog",
+            plan.version
+        );
+        let next = status::refused(
+            &previous,
+            generation,
+            "UnknownRunningVersion",
+            &message,
+            &now,
+        );
+        write_status(&ctx, &cp, &previous, next).await?;
+        return Ok(Action::await_change());
+    };
+
+    let applier = Applier::new(ctx.client.clone());
+    let mut writes = usize::from(
+        applier
+            .apply(&render::namespace(&cp.name_any(), &cp.spec))
+            .await?,
+    );
+    let material = material::load(&ctx.client, &cp, SystemTime::now()).await?;
+    let objects = render::render(&render::Context {
+        name: &cp.name_any(),
+        spec: &cp.spec,
+        release: applying,
+        kubernetes,
+        identity: &material.identity,
+        webhooks: &material.webhooks,
+    });
+    for r in objects.iter().filter(|r| r.stage <= plan.through) {
+        writes += usize::from(applier.apply(&r.object).await?);
+    }
+    if plan.prune {
+        let desired: Vec<_> = objects.into_iter().map(|r| r.object).collect();
+        writes += applier.prune(&cp.name_any(), &desired).await?;
+    }
+    tracing::debug!(writes, version = %plan.version, through = ?plan.through, "applied");
+
+    let mut next = plan.status;
     let (ok, reason, message) = if supported {
         (
             true,
@@ -261,14 +281,8 @@ async fn apply(cp: Arc<ControlPlane>, ctx: Arc<Context>) -> Result<Action, Recon
         generation,
         &now,
     );
-    let ready = next.current_version.as_deref() == Some(cp.spec.version.as_str())
-        && next.target_version.is_none();
     write_status(&ctx, &cp, &previous, next).await?;
-    Ok(if ready {
-        Action::requeue(Duration::from_secs(300))
-    } else {
-        Action::requeue(Duration::from_secs(5))
-    })
+    Ok(Action::requeue(plan.requeue))
 }
 
 /// Writes status only when it changed, with an Event when the phase does.
@@ -303,8 +317,13 @@ async fn write_status(
         };
         publish(ctx, cp, &event).await;
     }
+    // A merge patch that nulls what `next` dropped (a finished upgrade, a
+    // cleared target version), so stale fields do not linger.
     let api: Api<ControlPlane> = Api::all(ctx.client.clone());
-    let patch = serde_json::json!({"status": next});
+    let as_json = |s: &ControlPlaneStatus| serde_json::to_value(s).expect("status serializes");
+    let patch = serde_json::json!({
+        "status": crate::apply::merge_patch(&as_json(previous), &as_json(&next))
+    });
     api.patch_status(
         &cp.name_any(),
         &PatchParams::default(),

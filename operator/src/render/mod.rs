@@ -21,6 +21,8 @@ use crate::catalog::{KubeVersion, Release};
 use keelson_crds::ControlPlaneSpec;
 use serde_json::{Map, Value, json};
 
+pub(crate) use identity::go_duration;
+
 /// A certificate and its private key, PEM-encoded.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct TlsPair {

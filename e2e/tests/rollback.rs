@@ -1,0 +1,86 @@
+//! An upgrade whose health gate cannot pass rolls back automatically. In its
+//! own test binary, so on its own cluster: hollow-node faults are cluster-wide.
+
+mod common;
+
+use anyhow::{Context, ensure};
+use common::{
+    Operator, condition, control_plane, set_fault, set_version, wait_converged, wait_for,
+};
+use k8s_openapi::api::apps::v1::Deployment;
+use keelson_crds::ControlPlane;
+use keelson_crds::controlplane::UpgradeOutcome;
+use keelson_e2e::shared::{env, install_keelson_crds};
+use kube::Api;
+use kube::api::PostParams;
+use serde_json::json;
+
+#[tokio::test]
+async fn a_failed_gate_rolls_back_to_the_previous_release() {
+    let _serial = common::SERIAL.lock().await;
+    env()
+        .in_namespace("rb", |client, ns| async move {
+            install_keelson_crds(&client).await?;
+            let _operator = Operator::start(client.clone());
+            let cps: Api<ControlPlane> = Api::all(client.clone());
+            let cp = control_plane(
+                &ns,
+                &ns,
+                "edge-25.4.4",
+                json!({"upgrade": {"healthDeadline": "10s"}}),
+            );
+            cps.create(&PostParams::default(), &cp).await?;
+            wait_converged(&cps, &ns, "edge-25.4.4").await?;
+
+            set_fault(&client, Some("controller:edge-25.10.7")).await?;
+            set_version(&cps, &ns, "edge-25.10.7").await?;
+            let rolled = wait_for(&cps, &ns, "not rolled back", |cp| {
+                condition(cp, "Degraded")
+                    .is_some_and(|(s, r)| s == "True" && r == "UpgradeRolledBack")
+            })
+            .await?;
+            let status = rolled.status.clone().context("no status")?;
+            ensure!(
+                status.current_version.as_deref() == Some("edge-25.4.4"),
+                "{status:?}"
+            );
+            ensure!(status.upgrade.is_none(), "{status:?}");
+            ensure!(
+                condition(&rolled, "Ready").is_some_and(|(s, _)| s == "True"),
+                "serving on the old release"
+            );
+            let record = status.history.first().context("no history")?;
+            ensure!(record.outcome == UpgradeOutcome::RolledBack, "{record:?}");
+            ensure!(
+                record
+                    .message
+                    .as_deref()
+                    .is_some_and(|m| m.contains("identity did not become available")),
+                "{record:?}"
+            );
+            ensure!(
+                status
+                    .failed_upgrade
+                    .as_ref()
+                    .is_some_and(|f| f.version == "edge-25.10.7")
+            );
+
+            let deployments: Api<Deployment> = Api::namespaced(client.clone(), &ns);
+            let identity = deployments.get("linkerd-identity").await?;
+            let images: Vec<_> = identity
+                .spec
+                .and_then(|s| s.template.spec)
+                .map(|p| p.containers)
+                .unwrap_or_default()
+                .into_iter()
+                .filter_map(|c| c.image)
+                .collect();
+            ensure!(
+                images.iter().all(|i| !i.contains("edge-25.10.7")),
+                "{images:?}"
+            );
+            set_fault(&client, None).await?;
+            Ok(())
+        })
+        .await;
+}
