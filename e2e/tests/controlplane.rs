@@ -61,14 +61,7 @@ async fn a_controlplane_installs_linkerd_and_converges_without_further_writes() 
             let deployments: Api<Deployment> = Api::namespaced(client.clone(), &ns);
             let identity = deployments.get("linkerd-identity").await?;
             let pod = identity.spec.as_ref().context("spec")?.template.clone();
-            let images: Vec<_> = pod
-                .spec
-                .as_ref()
-                .context("pod spec")?
-                .containers
-                .iter()
-                .filter_map(|c| c.image.clone())
-                .collect();
+            let images = common::images(identity.clone());
             ensure!(
                 images.contains(&"cr.l5d.io/linkerd/controller:edge-25.4.4".to_owned()),
                 "{images:?}"
@@ -235,14 +228,7 @@ async fn an_upgrade_survives_an_operator_restart_and_is_recorded() {
             // Destination is not touched while identity's gate is closed.
             let deployments: Api<Deployment> = Api::namespaced(client.clone(), &ns);
             let dst = deployments.get("linkerd-destination").await?;
-            let dst_images: Vec<_> = dst
-                .spec
-                .and_then(|s| s.template.spec)
-                .map(|p| p.containers)
-                .unwrap_or_default()
-                .into_iter()
-                .filter_map(|c| c.image)
-                .collect();
+            let dst_images = common::images(dst);
             ensure!(
                 dst_images.iter().all(|i| !i.contains("edge-25.10.7")),
                 "destination moved early: {dst_images:?}"
@@ -266,14 +252,7 @@ async fn an_upgrade_survives_an_operator_restart_and_is_recorded() {
             );
             for name in ["linkerd-identity", "linkerd-destination"] {
                 let d = deployments.get(name).await?;
-                let images: Vec<_> = d
-                    .spec
-                    .and_then(|s| s.template.spec)
-                    .map(|p| p.containers)
-                    .unwrap_or_default()
-                    .into_iter()
-                    .filter_map(|c| c.image)
-                    .collect();
+                let images = common::images(d);
                 ensure!(
                     images.iter().any(|i| i.ends_with(":edge-25.10.7")),
                     "{name}: {images:?}"

@@ -67,14 +67,7 @@ async fn a_failed_gate_rolls_back_to_the_previous_release() {
 
             let deployments: Api<Deployment> = Api::namespaced(client.clone(), &ns);
             let identity = deployments.get("linkerd-identity").await?;
-            let images: Vec<_> = identity
-                .spec
-                .and_then(|s| s.template.spec)
-                .map(|p| p.containers)
-                .unwrap_or_default()
-                .into_iter()
-                .filter_map(|c| c.image)
-                .collect();
+            let images = common::images(identity);
             ensure!(
                 images.iter().all(|i| !i.contains("edge-25.10.7")),
                 "{images:?}"

@@ -2,6 +2,7 @@
 #![allow(dead_code)] // each test binary uses its own subset
 
 use anyhow::Context as _;
+use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::ConfigMap;
 use keelson_crds::ControlPlane;
 use keelson_e2e::hollow;
@@ -45,6 +46,18 @@ impl Drop for Operator {
     fn drop(&mut self) {
         self.task.abort();
     }
+}
+
+/// Images of a Deployment's containers.
+pub fn images(deployment: Deployment) -> Vec<String> {
+    deployment
+        .spec
+        .and_then(|s| s.template.spec)
+        .map(|p| p.containers)
+        .unwrap_or_default()
+        .into_iter()
+        .filter_map(|c| c.image)
+        .collect()
 }
 
 pub fn condition(cp: &ControlPlane, type_: &str) -> Option<(String, String)> {
