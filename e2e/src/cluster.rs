@@ -41,7 +41,6 @@ pub struct Cluster {
     remove_dir: bool,
     kubeconfig: PathBuf,
     config: kube::Config,
-    nodes: Vec<String>,
     agent: JoinHandle<Result<(), Error>>,
     // Started in order etcd, apiserver, controller-manager, scheduler; stopped
     // in reverse by `Drop`.
@@ -76,7 +75,6 @@ impl Cluster {
             dir,
             remove_dir,
             config: kube::Config::new("https://127.0.0.1".parse().expect("static URL")),
-            nodes: Vec::new(),
             agent: tokio::spawn(std::future::pending()),
             processes: Vec::new(),
         };
@@ -209,10 +207,9 @@ impl Cluster {
         .await?;
 
         progress(format!("registering {nodes} hollow nodes"));
-        self.nodes = (0..nodes).map(|i| format!("hollow-node-{i}")).collect();
-        hollow::register_nodes(&client, &self.nodes).await?;
+        let names: Vec<String> = (0..nodes).map(|i| format!("hollow-node-{i}")).collect();
+        hollow::register_nodes(&client, &names).await?;
         let agent_client = client.clone();
-        let names = self.nodes.clone();
         self.agent = tokio::spawn(async move { hollow::run_agent(agent_client, names).await });
         progress(format!(
             "ready in {:.1}s; kubeconfig: {}",
@@ -236,16 +233,6 @@ impl Cluster {
     /// used on; make one per runtime.
     pub fn client(&self) -> Result<Client, Error> {
         Client::try_from(self.config.clone()).map_err(Error::kube("building a client"))
-    }
-
-    /// Names of the hollow nodes.
-    pub fn nodes(&self) -> &[String] {
-        &self.nodes
-    }
-
-    /// Where data and logs live.
-    pub fn dir(&self) -> &Path {
-        &self.dir
     }
 
     /// Fails if a cluster process or the hollow-node agent has stopped.
