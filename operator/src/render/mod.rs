@@ -142,13 +142,7 @@ impl Context<'_> {
     /// The labels Linkerd's chart puts on a component's objects, plus Keelson's
     /// ownership label.
     pub fn labels(&self, component: Option<&str>) -> Map<String, Value> {
-        let mut labels = Map::new();
-        if let Some(c) = component {
-            labels.insert("linkerd.io/control-plane-component".into(), c.into());
-        }
-        labels.insert("linkerd.io/control-plane-ns".into(), self.ns().into());
-        labels.insert(CONTROL_PLANE_LABEL.into(), self.name.into());
-        labels
+        labels(self.name, self.ns(), component)
     }
 
     /// An object's `metadata`: namespaced or not, with the component labels
@@ -191,20 +185,35 @@ pub fn b64(s: &str) -> Value {
 /// The control plane's namespace, labelled as `linkerd install` labels it.
 /// Needs no identity material, so it can be applied before any is made.
 pub fn namespace(cp_name: &str, spec: &ControlPlaneSpec) -> Value {
+    let mut labels = labels(cp_name, &spec.namespace, None);
+    labels.insert(
+        "config.linkerd.io/admission-webhooks".into(),
+        "disabled".into(),
+    );
+    labels.insert("linkerd.io/is-control-plane".into(), "true".into());
+    labels.insert(
+        "pod-security.kubernetes.io/enforce".into(),
+        "privileged".into(),
+    );
     object(
         "v1",
         "Namespace",
         json!({
             "name": spec.namespace,
-            "labels": {
-                "config.linkerd.io/admission-webhooks": "disabled",
-                CONTROL_PLANE_LABEL: cp_name,
-                "linkerd.io/control-plane-ns": spec.namespace,
-                "linkerd.io/is-control-plane": "true",
-                "pod-security.kubernetes.io/enforce": "privileged",
-            },
+            "labels": labels,
             "annotations": {"linkerd.io/inject": "disabled"},
         }),
         json!({}),
     )
+}
+
+/// Component and control-plane labels, and Keelson's ownership label.
+fn labels(cp_name: &str, namespace: &str, component: Option<&str>) -> Map<String, Value> {
+    let mut labels = Map::new();
+    if let Some(c) = component {
+        labels.insert("linkerd.io/control-plane-component".into(), c.into());
+    }
+    labels.insert("linkerd.io/control-plane-ns".into(), namespace.into());
+    labels.insert(CONTROL_PLANE_LABEL.into(), cp_name.into());
+    labels
 }
