@@ -6,4 +6,5 @@ pub mod apply;
 pub mod catalog;
 pub mod controlplane;
 pub mod identity;
+pub mod inject;
 pub mod render;
