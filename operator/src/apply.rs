@@ -50,6 +50,7 @@ fn resource(api_version: &str, kind: &str) -> Option<(ApiResource, bool)> {
         "ClusterRole" => ("clusterroles", false),
         "ClusterRoleBinding" => ("clusterrolebindings", false),
         "ValidatingWebhookConfiguration" => ("validatingwebhookconfigurations", false),
+        "MutatingWebhookConfiguration" => ("mutatingwebhookconfigurations", false),
         "CustomResourceDefinition" => ("customresourcedefinitions", false),
         _ => return None,
     };

@@ -2,7 +2,7 @@
 
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
-use keelson_operator::{catalog, render};
+use keelson_operator::{admission, catalog, render};
 use std::io::Write;
 use std::path::PathBuf;
 
@@ -18,11 +18,14 @@ pub struct Cli {
 #[derive(Subcommand, Debug)]
 enum Command {
     /// Run the operator: reconcile ControlPlanes in the cluster of the current
-    /// kubeconfig (or the in-cluster service account) until SIGINT/SIGTERM.
+    /// kubeconfig (or the in-cluster service account) and serve the admission
+    /// webhooks, until SIGINT/SIGTERM.
     Run {
         /// Log format: `plain` or `json`.
         #[arg(long, default_value = "plain", value_parser = ["plain", "json"])]
         log_format: String,
+        #[command(flatten)]
+        webhooks: WebhookArgs,
     },
     /// Print the CustomResourceDefinitions of Keelson's API (keelson.dev) as YAML.
     Crds,
@@ -42,6 +45,43 @@ enum Command {
     Versions,
 }
 
+/// Where the admission webhooks are served and how the API server reaches them.
+#[derive(clap::Args, Debug)]
+struct WebhookArgs {
+    /// Address the webhook server listens on.
+    #[arg(long, default_value = "0.0.0.0:9443")]
+    webhook_listen: std::net::SocketAddr,
+    /// Keelson's own namespace: holds the webhook CA Secret and is never injected.
+    #[arg(long, env = "POD_NAMESPACE", default_value = "keelson")]
+    namespace: String,
+    /// Service (in Keelson's namespace, port 443) in front of the operator's pods.
+    #[arg(long, default_value = "keelson-webhook")]
+    webhook_service: String,
+    /// Base URL the API server calls instead of the Service, for an operator
+    /// running outside the cluster (`https://127.0.0.1:9443`); its host goes
+    /// into the serving certificate.
+    #[arg(long)]
+    webhook_url: Option<String>,
+}
+
+impl WebhookArgs {
+    fn config(self) -> (std::net::SocketAddr, admission::Config) {
+        let endpoint = match self.webhook_url {
+            Some(url) => admission::configurations::Endpoint::Url(url),
+            None => admission::configurations::Endpoint::Service {
+                namespace: self.namespace.clone(),
+                name: self.webhook_service,
+                port: 443,
+            },
+        };
+        let config = admission::Config {
+            namespace: self.namespace,
+            endpoint,
+        };
+        (self.webhook_listen, config)
+    }
+}
+
 impl Cli {
     pub fn parse_args() -> Self {
         Self::parse()
@@ -51,7 +91,13 @@ impl Cli {
         // Locked per command: `run` logs to stdout from worker threads.
         let out = || std::io::stdout().lock();
         match self.command {
-            Command::Run { log_format } => run(&log_format)?,
+            Command::Run {
+                log_format,
+                webhooks,
+            } => {
+                let (listen, config) = webhooks.config();
+                run(&log_format, listen, config)?
+            }
             Command::Crds => out().write_all(keelson_crds::crds_yaml().as_bytes())?,
             Command::Render {
                 file,
@@ -88,7 +134,11 @@ impl Cli {
     }
 }
 
-fn run(log_format: &str) -> anyhow::Result<()> {
+fn run(
+    log_format: &str,
+    listen: std::net::SocketAddr,
+    webhooks: admission::Config,
+) -> anyhow::Result<()> {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| "info,kube_runtime=warn".into());
     let logs = tracing_subscriber::fmt().with_env_filter(filter);
@@ -105,7 +155,10 @@ fn run(log_format: &str) -> anyhow::Result<()> {
             .await
             .context("connecting to Kubernetes")?;
         tracing::info!("keelson operator starting");
-        keelson_operator::controlplane::run(client, shutdown_signal()).await;
+        let listener = tokio::net::TcpListener::bind(listen)
+            .await
+            .with_context(|| format!("listening on {listen} for webhooks"))?;
+        keelson_operator::runtime::run(client, webhooks, listener, shutdown_signal()).await?;
         tracing::info!("keelson operator stopped");
         Ok(())
     })

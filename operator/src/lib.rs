@@ -2,9 +2,11 @@
 //! they land, the reconcilers. The `keelson` binary wires these together.
 #![forbid(unsafe_code)]
 
+pub mod admission;
 pub mod apply;
 pub mod catalog;
 pub mod controlplane;
 pub mod identity;
 pub mod inject;
 pub mod render;
+pub mod runtime;

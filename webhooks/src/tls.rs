@@ -59,6 +59,18 @@ pub enum TlsError {
     Key(#[source] rustls::Error),
     #[error("building the TLS server configuration: {0}")]
     Config(#[source] rustls::Error),
+    #[error("loading the {what}: {source}")]
+    Load {
+        what: &'static str,
+        #[source]
+        source: rcgen::Error,
+    },
+    #[error("the CA certificate does not belong to the CA key")]
+    CaKeyMismatch,
+}
+
+fn load(what: &'static str) -> impl FnOnce(rcgen::Error) -> TlsError {
+    move |source| TlsError::Load { what, source }
 }
 
 fn generate(what: &'static str) -> impl FnOnce(rcgen::Error) -> TlsError {
@@ -81,6 +93,7 @@ const CLOCK_SKEW: Duration = Duration::from_secs(60);
 /// The certificate authority behind the webhook server's certificates.
 pub struct WebhookCa {
     cert_pem: String,
+    key_pem: String,
     not_after: SystemTime,
     issuer: Issuer<'static, KeyPair>,
 }
@@ -118,14 +131,63 @@ impl WebhookCa {
             .map_err(generate("CA certificate"))?;
         Ok(Self {
             cert_pem: cert.pem(),
+            key_pem: key.serialize_pem(),
             not_after,
             issuer: Issuer::new(params, key),
+        })
+    }
+
+    /// A CA kept from an earlier [`WebhookCa::generate`] (its [`cert_pem`]
+    /// and [`key_pem`]), so every replica and every restart issues under the
+    /// one CA the webhook configurations trust.
+    ///
+    /// [`cert_pem`]: WebhookCa::cert_pem
+    /// [`key_pem`]: WebhookCa::key_pem
+    pub fn from_pem(cert_pem: &str, key_pem: &str) -> Result<Self, TlsError> {
+        let key = KeyPair::from_pem(key_pem).map_err(load("CA key"))?;
+        let der = CertificateDer::from_pem_slice(cert_pem.as_bytes()).map_err(|source| {
+            TlsError::Pem {
+                what: "CA certificate",
+                source,
+            }
+        })?;
+        let (_, cert) = x509_parser::parse_x509_certificate(&der)
+            .map_err(|_| load("CA certificate")(rcgen::Error::CouldNotParseCertificate))?;
+        // A certificate that does not belong to the key would make every
+        // leaf fail verification, far from the cause; refuse it here.
+        if cert.public_key().subject_public_key.data.as_ref() != key.public_key_raw() {
+            return Err(TlsError::CaKeyMismatch);
+        }
+        let not_after = UNIX_EPOCH
+            + Duration::from_secs(
+                cert.validity()
+                    .not_after
+                    .timestamp()
+                    .try_into()
+                    .unwrap_or(0),
+            );
+        let issuer = Issuer::from_ca_cert_der(&der, key).map_err(load("CA certificate"))?;
+        Ok(Self {
+            cert_pem: cert_pem.to_owned(),
+            key_pem: key_pem.to_owned(),
+            not_after,
+            issuer,
         })
     }
 
     /// The CA certificate as PEM, for a webhook configuration's `caBundle`.
     pub fn cert_pem(&self) -> &str {
         &self.cert_pem
+    }
+
+    /// The CA key as PEM, to keep the CA in a Secret. Never log it.
+    pub fn key_pem(&self) -> &str {
+        &self.key_pem
+    }
+
+    /// When the CA expires.
+    pub fn not_after(&self) -> SystemTime {
+        self.not_after
     }
 
     /// A serving certificate for `names` (each a DNS name such as
@@ -415,6 +477,37 @@ mod tests {
         assert_ne!(a.raw_serial(), b.raw_serial());
         assert_ne!(a.public_key().raw, b.public_key().raw);
         assert_ne!(first.key_pem, second.key_pem);
+    }
+
+    #[test]
+    fn a_kept_ca_issues_leaves_that_chain_to_the_original() {
+        let ca = WebhookCa::generate("keelson-webhook-ca", 365 * DAY, now()).unwrap();
+        let kept = WebhookCa::from_pem(ca.cert_pem(), ca.key_pem()).unwrap();
+        assert_eq!(kept.not_after(), ca.not_after());
+        assert_eq!(kept.cert_pem(), ca.cert_pem());
+        let leaf = kept.issue(&["webhook.keelson.svc"], DAY, now()).unwrap();
+        let (ca_der, leaf_der) = (der(ca.cert_pem()), der(&leaf.cert_pem));
+        let (_, ca_cert) = X509Certificate::from_der(&ca_der).unwrap();
+        let (_, cert) = X509Certificate::from_der(&leaf_der).unwrap();
+        assert_eq!(cert.issuer(), ca_cert.subject());
+        cert.verify_signature(Some(ca_cert.public_key())).unwrap();
+        // The loaded CA still refuses leaves that would outlive it.
+        let err = kept
+            .issue(&["webhook.keelson.svc"], 366 * DAY, now())
+            .unwrap_err();
+        assert!(matches!(err, TlsError::OutlivesCa { .. }), "{err}");
+    }
+
+    #[test]
+    fn a_kept_ca_must_match_its_key() {
+        let a = WebhookCa::generate("keelson-webhook-ca", 365 * DAY, now()).unwrap();
+        let b = WebhookCa::generate("keelson-webhook-ca", 365 * DAY, now()).unwrap();
+        let err = WebhookCa::from_pem(a.cert_pem(), b.key_pem()).unwrap_err();
+        assert!(matches!(err, TlsError::CaKeyMismatch), "{err}");
+        let err = WebhookCa::from_pem("not a certificate", a.key_pem()).unwrap_err();
+        assert!(matches!(err, TlsError::Pem { .. }), "{err}");
+        let err = WebhookCa::from_pem(a.cert_pem(), "not a key").unwrap_err();
+        assert!(matches!(err, TlsError::Load { .. }), "{err}");
     }
 
     #[test]

@@ -2,14 +2,16 @@
 #![allow(dead_code)] // each test binary uses its own subset
 
 use anyhow::Context as _;
+use k8s_openapi::api::admissionregistration::v1::ValidatingWebhookConfiguration;
 use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::core::v1::ConfigMap;
+use k8s_openapi::api::core::v1::{ConfigMap, Namespace};
 use keelson_crds::ControlPlane;
 use keelson_e2e::hollow;
 use kube::api::{Patch, PatchParams};
 use kube::runtime::wait::await_condition;
 use kube::{Api, Client};
 use serde_json::json;
+use std::sync::OnceLock;
 use std::time::Duration;
 
 pub const WAIT: Duration = Duration::from_secs(120);
@@ -19,21 +21,97 @@ pub const WAIT: Duration = Duration::from_secs(120);
 /// cluster (some of its cluster-scoped objects have fixed names).
 pub static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
-/// The operator's ControlPlane controller, running in this process against
-/// the real API server. Dropping or killing it stops it at once, as a crash
-/// would: nothing it knew survives except what it wrote to the cluster.
+/// Keelson's namespace in the tests (the webhook CA Secret lives there).
+pub const KEELSON_NAMESPACE: &str = "keelson";
+
+/// The port the operators of this test binary serve webhooks on. One port
+/// for all of them, so the webhook configurations a previous operator left
+/// (with the CA kept in its Secret) stay right for the next one.
+fn webhook_port() -> u16 {
+    static PORT: OnceLock<u16> = OnceLock::new();
+    *PORT.get_or_init(|| {
+        std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("a free loopback port")
+            .port()
+    })
+}
+
+/// The base URL the API server calls the test operators' webhooks at.
+pub fn webhook_url() -> String {
+    format!("https://127.0.0.1:{}", webhook_port())
+}
+
+/// The operator (`keelson run`: controllers and admission webhooks), running
+/// in this process against the real API server. Dropping or killing it stops
+/// it at once, as a crash would: nothing it knew survives except what it
+/// wrote to the cluster.
 pub struct Operator {
     task: tokio::task::JoinHandle<()>,
 }
 
 impl Operator {
     pub fn start(client: Client) -> Self {
-        Self {
-            task: tokio::spawn(keelson_operator::controlplane::run(
-                client,
-                std::future::pending(),
-            )),
-        }
+        // The operator's logs, shown with a failing test's output.
+        let _ = tracing_subscriber::fmt()
+            .with_test_writer()
+            .with_env_filter(
+                tracing_subscriber::EnvFilter::try_from_default_env()
+                    .unwrap_or_else(|_| "info,kube_runtime=warn".into()),
+            )
+            .try_init();
+        // Bound before returning, so the API server's webhook calls wait in
+        // the backlog instead of being refused while the operator starts.
+        let listener = std::net::TcpListener::bind(("127.0.0.1", webhook_port()))
+            .expect("binding the webhook port");
+        listener
+            .set_nonblocking(true)
+            .expect("a non-blocking listener");
+        let config = keelson_operator::admission::Config {
+            namespace: KEELSON_NAMESPACE.into(),
+            endpoint: keelson_operator::admission::configurations::Endpoint::Url(webhook_url()),
+        };
+        let task = tokio::spawn(async move {
+            let namespaces: Api<Namespace> = Api::all(client.clone());
+            let ns = serde_json::from_value(json!({"metadata": {"name": KEELSON_NAMESPACE,
+                "labels": {"config.linkerd.io/admission-webhooks": "disabled"}}}))
+            .expect("a valid Namespace");
+            match namespaces.create(&Default::default(), &ns).await {
+                Ok(_) => {}
+                Err(kube::Error::Api(s)) if s.code == 409 => {}
+                Err(e) => panic!("creating namespace {KEELSON_NAMESPACE}: {e}"),
+            }
+            let listener = tokio::net::TcpListener::from_std(listener).expect("a tokio listener");
+            if let Err(e) =
+                keelson_operator::runtime::run(client, config, listener, std::future::pending())
+                    .await
+            {
+                panic!("the operator stopped: {e}");
+            }
+        });
+        Self { task }
+    }
+
+    /// Waits until the webhook configurations point at this binary's
+    /// operators (the first operator of a cluster registers them).
+    pub async fn webhooks_registered(&self, client: &Client) -> anyhow::Result<()> {
+        let api: Api<ValidatingWebhookConfiguration> = Api::all(client.clone());
+        let url = format!("{}/validate", webhook_url());
+        tokio::time::timeout(WAIT, async {
+            loop {
+                let registered = api
+                    .get_opt(keelson_operator::admission::configurations::VALIDATOR)
+                    .await?
+                    .and_then(|v| v.webhooks)
+                    .is_some_and(|w| w[0].client_config.url.as_deref() == Some(url.as_str()));
+                if registered {
+                    return anyhow::Ok(());
+                }
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        })
+        .await
+        .with_context(|| format!("the validating webhook was not registered at {url}"))?
     }
 
     pub async fn kill(mut self) {

@@ -123,15 +123,8 @@ impl Context<'_> {
         self.spec.high_availability
     }
 
-    /// `Fail` in HA, `Ignore` otherwise, unless the spec says.
     pub fn failure_policy(&self) -> &'static str {
-        use keelson_crds::controlplane::FailurePolicy;
-        match self.spec.webhook.failure_policy {
-            Some(FailurePolicy::Fail) => "Fail",
-            Some(FailurePolicy::Ignore) => "Ignore",
-            None if self.ha() => "Fail",
-            None => "Ignore",
-        }
+        failure_policy(self.spec)
     }
 
     /// Value of the `linkerd.io/created-by` annotation.
@@ -164,6 +157,18 @@ impl Context<'_> {
 pub enum Scope {
     Cluster,
     Namespaced { created_by: bool },
+}
+
+/// Webhook failure policy: `Fail` in HA, `Ignore` otherwise, unless the spec
+/// says. Linkerd's validators and Keelson's injector follow it alike.
+pub fn failure_policy(spec: &ControlPlaneSpec) -> &'static str {
+    use keelson_crds::controlplane::FailurePolicy;
+    match spec.webhook.failure_policy {
+        Some(FailurePolicy::Fail) => "Fail",
+        Some(FailurePolicy::Ignore) => "Ignore",
+        None if spec.high_availability => "Fail",
+        None => "Ignore",
+    }
 }
 
 /// Builds an object from its type, metadata and the rest of its fields.

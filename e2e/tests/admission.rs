@@ -1,0 +1,370 @@
+//! End-to-end tests of Keelson's admission webhooks: the real API server
+//! calls the operator's TLS server for keelson.dev objects and for pods.
+
+mod common;
+
+use anyhow::{Context, bail, ensure};
+use common::{Operator, WAIT, control_plane, wait_converged};
+use k8s_openapi::api::admissionregistration::v1::MutatingWebhookConfiguration;
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::{Event, Namespace, Pod};
+use keelson_crds::{ControlPlane, DataPlane};
+use keelson_e2e::shared::{env, install_keelson_crds};
+use keelson_operator::admission::configurations::INJECTOR;
+use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams};
+use kube::{Api, Client, ResourceExt};
+use serde_json::{Value, json};
+use std::time::Duration;
+
+/// The message of an API error, or a failure if the call succeeded.
+fn denial<T: std::fmt::Debug>(result: Result<T, kube::Error>) -> anyhow::Result<String> {
+    match result {
+        Err(kube::Error::Api(status)) => Ok(status.message.clone()),
+        other => bail!("expected the API server to refuse, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn keelson_objects_are_validated_by_the_webhook() {
+    let _serial = common::SERIAL.lock().await;
+    env()
+        .in_namespace("validate", |client, ns| async move {
+            install_keelson_crds(&client).await?;
+            let operator = Operator::start(client.clone());
+            operator.webhooks_registered(&client).await?;
+
+            let cps: Api<ControlPlane> = Api::all(client.clone());
+            let message = denial(
+                cps.create(
+                    &PostParams::default(),
+                    &control_plane(&ns, &ns, "edge-99.1.1", json!({})),
+                )
+                .await,
+            )?;
+            ensure!(
+                message.contains("validate.keelson.dev") && message.contains("spec.version"),
+                "{message}"
+            );
+            let message = denial(
+                cps.create(
+                    &PostParams::default(),
+                    &control_plane(
+                        &ns,
+                        &ns,
+                        "edge-25.4.4",
+                        json!({"clusterNetworks": ["10.0.0.0/8", "not-a-cidr"],
+                               "identity": {"issuerLifetime": "24h", "issuanceLifetime": "48h"}}),
+                    ),
+                )
+                .await,
+            )?;
+            ensure!(
+                message.contains("spec.clusterNetworks[1]")
+                    && message.contains("spec.identity.issuanceLifetime"),
+                "every bad field is named: {message}"
+            );
+            ensure!(
+                cps.get_opt(&ns).await?.is_none(),
+                "nothing of a refused ControlPlane is stored"
+            );
+
+            let dps: Api<DataPlane> = Api::namespaced(client.clone(), &ns);
+            let data_plane = |spec: Value| -> anyhow::Result<DataPlane> {
+                Ok(serde_json::from_value(json!({
+                    "apiVersion": "keelson.dev/v1alpha1", "kind": "DataPlane",
+                    "metadata": {"name": "apps", "namespace": ns}, "spec": spec,
+                }))?)
+            };
+            let message = denial(
+                dps.create(
+                    &PostParams::default(),
+                    &data_plane(json!({"proxyVersion": {"policy": "Pinned"}}))?,
+                )
+                .await,
+            )?;
+            ensure!(message.contains("spec.proxyVersion.version"), "{message}");
+            dps.create(
+                &PostParams::default(),
+                &data_plane(
+                    json!({"proxyVersion": {"policy": "Pinned", "version": "edge-24.11.8"}}),
+                )?,
+            )
+            .await
+            .context("a valid DataPlane is accepted")?;
+            // Updates are validated too.
+            let message = denial(
+                dps.patch(
+                    "apps",
+                    &PatchParams::default(),
+                    &Patch::Merge(json!({"spec": {"rollout": {"maxUnavailable": "0%"}}})),
+                )
+                .await,
+            )?;
+            ensure!(message.contains("spec.rollout.maxUnavailable"), "{message}");
+            Ok(())
+        })
+        .await;
+}
+
+/// Creates a namespace (deleted by `cleanup`) with `annotations`.
+async fn namespace(client: &Client, name: &str, annotations: Value) -> anyhow::Result<()> {
+    let api: Api<Namespace> = Api::all(client.clone());
+    let ns = serde_json::from_value(
+        json!({"metadata": {"name": name, "annotations": annotations,
+        "labels": {keelson_e2e::shared::TEST_NAMESPACE_LABEL: "true"}}}),
+    )?;
+    api.create(&PostParams::default(), &ns).await?;
+    Ok(())
+}
+
+async fn cleanup(client: &Client, cp: &str, namespaces: &[&str]) -> anyhow::Result<()> {
+    let cps: Api<ControlPlane> = Api::all(client.clone());
+    if let Some(found) = cps.get_opt(cp).await? {
+        cps.delete(cp, &DeleteParams::default()).await?;
+        tokio::time::timeout(
+            WAIT,
+            kube::runtime::wait::await_condition(
+                cps.clone(),
+                cp,
+                kube::runtime::wait::conditions::is_deleted(&found.uid().unwrap_or_default()),
+            ),
+        )
+        .await
+        .context("the ControlPlane was not finalized")??;
+    }
+    let api: Api<Namespace> = Api::all(client.clone());
+    for ns in namespaces {
+        api.delete(ns, &DeleteParams::default()).await?;
+    }
+    Ok(())
+}
+
+fn deployment(name: &str, replicas: i32, pod_annotations: Value) -> anyhow::Result<Deployment> {
+    Ok(serde_json::from_value(json!({
+        "apiVersion": "apps/v1", "kind": "Deployment",
+        "metadata": {"name": name},
+        "spec": {
+            "replicas": replicas,
+            "selector": {"matchLabels": {"app": name}},
+            "template": {
+                "metadata": {"labels": {"app": name}, "annotations": pod_annotations},
+                "spec": {"containers": [{"name": "app", "image": "example.com/app:1",
+                    "ports": [{"containerPort": 8080, "protocol": "TCP"}]}]},
+            },
+        },
+    }))?)
+}
+
+/// The pods of Deployment `app`, once it has `count` of them.
+async fn pods_of(client: &Client, ns: &str, app: &str, count: usize) -> anyhow::Result<Vec<Pod>> {
+    let pods: Api<Pod> = Api::namespaced(client.clone(), ns);
+    let lp = ListParams::default().labels(&format!("app={app}"));
+    tokio::time::timeout(WAIT, async {
+        loop {
+            let list = pods.list(&lp).await?.items;
+            if list.len() >= count {
+                return anyhow::Ok(list);
+            }
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+    })
+    .await
+    .with_context(|| format!("Deployment {ns}/{app} did not get {count} pods"))?
+}
+
+/// Names of a pod's containers and init containers, and whether it has a proxy.
+fn has_proxy(pod: &Pod) -> bool {
+    let spec = pod.spec.as_ref();
+    let named = |c: &k8s_openapi::api::core::v1::Container| c.name == "linkerd-proxy";
+    spec.is_some_and(|s| {
+        s.containers.iter().any(named) || s.init_containers.iter().flatten().any(named)
+    })
+}
+
+#[tokio::test]
+async fn pods_in_injected_namespaces_get_the_proxy() {
+    let _serial = common::SERIAL.lock().await;
+    env()
+        .in_namespace("inject", |client, ns| async move {
+            install_keelson_crds(&client).await?;
+            let _operator = Operator::start(client.clone());
+            let cps: Api<ControlPlane> = Api::all(client.clone());
+            cps.create(
+                &PostParams::default(),
+                &control_plane(&ns, &ns, "edge-25.4.4", json!({})),
+            )
+            .await?;
+            wait_converged(&cps, &ns, "edge-25.4.4").await?;
+            wait_injector(&client, "Ignore").await?;
+
+            let meshed = format!("{ns}-meshed");
+            let plain = format!("{ns}-plain");
+            namespace(&client, &meshed, json!({"linkerd.io/inject": "enabled"})).await?;
+            namespace(&client, &plain, json!({})).await?;
+            let result = async {
+                let in_meshed: Api<Deployment> = Api::namespaced(client.clone(), &meshed);
+                let in_plain: Api<Deployment> = Api::namespaced(client.clone(), &plain);
+                let pp = PostParams::default();
+                in_meshed
+                    .create(&pp, &deployment("web", 2, json!({}))?)
+                    .await?;
+                in_meshed
+                    .create(
+                        &pp,
+                        &deployment("opt-out", 1, json!({"linkerd.io/inject": "disabled"}))?,
+                    )
+                    .await?;
+                in_plain
+                    .create(&pp, &deployment("web", 1, json!({}))?)
+                    .await?;
+                in_plain
+                    .create(
+                        &pp,
+                        &deployment("opt-in", 1, json!({"linkerd.io/inject": "enabled"}))?,
+                    )
+                    .await?;
+
+                for pod in pods_of(&client, &meshed, "web", 2).await? {
+                    ensure!(has_proxy(&pod), "{} has no proxy: {pod:?}", pod.name_any());
+                    let annotations = pod.annotations();
+                    ensure!(
+                        annotations
+                            .get("linkerd.io/proxy-version")
+                            .map(String::as_str)
+                            == Some("edge-25.4.4"),
+                        "{annotations:?}"
+                    );
+                    ensure!(
+                        pod.labels()
+                            .get("linkerd.io/proxy-deployment")
+                            .map(String::as_str)
+                            == Some("web"),
+                        "the owner label names the Deployment: {:?}",
+                        pod.labels()
+                    );
+                }
+                for pod in pods_of(&client, &meshed, "opt-out", 1).await? {
+                    ensure!(!has_proxy(&pod), "a disabled pod was injected");
+                }
+                for pod in pods_of(&client, &plain, "web", 1).await? {
+                    ensure!(!has_proxy(&pod), "a pod of a plain namespace was injected");
+                }
+                for pod in pods_of(&client, &plain, "opt-in", 1).await? {
+                    ensure!(has_proxy(&pod), "an annotated pod was not injected");
+                }
+                // The Deployment gets an Event, as with Linkerd's injector.
+                let events: Api<Event> = Api::namespaced(client.clone(), &meshed);
+                tokio::time::timeout(WAIT, async {
+                    loop {
+                        let list = events.list(&ListParams::default()).await?.items;
+                        if list.iter().any(|e| {
+                            e.reason.as_deref() == Some("Injected")
+                                && e.involved_object.name.as_deref() == Some("web")
+                        }) {
+                            return anyhow::Ok(());
+                        }
+                        tokio::time::sleep(Duration::from_millis(250)).await;
+                    }
+                })
+                .await
+                .context("no Injected event on Deployment web")??;
+                Ok(())
+            }
+            .await;
+            cleanup(&client, &ns, &[&meshed, &plain]).await?;
+            result
+        })
+        .await;
+}
+
+/// Waits until the proxy injector is registered with `failure_policy`.
+async fn wait_injector(client: &Client, failure_policy: &str) -> anyhow::Result<()> {
+    let api: Api<MutatingWebhookConfiguration> = Api::all(client.clone());
+    tokio::time::timeout(WAIT, async {
+        loop {
+            let current = api
+                .get_opt(INJECTOR)
+                .await?
+                .and_then(|m| m.webhooks)
+                .and_then(|w| w.into_iter().next().and_then(|h| h.failure_policy));
+            if current.as_deref() == Some(failure_policy) {
+                return anyhow::Ok(());
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    })
+    .await
+    .with_context(|| format!("the proxy injector was not registered with {failure_policy}"))?
+}
+
+fn bare_pod(name: &str) -> anyhow::Result<Pod> {
+    Ok(serde_json::from_value(json!({
+        "apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": name},
+        "spec": {"containers": [{"name": "app", "image": "example.com/app:1"}]},
+    }))?)
+}
+
+#[tokio::test]
+async fn with_the_webhook_down_pods_follow_the_failure_policy() {
+    let _serial = common::SERIAL.lock().await;
+    env()
+        .in_namespace("outage", |client, ns| async move {
+            install_keelson_crds(&client).await?;
+            let operator = Operator::start(client.clone());
+            let cps: Api<ControlPlane> = Api::all(client.clone());
+            cps.create(
+                &PostParams::default(),
+                &control_plane(
+                    &ns,
+                    &ns,
+                    "edge-25.4.4",
+                    json!({"webhook": {"failurePolicy": "Fail"}}),
+                ),
+            )
+            .await?;
+            wait_converged(&cps, &ns, "edge-25.4.4").await?;
+            wait_injector(&client, "Fail").await?;
+            let meshed = format!("{ns}-meshed");
+            namespace(&client, &meshed, json!({"linkerd.io/inject": "enabled"})).await?;
+            let pods: Api<Pod> = Api::namespaced(client.clone(), &meshed);
+
+            let result = async {
+                // Fail: with the injector down, no unmeshed pod slips in.
+                operator.kill().await;
+                let message = denial(
+                    pods.create(&PostParams::default(), &bare_pod("during-fail")?)
+                        .await,
+                )?;
+                ensure!(
+                    message.contains("linkerd-proxy-injector.keelson.dev"),
+                    "{message}"
+                );
+
+                // Ignore: pods are created, without a proxy.
+                let operator = Operator::start(client.clone());
+                cps.patch(
+                    &ns,
+                    &PatchParams::default(),
+                    &Patch::Merge(json!({"spec": {"webhook": {"failurePolicy": "Ignore"}}})),
+                )
+                .await?;
+                wait_injector(&client, "Ignore").await?;
+                let injected = pods
+                    .create(&PostParams::default(), &bare_pod("while-up")?)
+                    .await?;
+                ensure!(has_proxy(&injected), "the injector was up");
+                operator.kill().await;
+                let created = pods
+                    .create(&PostParams::default(), &bare_pod("during-ignore")?)
+                    .await?;
+                ensure!(!has_proxy(&created), "nobody could have injected it");
+                Ok(())
+            }
+            .await;
+            let _operator = Operator::start(client.clone());
+            cleanup(&client, &ns, &[&meshed]).await?;
+            result
+        })
+        .await;
+}

@@ -1,0 +1,302 @@
+//! The proxy injector's handler: gathers what one decision needs from the
+//! operator's caches (never from the API server, so a pod's admission costs
+//! no round trip), asks [`crate::inject`], and answers with the patch.
+
+use super::events::Notice;
+use crate::catalog::{self, KubeVersion, Release};
+use crate::inject::{self, Decision, Owner};
+use k8s_openapi::api::apps::v1::ReplicaSet;
+use k8s_openapi::api::core::v1::{ConfigMap, Namespace, ObjectReference, Pod};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
+use keelson_crds::dataplane::VersionPolicy;
+use keelson_crds::{ControlPlane, DataPlane};
+use kube::core::admission::{AdmissionRequest, AdmissionResponse, Operation};
+use kube::core::{DynamicObject, PartialObjectMeta, Selector, SelectorExt};
+use kube::runtime::events::EventType;
+use kube::runtime::reflector::{ObjectRef, Store};
+use kube::{Api, Client, ResourceExt};
+use tokio::sync::mpsc;
+
+/// The ConfigMap holding the trust bundle, in the control plane's namespace.
+const TRUST_ROOTS: &str = "linkerd-identity-trust-roots";
+const TRUST_ROOTS_KEY: &str = "ca-bundle.crt";
+
+/// The caches the injector reads, filled by the operator's watches.
+#[derive(Clone)]
+pub struct Caches {
+    pub control_planes: Store<ControlPlane>,
+    pub data_planes: Store<DataPlane>,
+    pub namespaces: Store<PartialObjectMeta<Namespace>>,
+    pub replica_sets: Store<PartialObjectMeta<ReplicaSet>>,
+    /// Keelson-labelled ConfigMaps; the trust roots are among them.
+    pub config_maps: Store<ConfigMap>,
+}
+
+pub struct Injector {
+    pub caches: Caches,
+    pub kubernetes: KubeVersion,
+    /// Keelson's own namespace, never injected.
+    pub keelson_namespace: String,
+    /// Events go out through a queue so publishing never delays admission.
+    pub notices: mpsc::Sender<Notice>,
+    /// For the owner of a pod whose ReplicaSet is newer than the cache (the
+    /// ReplicaSet controller creates pods right after their ReplicaSet).
+    pub client: Option<Client>,
+}
+
+impl Injector {
+    pub async fn admit(&self, req: &AdmissionRequest<DynamicObject>) -> AdmissionResponse {
+        let allow = AdmissionResponse::from(req);
+        if req.operation != Operation::Create
+            || req.kind.kind != "Pod"
+            || !req.kind.group.is_empty()
+        {
+            return allow;
+        }
+        let Some(object) = &req.object else {
+            return allow.deny("the request carries no pod");
+        };
+        let mut pod: Pod = match serde_json::to_value(object).and_then(serde_json::from_value) {
+            Ok(pod) => pod,
+            Err(e) => return allow.deny(format!("the pod cannot be read: {e}")),
+        };
+        // Pods created through a controller have no namespace in the body
+        // yet; the request names it.
+        let namespace = req
+            .namespace
+            .clone()
+            .or_else(|| pod.metadata.namespace.clone())
+            .unwrap_or_default();
+        pod.metadata.namespace = Some(namespace.clone());
+
+        let Some(cp) = self.control_plane(&namespace) else {
+            return allow;
+        };
+        if namespace == "kube-system"
+            || namespace == cp.spec.namespace
+            || namespace == self.keelson_namespace
+            || cp.metadata.deletion_timestamp.is_some()
+        {
+            return allow;
+        }
+        let owner = self.owner(&pod, &namespace).await;
+        let release = match self.release(&cp, &namespace, &pod) {
+            Ok(release) => release,
+            Err(message) => {
+                self.notify(
+                    owner.as_ref(),
+                    &namespace,
+                    EventType::Warning,
+                    "InjectionSkipped",
+                    message,
+                );
+                return allow;
+            }
+        };
+        let Some(anchors) = self.trust_anchors(&cp) else {
+            // Injecting without the bundle would give the proxy no way to
+            // verify anyone; the pod starts unmeshed and a DataPlane wave
+            // meshes it once identity is up.
+            self.notify(
+                owner.as_ref(),
+                &namespace,
+                EventType::Warning,
+                "InjectionSkipped",
+                format!(
+                    "Linkerd sidecar proxy injection skipped: the trust bundle ({}/{TRUST_ROOTS}) does not exist yet",
+                    cp.spec.namespace
+                ),
+            );
+            return allow;
+        };
+        let ns_meta = self
+            .caches
+            .namespaces
+            .get(&ObjectRef::new(&namespace))
+            .map(|ns| ns.metadata.clone())
+            .unwrap_or_else(|| ObjectMeta {
+                name: Some(namespace.clone()),
+                ..ObjectMeta::default()
+            });
+        let name = cp.name_any();
+        let decision = inject::inject(&inject::Request {
+            control_plane: &name,
+            spec: &cp.spec,
+            release,
+            kubernetes: self.kubernetes,
+            trust_anchors_pem: &anchors,
+            namespace: &ns_meta,
+            pod: &pod,
+            owner: owner.as_ref().map(|o| Owner {
+                kind: o.kind.clone(),
+                name: o.name.clone(),
+            }),
+        });
+        match decision {
+            Decision::Inject(patch) => {
+                self.notify(
+                    owner.as_ref(),
+                    &namespace,
+                    EventType::Normal,
+                    "Injected",
+                    format!("Linkerd sidecar proxy {} injected", release.version),
+                );
+                match allow.clone().with_patch(patch) {
+                    Ok(patched) => patched,
+                    Err(e) => allow.deny(format!("encoding the injection patch: {e}")),
+                }
+            }
+            Decision::Skip(reason) => {
+                if reason != inject::SkipReason::NotEnabled {
+                    self.notify(
+                        owner.as_ref(),
+                        &namespace,
+                        EventType::Normal,
+                        "InjectionSkipped",
+                        format!("Linkerd sidecar proxy injection skipped: {reason}"),
+                    );
+                }
+                allow
+            }
+        }
+    }
+
+    /// The ControlPlane the namespace's pods mesh with: the one its
+    /// DataPlane names, or the cluster's only one.
+    fn control_plane(&self, namespace: &str) -> Option<std::sync::Arc<ControlPlane>> {
+        let named = self
+            .caches
+            .data_planes
+            .state()
+            .into_iter()
+            .filter(|dp| dp.namespace().as_deref() == Some(namespace))
+            .find_map(|dp| dp.spec.control_plane.clone());
+        match named {
+            Some(name) => self.caches.control_planes.get(&ObjectRef::new(&name)),
+            None => {
+                let mut all = self.caches.control_planes.state();
+                all.sort_by_key(|cp| cp.name_any());
+                all.into_iter().next()
+            }
+        }
+    }
+
+    /// The release whose proxy the pod gets: its DataPlane's pin, else the
+    /// control plane's running version (its target before the first install).
+    fn release(
+        &self,
+        cp: &ControlPlane,
+        namespace: &str,
+        pod: &Pod,
+    ) -> Result<&'static Release, String> {
+        let pinned = self
+            .caches
+            .data_planes
+            .state()
+            .into_iter()
+            .filter(|dp| dp.namespace().as_deref() == Some(namespace))
+            .filter(|dp| dp.spec.proxy_version.policy == VersionPolicy::Pinned)
+            .find(|dp| Self::selects(dp, pod))
+            .and_then(|dp| dp.spec.proxy_version.version.clone());
+        let version = pinned.unwrap_or_else(|| {
+            cp.status
+                .as_ref()
+                .and_then(|s| s.current_version.clone())
+                .unwrap_or_else(|| cp.spec.version.clone())
+        });
+        catalog::find(&version).map_err(|e| {
+            format!("Linkerd sidecar proxy injection skipped: proxy version {version}: {e}")
+        })
+    }
+
+    /// Whether a DataPlane selects the pod. At admission only the pod is
+    /// known; its labels are its workload's template labels.
+    fn selects(dp: &DataPlane, pod: &Pod) -> bool {
+        Selector::try_from(dp.spec.selector.clone())
+            .is_ok_and(|selector| selector.matches(pod.labels()))
+    }
+
+    fn trust_anchors(&self, cp: &ControlPlane) -> Option<String> {
+        let cm = self
+            .caches
+            .config_maps
+            .get(&ObjectRef::new(TRUST_ROOTS).within(&cp.spec.namespace))?;
+        cm.data.as_ref()?.get(TRUST_ROOTS_KEY).cloned()
+    }
+
+    /// The workload that owns the pod: a ReplicaSet's Deployment when the
+    /// cache knows it, else the pod's controller itself.
+    async fn owner(&self, pod: &Pod, namespace: &str) -> Option<OwnerReference> {
+        let controller = controller_of(pod.owner_references())?;
+        if controller.kind != "ReplicaSet" {
+            return Some(controller.clone());
+        }
+        let cached = self
+            .caches
+            .replica_sets
+            .get(&ObjectRef::new(&controller.name).within(namespace))
+            .map(|rs| rs.metadata.clone());
+        let metadata = match (cached, &self.client) {
+            (Some(meta), _) => Some(meta),
+            (None, Some(client)) => Api::<ReplicaSet>::namespaced(client.clone(), namespace)
+                .get_metadata_opt(&controller.name)
+                .await
+                .ok()
+                .flatten()
+                .map(|rs| rs.metadata),
+            (None, None) => None,
+        };
+        let deployment = metadata
+            .as_ref()
+            .and_then(|m| m.owner_references.as_deref())
+            .and_then(controller_of)
+            .filter(|o| o.kind == "Deployment");
+        Some(deployment.unwrap_or(controller).clone())
+    }
+
+    /// Queues an Event on the pod's workload (the pod has no UID yet, so an
+    /// Event cannot point at it). Pods without a workload get none.
+    fn notify(
+        &self,
+        owner: Option<&OwnerReference>,
+        namespace: &str,
+        type_: EventType,
+        reason: &str,
+        note: String,
+    ) {
+        let Some(owner) = owner else { return };
+        let reference = ObjectReference {
+            api_version: Some(owner.api_version.clone()),
+            kind: Some(owner.kind.clone()),
+            name: Some(owner.name.clone()),
+            namespace: Some(namespace.to_owned()),
+            uid: Some(owner.uid.clone()),
+            ..ObjectReference::default()
+        };
+        // A full queue means the API server is slow to take Events; dropping
+        // one is better than slowing pod creation.
+        let _ = self.notices.try_send(Notice {
+            reference,
+            type_,
+            reason: reason.to_owned(),
+            note,
+        });
+    }
+}
+
+fn controller_of(refs: &[OwnerReference]) -> Option<&OwnerReference> {
+    refs.iter().find(|r| r.controller == Some(true))
+}
+
+impl Caches {
+    /// Completes once every cache has its first full list.
+    pub async fn wait_ready(&self) {
+        let _ = tokio::join!(
+            self.control_planes.wait_until_ready(),
+            self.data_planes.wait_until_ready(),
+            self.namespaces.wait_until_ready(),
+            self.replica_sets.wait_until_ready(),
+            self.config_maps.wait_until_ready(),
+        );
+    }
+}

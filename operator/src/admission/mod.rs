@@ -1,0 +1,373 @@
+//! Keelson's admission webhooks, run by every operator replica (no leader:
+//! the API server may call any of them): the proxy injector and the
+//! validator for keelson.dev objects, served over TLS by `keelson-webhooks`.
+
+pub mod certs;
+pub mod configurations;
+mod events;
+pub mod injector;
+pub mod validate;
+
+use crate::apply::{Applier, ApplyError};
+use crate::catalog::KubeVersion;
+use crate::render::CONTROL_PLANE_LABEL;
+use bytes::Bytes;
+use configurations::{Endpoint, INJECT_PATH, INJECTOR, VALIDATE_PATH, Webhooks};
+use futures::{Stream, StreamExt};
+use http::{Request, Response, StatusCode};
+use injector::{Caches, Injector};
+use k8s_openapi::api::admissionregistration::v1::MutatingWebhookConfiguration;
+use k8s_openapi::api::apps::v1::ReplicaSet;
+use k8s_openapi::api::core::v1::{ConfigMap, Namespace};
+use keelson_crds::{ControlPlane, DataPlane};
+use keelson_webhooks::{CertResolver, Handler, Limits, Routes, admission::review};
+use kube::api::{Api, DeleteParams};
+use kube::core::DynamicObject;
+use kube::core::admission::{AdmissionRequest, AdmissionResponse, Operation};
+use kube::runtime::events::{Recorder, Reporter};
+use kube::runtime::reflector::{self, Store};
+use kube::runtime::{WatchStreamExt, watcher};
+use kube::{Client, ResourceExt};
+use serde::de::DeserializeOwned;
+use std::future::Future;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use tokio::net::TcpListener;
+use tokio::sync::Notify;
+
+/// Why the admission server could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum AdmissionError {
+    #[error("{what}: {source}")]
+    Kube {
+        what: String,
+        #[source]
+        source: Box<kube::Error>,
+    },
+    #[error(
+        "Secret {namespace}/{} does not hold a usable CA: {detail}",
+        certs::CA_SECRET
+    )]
+    CaSecret { namespace: String, detail: String },
+    #[error(transparent)]
+    Tls(#[from] keelson_webhooks::TlsError),
+}
+
+/// Where the admission server listens and how the API server reaches it.
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// Keelson's namespace: the CA Secret's home, never injected.
+    pub namespace: String,
+    pub endpoint: Endpoint,
+}
+
+impl Config {
+    /// Names the serving certificate must carry for the API server to
+    /// accept it.
+    fn serving_names(&self) -> Vec<String> {
+        match &self.endpoint {
+            Endpoint::Service {
+                namespace, name, ..
+            } => vec![
+                format!("{name}.{namespace}.svc"),
+                format!("{name}.{namespace}.svc.cluster.local"),
+            ],
+            Endpoint::Url(url) => {
+                let host = url
+                    .split_once("://")
+                    .map_or(url.as_str(), |(_, rest)| rest)
+                    .split(['/', '?'])
+                    .next()
+                    .unwrap_or_default();
+                // Strip the port, minding bracketed IPv6 literals.
+                let host = match host.strip_prefix('[') {
+                    Some(v6) => v6.split(']').next().unwrap_or_default(),
+                    None => host.rsplit_once(':').map_or(host, |(h, _)| h),
+                };
+                vec![host.to_owned()]
+            }
+        }
+    }
+}
+
+/// Routes admission reviews to the injector and the validator.
+pub struct Admission {
+    injector: Injector,
+}
+
+impl Handler for Admission {
+    async fn handle(&self, request: Request<Bytes>) -> Response<Bytes> {
+        match request.uri().path() {
+            INJECT_PATH => {
+                review(
+                    request,
+                    |req| async move { self.injector.admit(&req).await },
+                )
+                .await
+            }
+            VALIDATE_PATH => review(request, |req| async move { self.validate(&req) }).await,
+            _ => Response::builder()
+                .status(StatusCode::NOT_FOUND)
+                .body(Bytes::from_static(b"not found\n"))
+                .expect("a static response is valid"),
+        }
+    }
+}
+
+impl Admission {
+    pub fn new(injector: Injector) -> Self {
+        Self { injector }
+    }
+
+    fn validate(&self, req: &AdmissionRequest<DynamicObject>) -> AdmissionResponse {
+        let response = AdmissionResponse::from(req);
+        if !matches!(req.operation, Operation::Create | Operation::Update) {
+            return response;
+        }
+        let problems = match req.kind.kind.as_str() {
+            "ControlPlane" => decode::<ControlPlane>(req).map(|(new, old)| {
+                let others: Vec<String> = self
+                    .injector
+                    .caches
+                    .control_planes
+                    .state()
+                    .iter()
+                    .map(|cp| cp.name_any())
+                    .collect();
+                validate::control_plane(&new, old.as_ref(), &others)
+            }),
+            "DataPlane" => decode::<DataPlane>(req).map(|(new, _)| validate::data_plane(&new)),
+            _ => return response,
+        };
+        match problems {
+            Ok(problems) if problems.is_empty() => response,
+            Ok(problems) => response.deny(
+                problems
+                    .iter()
+                    .map(ToString::to_string)
+                    .collect::<Vec<_>>()
+                    .join("; "),
+            ),
+            Err(message) => response.deny(message),
+        }
+    }
+}
+
+/// The object under review and its previous version, typed.
+fn decode<K: DeserializeOwned>(
+    req: &AdmissionRequest<DynamicObject>,
+) -> Result<(K, Option<K>), String> {
+    let typed = |o: &DynamicObject| {
+        serde_json::to_value(o)
+            .and_then(serde_json::from_value::<K>)
+            .map_err(|e| format!("{} {}: {e}", req.kind.kind, o.name_any()))
+    };
+    let new = typed(req.object.as_ref().ok_or("the request carries no object")?)?;
+    let old = req.old_object.as_ref().map(typed).transpose()?;
+    Ok((new, old))
+}
+
+/// Runs the admission server on `listener` until `shutdown`: loads the CA,
+/// fills the caches, keeps the webhook configurations pointed at this
+/// server, and serves. Readiness turns true once the caches are filled.
+///
+/// The caller binds the listener, so the API server's calls queue in its
+/// backlog from that moment on, even while the CA is still being loaded.
+pub async fn run(
+    client: Client,
+    config: Config,
+    listener: TcpListener,
+    kubernetes: KubeVersion,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), AdmissionError> {
+    let ca = certs::ca(&client, &config.namespace).await?;
+    let names = config.serving_names();
+    let (key, not_after) = certs::issue(&ca, &names)?;
+    let resolver = Arc::new(CertResolver::new(key));
+    let tls = keelson_webhooks::server_config(Arc::clone(&resolver))?;
+
+    let changed = Arc::new(Notify::new());
+    let caches = Caches {
+        control_planes: cache(
+            Api::all(client.clone()),
+            watcher::Config::default(),
+            Some(&changed),
+        ),
+        data_planes: cache(Api::all(client.clone()), watcher::Config::default(), None),
+        namespaces: metadata_cache::<Namespace>(&client),
+        replica_sets: metadata_cache::<ReplicaSet>(&client),
+        config_maps: cache(
+            Api::<ConfigMap>::all(client.clone()),
+            watcher::Config::default().labels(CONTROL_PLANE_LABEL),
+            None,
+        ),
+    };
+    let (notices, queued) = events::queue();
+    let reporter = Reporter {
+        controller: "keelson".into(),
+        instance: std::env::var("POD_NAME").ok(),
+    };
+    tokio::spawn(events::publish(
+        Recorder::new(client.clone(), reporter),
+        queued,
+    ));
+    let injector = Injector {
+        caches: caches.clone(),
+        kubernetes,
+        keelson_namespace: config.namespace.clone(),
+        notices,
+        client: Some(client.clone()),
+    };
+
+    let ready = Arc::new(AtomicBool::new(false));
+    let routes = Routes::new(Admission::new(injector), Arc::clone(&ready));
+    let ca_pem = ca.cert_pem().to_owned();
+    let renewal = tokio::spawn(certs::renew(ca, names, resolver, not_after));
+    let background = tokio::spawn({
+        let ready = Arc::clone(&ready);
+        async move {
+            // One task waits for the caches: kube's Store readiness wakes
+            // only the last of several concurrent waiters.
+            caches.wait_ready().await;
+            ready.store(true, Ordering::Release);
+            tracing::info!("admission caches synced; webhooks ready");
+            configure(client, config, ca_pem, caches, changed).await;
+        }
+    });
+    if let Ok(addr) = listener.local_addr() {
+        tracing::info!(listen = %addr, "serving admission webhooks");
+    }
+    let stop = async move {
+        shutdown.await;
+        // Fail readiness first so endpoints drop this replica while it drains.
+        ready.store(false, Ordering::Release);
+    };
+    keelson_webhooks::serve(listener, tls, routes, Limits::default(), stop).await;
+    renewal.abort();
+    background.abort();
+    Ok(())
+}
+
+/// A reflector-backed cache of `api`, kept by a background task. `changed`
+/// is notified on every change.
+fn cache<K>(api: Api<K>, config: watcher::Config, changed: Option<&Arc<Notify>>) -> Store<K>
+where
+    K: kube::Resource<DynamicType = ()>
+        + Clone
+        + DeserializeOwned
+        + std::fmt::Debug
+        + Send
+        + Sync
+        + 'static,
+{
+    let (store, writer) = reflector::store();
+    spawn_reflector(
+        reflector::reflector(writer, watcher(api, config)),
+        changed.cloned(),
+    );
+    store
+}
+
+/// A metadata-only cache: namespaces and ReplicaSets are many, and only
+/// their labels, annotations and owners matter here.
+fn metadata_cache<K>(client: &Client) -> Store<kube::core::PartialObjectMeta<K>>
+where
+    K: kube::Resource<DynamicType = ()>
+        + Clone
+        + DeserializeOwned
+        + std::fmt::Debug
+        + Send
+        + Sync
+        + 'static,
+{
+    cache(
+        Api::<kube::core::PartialObjectMeta<K>>::all(client.clone()),
+        watcher::Config::default(),
+        None,
+    )
+}
+
+fn spawn_reflector<K, S>(stream: S, changed: Option<Arc<Notify>>)
+where
+    S: Stream<Item = Result<watcher::Event<K>, watcher::Error>> + Send + 'static,
+    K: Send + 'static,
+{
+    tokio::spawn(async move {
+        let mut stream = std::pin::pin!(stream.default_backoff());
+        while let Some(event) = stream.next().await {
+            match event {
+                Ok(_) => {
+                    if let Some(changed) = &changed {
+                        changed.notify_one();
+                    }
+                }
+                Err(e) => tracing::warn!(error = %e, "admission cache watch failed; retrying"),
+            }
+        }
+    });
+}
+
+/// Keeps the webhook configurations current (once the caches are filled): the validator always, the
+/// injector while a ControlPlane exists (following its failure policy and
+/// namespace). Every replica does this; they render the same objects, so
+/// the applies after the first are no-ops.
+async fn configure(
+    client: Client,
+    config: Config,
+    ca_pem: String,
+    caches: Caches,
+    changed: Arc<Notify>,
+) {
+    let applier = Applier::new(client.clone());
+    let webhooks = Webhooks {
+        endpoint: &config.endpoint,
+        ca_pem: &ca_pem,
+        keelson_namespace: &config.namespace,
+    };
+    loop {
+        if let Err(e) = configure_once(&client, &applier, &webhooks, &caches.control_planes).await {
+            tracing::warn!(error = %e, "updating the webhook configurations; retrying");
+            tokio::time::sleep(std::time::Duration::from_secs(5)).await;
+            continue;
+        }
+        changed.notified().await;
+    }
+}
+
+async fn configure_once(
+    client: &Client,
+    applier: &Applier,
+    webhooks: &Webhooks<'_>,
+    control_planes: &Store<ControlPlane>,
+) -> Result<(), ApplyError> {
+    applier.apply(&configurations::validating(webhooks)).await?;
+    let mut cps = control_planes.state();
+    cps.sort_by_key(|cp| cp.name_any());
+    match cps
+        .iter()
+        .find(|cp| cp.metadata.deletion_timestamp.is_none())
+    {
+        Some(cp) => {
+            applier
+                .apply(&configurations::mutating(webhooks, cp))
+                .await?;
+        }
+        None => {
+            // Without a control plane nothing can be meshed; leaving the
+            // injector registered would only add a call to every pod creation.
+            let api: Api<MutatingWebhookConfiguration> = Api::all(client.clone());
+            match api.delete(INJECTOR, &DeleteParams::default()).await {
+                Ok(_) => tracing::info!("no ControlPlane left; removed the proxy injector webhook"),
+                Err(kube::Error::Api(e)) if e.code == 404 => {}
+                Err(source) => {
+                    return Err(ApplyError::Api {
+                        kind: "MutatingWebhookConfiguration".into(),
+                        name: INJECTOR.into(),
+                        source: Box::new(source),
+                    });
+                }
+            }
+        }
+    }
+    Ok(())
+}

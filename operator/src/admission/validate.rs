@@ -1,0 +1,504 @@
+//! What the validating webhook refuses in `keelson.dev` objects, beyond what
+//! the CRD schema already enforces (types, enums, ranges). Kubernetes 1.20
+//! has no CEL validation rules, so cross-field and cross-object checks live
+//! here. Pure: the handler passes in the objects it compares against.
+
+use crate::catalog;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+use keelson_crds::dataplane::VersionPolicy;
+use keelson_crds::{ControlPlane, DataPlane};
+use kube::ResourceExt;
+use std::fmt;
+use std::net::IpAddr;
+use std::time::Duration;
+
+/// One refused field and why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Invalid {
+    /// Path of the field, as `kubectl explain` spells it (`spec.version`).
+    pub field: String,
+    pub message: String,
+}
+
+impl fmt::Display for Invalid {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.field, self.message)
+    }
+}
+
+/// Collects every problem of an object, so one round trip shows them all.
+#[derive(Default)]
+struct Problems(Vec<Invalid>);
+
+impl Problems {
+    fn add(&mut self, field: &str, message: impl Into<String>) {
+        self.0.push(Invalid {
+            field: field.into(),
+            message: message.into(),
+        });
+    }
+
+    fn check(&mut self, ok: bool, field: &str, message: impl FnOnce() -> String) {
+        if !ok {
+            self.add(field, message());
+        }
+    }
+}
+
+/// Problems of a ControlPlane being created (`old` is `None`) or updated.
+/// `others` names the other ControlPlanes in the cluster.
+pub fn control_plane(
+    cp: &ControlPlane,
+    old: Option<&ControlPlane>,
+    others: &[String],
+) -> Vec<Invalid> {
+    let mut p = Problems::default();
+    let spec = &cp.spec;
+
+    if old.is_none()
+        && let Some(owner) = others.iter().find(|name| **name != cp.name_any())
+    {
+        p.add(
+            "metadata.name",
+            format!(
+                "ControlPlane {owner} already manages this cluster; Linkerd runs one control plane per cluster"
+            ),
+        );
+    }
+
+    if let Err(e) = catalog::find(&spec.version) {
+        p.add("spec.version", e.to_string());
+    } else if let Some(running) = installed_version(old)
+        && running != spec.version
+        && let Err(e) = catalog::upgrade_path(running, &spec.version)
+    {
+        p.add("spec.version", e.to_string());
+    }
+
+    p.check(is_dns_label(&spec.namespace), "spec.namespace", || {
+        format!(
+            "{:?} is not a valid namespace name (a DNS-1123 label)",
+            spec.namespace
+        )
+    });
+    p.check(
+        is_dns_subdomain(&spec.cluster_domain),
+        "spec.clusterDomain",
+        || format!("{:?} is not a DNS name", spec.cluster_domain),
+    );
+    p.check(
+        !spec.cluster_networks.is_empty(),
+        "spec.clusterNetworks",
+        || "must list at least one network".into(),
+    );
+    for (i, net) in spec.cluster_networks.iter().enumerate() {
+        p.check(is_cidr(net), &format!("spec.clusterNetworks[{i}]"), || {
+            format!("{net:?} is not a CIDR such as 10.0.0.0/8")
+        });
+    }
+
+    let id = &spec.identity;
+    p.check(
+        is_dns_subdomain(&id.trust_domain),
+        "spec.identity.trustDomain",
+        || format!("{:?} is not a DNS name", id.trust_domain),
+    );
+    let lifetimes = [
+        (
+            "spec.identity.trustAnchorLifetime",
+            &id.trust_anchor_lifetime,
+        ),
+        ("spec.identity.issuerLifetime", &id.issuer_lifetime),
+        ("spec.identity.issuanceLifetime", &id.issuance_lifetime),
+        ("spec.identity.clockSkewAllowance", &id.clock_skew_allowance),
+        ("spec.upgrade.healthDeadline", &spec.upgrade.health_deadline),
+    ];
+    for (field, d) in lifetimes {
+        p.check(
+            !d.is_negative() && Duration::from(*d) > Duration::ZERO,
+            field,
+            || format!("must be a positive duration, not {d}"),
+        );
+    }
+    // Each certificate must fit inside the one that signs it, or the signer
+    // expires while what it signed is still in use.
+    let nested = [
+        (
+            "spec.identity.issuerLifetime",
+            &id.issuer_lifetime,
+            "spec.identity.trustAnchorLifetime",
+            &id.trust_anchor_lifetime,
+        ),
+        (
+            "spec.identity.issuanceLifetime",
+            &id.issuance_lifetime,
+            "spec.identity.issuerLifetime",
+            &id.issuer_lifetime,
+        ),
+    ];
+    for (field, inner, outer_field, outer) in nested {
+        p.check(inner < outer, field, || {
+            format!("{inner} must be shorter than {outer_field} ({outer})")
+        });
+    }
+
+    if let Some(old) = old.filter(|o| installed_version(Some(o)).is_some()) {
+        // Moving an installed control plane or renaming its trust domain
+        // would strand every meshed pod; it is a new install, not an edit.
+        p.check(
+            spec.namespace == old.spec.namespace,
+            "spec.namespace",
+            || {
+                format!(
+                    "cannot change from {:?} once installed; create a new ControlPlane instead",
+                    old.spec.namespace
+                )
+            },
+        );
+        p.check(
+            id.trust_domain == old.spec.identity.trust_domain,
+            "spec.identity.trustDomain",
+            || {
+                format!(
+                    "cannot change from {:?} once installed: every workload identity would change",
+                    old.spec.identity.trust_domain
+                )
+            },
+        );
+    }
+
+    p.check(is_log_level(&spec.proxy.log_level), "spec.proxy.logLevel", || {
+        format!(
+            "{:?} is not a proxy log level (trace, debug, info, warn, error, off, or a comma-separated list of target=level)",
+            spec.proxy.log_level
+        )
+    });
+    let r = &spec.proxy.resources;
+    for (name, bounds) in [
+        ("cpu", &r.cpu),
+        ("memory", &r.memory),
+        ("ephemeral-storage", &r.ephemeral_storage),
+    ] {
+        for (which, q) in [("request", &bounds.request), ("limit", &bounds.limit)] {
+            if let Some(q) = q {
+                p.check(
+                    is_quantity(q),
+                    &format!("spec.proxy.resources.{name}.{which}"),
+                    || format!("{q:?} is not a Kubernetes quantity such as 100m or 64Mi"),
+                );
+            }
+        }
+    }
+    p.0
+}
+
+/// The version a ControlPlane runs, once it has installed one.
+fn installed_version(cp: Option<&ControlPlane>) -> Option<&str> {
+    cp?.status.as_ref()?.current_version.as_deref()
+}
+
+/// Problems of a DataPlane.
+pub fn data_plane(dp: &DataPlane) -> Vec<Invalid> {
+    let mut p = Problems::default();
+    let policy = &dp.spec.proxy_version;
+    match (policy.policy, &policy.version) {
+        (VersionPolicy::Pinned, None) => p.add(
+            "spec.proxyVersion.version",
+            "required when policy is Pinned",
+        ),
+        (VersionPolicy::Pinned, Some(v)) => {
+            if let Err(e) = catalog::find(v) {
+                p.add("spec.proxyVersion.version", e.to_string());
+            }
+        }
+        (VersionPolicy::FollowControlPlane, Some(_)) => p.add(
+            "spec.proxyVersion.version",
+            "only allowed with policy Pinned; FollowControlPlane takes the ControlPlane's version",
+        ),
+        (VersionPolicy::FollowControlPlane, None) => {}
+    }
+    selector(&dp.spec.selector, "spec.selector", &mut p);
+    let field = "spec.rollout.maxUnavailable";
+    match &dp.spec.rollout.max_unavailable {
+        IntOrString::Int(n) => p.check(*n >= 1, field, || {
+            format!("{n} would never let a pod restart; use 1 or more")
+        }),
+        IntOrString::String(s) => {
+            let percent = s.strip_suffix('%').and_then(|n| n.parse::<u8>().ok());
+            p.check(
+                percent.is_some_and(|n| (1..=100).contains(&n)),
+                field,
+                || format!("{s:?} is neither a number nor a percentage from 1% to 100%"),
+            );
+        }
+    }
+    p.0
+}
+
+fn selector(s: &LabelSelector, field: &str, p: &mut Problems) {
+    for (i, req) in s.match_expressions.iter().flatten().enumerate() {
+        let at = format!("{field}.matchExpressions[{i}]");
+        let values = req.values.as_deref().unwrap_or_default();
+        match req.operator.as_str() {
+            "In" | "NotIn" => p.check(!values.is_empty(), &format!("{at}.values"), || {
+                format!("operator {} needs at least one value", req.operator)
+            }),
+            "Exists" | "DoesNotExist" => {
+                p.check(values.is_empty(), &format!("{at}.values"), || {
+                    format!("operator {} takes no values", req.operator)
+                })
+            }
+            other => p.add(
+                &format!("{at}.operator"),
+                format!("{other:?} is not one of In, NotIn, Exists, DoesNotExist"),
+            ),
+        }
+    }
+}
+
+fn is_dns_label(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 63
+        && s.bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && !s.starts_with('-')
+        && !s.ends_with('-')
+}
+
+fn is_dns_subdomain(s: &str) -> bool {
+    s.len() <= 253 && s.split('.').all(is_dns_label)
+}
+
+fn is_cidr(s: &str) -> bool {
+    let Some((addr, prefix)) = s.split_once('/') else {
+        return false;
+    };
+    match (addr.parse::<IpAddr>(), prefix.parse::<u8>()) {
+        (Ok(IpAddr::V4(_)), Ok(p)) => p <= 32,
+        (Ok(IpAddr::V6(_)), Ok(p)) => p <= 128,
+        _ => false,
+    }
+}
+
+/// The proxy's log filter: a level, or `target=level` directives.
+fn is_log_level(s: &str) -> bool {
+    const LEVELS: [&str; 6] = ["trace", "debug", "info", "warn", "error", "off"];
+    !s.is_empty()
+        && s.split(',').all(|directive| {
+            let level = directive.rsplit_once('=').map_or(directive, |(_, l)| l);
+            LEVELS.contains(&level.trim())
+        })
+}
+
+/// A Kubernetes resource quantity: a decimal number with an optional binary
+/// (Ki..Ei), decimal (m, k, M..E) or exponent suffix.
+fn is_quantity(s: &str) -> bool {
+    let unsigned = s.strip_prefix(['+', '-']).unwrap_or(s);
+    let digits_end = unsigned
+        .find(|c: char| !c.is_ascii_digit() && c != '.')
+        .unwrap_or(unsigned.len());
+    let (number, suffix) = unsigned.split_at(digits_end);
+    let valid_number = number.chars().filter(|&c| c == '.').count() <= 1
+        && number.chars().any(|c| c.is_ascii_digit());
+    let valid_suffix = match suffix {
+        "" | "Ki" | "Mi" | "Gi" | "Ti" | "Pi" | "Ei" | "m" | "k" | "M" | "G" | "T" | "P" | "E" => {
+            true
+        }
+        exp => exp
+            .strip_prefix(['e', 'E'])
+            .map(|e| e.strip_prefix(['+', '-']).unwrap_or(e))
+            .is_some_and(|e| !e.is_empty() && e.bytes().all(|b| b.is_ascii_digit())),
+    };
+    valid_number && valid_suffix
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn cp(spec: serde_json::Value) -> ControlPlane {
+        let mut full = json!({"version": "edge-25.4.4", "namespace": "linkerd"});
+        full.as_object_mut()
+            .unwrap()
+            .extend(spec.as_object().unwrap().clone());
+        serde_json::from_value(json!({
+            "apiVersion": "keelson.dev/v1alpha1", "kind": "ControlPlane",
+            "metadata": {"name": "mesh"}, "spec": full,
+        }))
+        .unwrap()
+    }
+
+    fn installed(mut cp: ControlPlane, version: &str) -> ControlPlane {
+        cp.status = Some(keelson_crds::ControlPlaneStatus {
+            current_version: Some(version.into()),
+            ..Default::default()
+        });
+        cp
+    }
+
+    fn fields(problems: &[Invalid]) -> Vec<&str> {
+        problems.iter().map(|p| p.field.as_str()).collect()
+    }
+
+    #[test]
+    fn a_default_control_plane_is_valid() {
+        assert_eq!(control_plane(&cp(json!({})), None, &[]), []);
+    }
+
+    #[test]
+    fn an_unknown_version_is_refused_naming_the_field_and_the_known_ones() {
+        let problems = control_plane(&cp(json!({"version": "edge-99.1.1"})), None, &[]);
+        assert_eq!(fields(&problems), ["spec.version"]);
+        assert!(
+            problems[0].message.contains("edge-25.4.4"),
+            "{}",
+            problems[0]
+        );
+        let problems = control_plane(&cp(json!({"version": "2.18"})), None, &[]);
+        assert_eq!(fields(&problems), ["spec.version"]);
+    }
+
+    #[test]
+    fn every_bad_field_is_reported_at_once() {
+        let bad = cp(json!({
+            "namespace": "Linkerd",
+            "clusterDomain": "cluster..local",
+            "clusterNetworks": ["10.0.0.0/8", "10.0.0.0", "300.0.0.0/8", "fd00::/129"],
+            "identity": {"trustDomain": "-bad", "issuerLifetime": "9000h", "issuanceLifetime": "0s"},
+            "proxy": {"logLevel": "loud", "resources": {"memory": {"limit": "64MB"}, "cpu": {"request": "0.5"}}},
+        }));
+        assert_eq!(
+            fields(&control_plane(&bad, None, &[])),
+            [
+                "spec.namespace",
+                "spec.clusterDomain",
+                "spec.clusterNetworks[1]",
+                "spec.clusterNetworks[2]",
+                "spec.clusterNetworks[3]",
+                "spec.identity.trustDomain",
+                "spec.identity.issuanceLifetime",
+                "spec.identity.issuerLifetime",
+                "spec.proxy.logLevel",
+                "spec.proxy.resources.memory.limit",
+            ]
+        );
+    }
+
+    #[test]
+    fn certificates_must_fit_inside_their_signer() {
+        let long_leaves =
+            cp(json!({"identity": {"issuerLifetime": "24h", "issuanceLifetime": "48h"}}));
+        let problems = control_plane(&long_leaves, None, &[]);
+        assert_eq!(fields(&problems), ["spec.identity.issuanceLifetime"]);
+        assert!(
+            problems[0].message.contains("spec.identity.issuerLifetime"),
+            "{}",
+            problems[0]
+        );
+    }
+
+    #[test]
+    fn a_second_control_plane_is_refused_but_its_own_updates_are_not() {
+        let mine = cp(json!({}));
+        let problems = control_plane(&mine, None, &["other".into()]);
+        assert_eq!(fields(&problems), ["metadata.name"]);
+        assert!(problems[0].message.contains("other"));
+        // Re-creating (or updating) the one that exists is fine.
+        assert_eq!(control_plane(&mine, None, &["mesh".into()]), []);
+        assert_eq!(control_plane(&mine, Some(&mine), &["mesh".into()]), []);
+    }
+
+    #[test]
+    fn an_installed_control_plane_keeps_its_namespace_and_trust_domain() {
+        let old = installed(cp(json!({})), "edge-25.4.4");
+        let moved = cp(json!({"namespace": "mesh", "identity": {"trustDomain": "example.org"}}));
+        assert_eq!(
+            fields(&control_plane(&moved, Some(&old), &[])),
+            ["spec.namespace", "spec.identity.trustDomain"]
+        );
+        // Before anything is installed both may still change.
+        assert_eq!(control_plane(&moved, Some(&cp(json!({}))), &[]), []);
+    }
+
+    #[test]
+    fn upgrades_follow_the_catalog_path() {
+        let old = installed(cp(json!({})), "edge-24.11.8");
+        // 2.17 -> 2.19 passes through 2.18, which the catalog has.
+        let up = cp(json!({"version": "edge-25.10.7"}));
+        assert_eq!(control_plane(&up, Some(&old), &[]), []);
+    }
+
+    #[test]
+    fn quantities_cidrs_and_names() {
+        for q in ["100m", "1", "0.5", "64Mi", "1Gi", "1e3", "1.5E+2", "+2k"] {
+            assert!(is_quantity(q), "{q}");
+        }
+        for q in ["", "m", "64MB", "1..2", "1e", "abc", "1 Gi"] {
+            assert!(!is_quantity(q), "{q}");
+        }
+        assert!(is_cidr("10.0.0.0/8") && is_cidr("fd00::/8"));
+        assert!(!is_cidr("10.0.0.0/33") && !is_cidr("10.0.0.0") && !is_cidr("x/8"));
+        assert!(is_dns_label("linkerd") && !is_dns_label("a_b") && !is_dns_label(""));
+        assert!(is_dns_subdomain("cluster.local") && !is_dns_subdomain("cluster."));
+        assert!(is_log_level("warn,linkerd=info") && is_log_level("debug"));
+        assert!(!is_log_level("verbose") && !is_log_level(""));
+    }
+
+    fn dp(spec: serde_json::Value) -> DataPlane {
+        serde_json::from_value(json!({
+            "apiVersion": "keelson.dev/v1alpha1", "kind": "DataPlane",
+            "metadata": {"name": "apps", "namespace": "apps"}, "spec": spec,
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn data_plane_version_policy_and_rollout() {
+        assert_eq!(data_plane(&dp(json!({}))), []);
+        assert_eq!(
+            data_plane(&dp(
+                json!({"proxyVersion": {"policy": "Pinned", "version": "edge-24.11.8"}})
+            )),
+            []
+        );
+        let cases = [
+            (
+                json!({"proxyVersion": {"policy": "Pinned"}}),
+                "spec.proxyVersion.version",
+            ),
+            (
+                json!({"proxyVersion": {"policy": "Pinned", "version": "edge-1.1.1"}}),
+                "spec.proxyVersion.version",
+            ),
+            (
+                json!({"proxyVersion": {"version": "edge-24.11.8"}}),
+                "spec.proxyVersion.version",
+            ),
+            (
+                json!({"rollout": {"maxUnavailable": 0}}),
+                "spec.rollout.maxUnavailable",
+            ),
+            (
+                json!({"rollout": {"maxUnavailable": "150%"}}),
+                "spec.rollout.maxUnavailable",
+            ),
+            (
+                json!({"rollout": {"maxUnavailable": "half"}}),
+                "spec.rollout.maxUnavailable",
+            ),
+            (
+                json!({"selector": {"matchExpressions": [{"key": "app", "operator": "In"}]}}),
+                "spec.selector.matchExpressions[0].values",
+            ),
+            (
+                json!({"selector": {"matchExpressions": [{"key": "app", "operator": "Has"}]}}),
+                "spec.selector.matchExpressions[0].operator",
+            ),
+        ];
+        for (spec, field) in cases {
+            assert_eq!(fields(&data_plane(&dp(spec.clone()))), [field], "{spec}");
+        }
+    }
+}

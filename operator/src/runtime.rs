@@ -1,0 +1,50 @@
+//! Everything `keelson run` runs, wired together: the ControlPlane
+//! controller and the admission webhooks, stopped by one shutdown signal.
+
+use crate::admission;
+use crate::catalog::KubeVersion;
+use futures::FutureExt;
+use kube::Client;
+use std::future::Future;
+use tokio::net::TcpListener;
+
+/// Why the operator stopped on its own.
+#[derive(Debug, thiserror::Error)]
+pub enum RuntimeError {
+    #[error("reading the API server version: {0}")]
+    Version(String),
+    #[error(transparent)]
+    Admission(#[from] admission::AdmissionError),
+}
+
+/// Runs the operator until `shutdown` completes: the controllers finish the
+/// reconciles under way, and the webhook server drains.
+pub async fn run(
+    client: Client,
+    admission: admission::Config,
+    webhook_listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send + Sync + 'static,
+) -> Result<(), RuntimeError> {
+    let kubernetes = kubernetes_version(&client).await?;
+    let shutdown = shutdown.shared();
+    let controller = crate::controlplane::run(client.clone(), shutdown.clone());
+    let webhooks = admission::run(client, admission, webhook_listener, kubernetes, shutdown);
+    let ((), served) = tokio::join!(controller, webhooks);
+    served?;
+    Ok(())
+}
+
+/// The API server's MAJOR.MINOR.
+pub async fn kubernetes_version(client: &Client) -> Result<KubeVersion, RuntimeError> {
+    let info = client
+        .apiserver_version()
+        .await
+        .map_err(|e| RuntimeError::Version(e.to_string()))?;
+    // Providers append suffixes to the minor version ("27+").
+    let minor: String = info
+        .minor
+        .chars()
+        .take_while(char::is_ascii_digit)
+        .collect();
+    KubeVersion::try_from(format!("{}.{minor}", info.major)).map_err(RuntimeError::Version)
+}

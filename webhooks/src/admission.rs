@@ -1,0 +1,141 @@
+//! The `AdmissionReview` envelope: decode what the API server sends, hand the
+//! request to an admission function, and encode its answer.
+//!
+//! Handlers built on [`review`] only ever see a well-formed request with its
+//! `uid`; a body that is not an `AdmissionReview` is answered with 400 here
+//! (there is no `uid` to answer with), and the API server then applies the
+//! webhook's failure policy.
+
+use bytes::Bytes;
+use http::{Method, Request, Response, StatusCode, header};
+use kube::core::DynamicObject;
+use kube::core::admission::{AdmissionRequest, AdmissionResponse, AdmissionReview};
+use std::future::Future;
+
+/// Decodes `request` as an `AdmissionReview`, answers it with `admit` and
+/// encodes the response as the review the API server expects back.
+pub async fn review<F, Fut>(request: Request<Bytes>, admit: F) -> Response<Bytes>
+where
+    F: FnOnce(AdmissionRequest<DynamicObject>) -> Fut,
+    Fut: Future<Output = AdmissionResponse>,
+{
+    if request.method() != Method::POST {
+        return plain(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "admission reviews are POSTed",
+        );
+    }
+    let review: AdmissionReview<DynamicObject> = match serde_json::from_slice(request.body()) {
+        Ok(review) => review,
+        Err(e) => {
+            return plain(
+                StatusCode::BAD_REQUEST,
+                &format!("the body is not an AdmissionReview: {e}"),
+            );
+        }
+    };
+    let Ok(admission) = review.try_into() else {
+        return plain(
+            StatusCode::BAD_REQUEST,
+            "the AdmissionReview has no request",
+        );
+    };
+    let answer = admit(admission).await.into_review();
+    match serde_json::to_vec(&answer) {
+        Ok(body) => Response::builder()
+            .status(StatusCode::OK)
+            .header(header::CONTENT_TYPE, "application/json")
+            .body(Bytes::from(body))
+            .expect("a static status and header make a valid response"),
+        Err(e) => plain(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            &format!("encoding the AdmissionReview: {e}"),
+        ),
+    }
+}
+
+fn plain(status: StatusCode, message: &str) -> Response<Bytes> {
+    Response::builder()
+        .status(status)
+        .header(header::CONTENT_TYPE, "text/plain; charset=utf-8")
+        .body(Bytes::from(format!("{message}\n")))
+        .expect("a static status and header make a valid response")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::{Value, json};
+
+    fn post(body: impl Into<Bytes>) -> Request<Bytes> {
+        Request::post("/validate").body(body.into()).unwrap()
+    }
+
+    fn review_of(object: Value) -> Vec<u8> {
+        serde_json::to_vec(&json!({
+            "apiVersion": "admission.k8s.io/v1",
+            "kind": "AdmissionReview",
+            "request": {
+                "uid": "c0ffee",
+                "kind": {"group": "", "version": "v1", "kind": "Pod"},
+                "resource": {"group": "", "version": "v1", "resource": "pods"},
+                "operation": "CREATE",
+                "userInfo": {"username": "alice"},
+                "namespace": "apps",
+                "object": object,
+            }
+        }))
+        .unwrap()
+    }
+
+    async fn body_json(response: Response<Bytes>) -> Value {
+        serde_json::from_slice(response.body()).unwrap()
+    }
+
+    #[tokio::test]
+    async fn answers_with_the_request_uid_and_review_version() {
+        let pod = json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "web"}});
+        let response = review(post(review_of(pod)), |req| async move {
+            assert_eq!(req.namespace.as_deref(), Some("apps"));
+            AdmissionResponse::from(&req).deny("spec.version: no such release")
+        })
+        .await;
+        assert_eq!(response.status(), StatusCode::OK);
+        let body = body_json(response).await;
+        assert_eq!(body["apiVersion"], "admission.k8s.io/v1");
+        assert_eq!(body["kind"], "AdmissionReview");
+        assert_eq!(body["response"]["uid"], "c0ffee");
+        assert_eq!(body["response"]["allowed"], false);
+        assert_eq!(
+            body["response"]["status"]["message"],
+            "spec.version: no such release"
+        );
+    }
+
+    #[tokio::test]
+    async fn malformed_bodies_get_400_without_calling_the_handler() {
+        for body in [
+            &b"not json"[..],
+            b"{}",
+            br#"{"apiVersion":"admission.k8s.io/v1","kind":"AdmissionReview","request":{"uid":7}}"#,
+        ] {
+            let response = review(post(body.to_vec()), |_| async {
+                panic!("the handler must not see a malformed review")
+            })
+            .await;
+            assert_eq!(
+                response.status(),
+                StatusCode::BAD_REQUEST,
+                "{}",
+                String::from_utf8_lossy(body)
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn only_post_is_answered() {
+        let request = Request::get("/validate").body(Bytes::new()).unwrap();
+        let response = review(request, |_| async { unreachable!() }).await;
+        assert_eq!(response.status(), StatusCode::METHOD_NOT_ALLOWED);
+    }
+}
