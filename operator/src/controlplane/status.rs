@@ -112,6 +112,42 @@ pub fn converging(
         next.current_version = Some(version.into());
         next.target_version = None;
         next.phase = Some(ControlPlanePhase::Ready);
+    } else if previous.current_version.as_deref() == Some(version) {
+        // Installed, nothing left to apply: a component went down on its
+        // own (a node failure, an eviction). Kubernetes is restarting it;
+        // there is no change of Keelson's to wait for.
+        let message = format!("{} unavailable", waiting.join(", "));
+        set_condition(
+            conditions,
+            READY,
+            false,
+            "ComponentsUnavailable",
+            &message,
+            generation,
+            now,
+        );
+        set_condition(
+            conditions,
+            PROGRESSING,
+            false,
+            "Converged",
+            "",
+            generation,
+            now,
+        );
+        set_condition(
+            conditions,
+            DEGRADED,
+            true,
+            "ComponentsUnavailable",
+            message,
+            generation,
+            now,
+        );
+        next.target_version = None;
+        next.phase = Some(ControlPlanePhase::Degraded);
+        next.components = components;
+        return next;
     } else {
         let message = format!("waiting for {} to become available", waiting.join(", "));
         set_condition(
@@ -267,8 +303,38 @@ mod tests {
 
         // A later resync with nothing new produces the identical status, so
         // the reconciler has nothing to write.
-        let s3 = converging(&s2, Some(1), "edge-25.4.4", up, &t(300));
+        let s3 = converging(&s2, Some(1), "edge-25.4.4", up.clone(), &t(300));
         assert_eq!(s3, s2);
+    }
+
+    #[test]
+    fn a_component_lost_in_steady_state_is_degraded_not_upgrading() {
+        let up = vec![component("identity", Some(&deployment(1, 1, 1, 1, 1)))];
+        let ready = converging(
+            &ControlPlaneStatus::default(),
+            Some(1),
+            "edge-25.4.4",
+            up.clone(),
+            &t(100),
+        );
+        let down = vec![component("identity", Some(&deployment(1, 0, 1, 1, 1)))];
+        let lost = converging(&ready, Some(1), "edge-25.4.4", down, &t(200));
+        assert_eq!(lost.phase, Some(ControlPlanePhase::Degraded));
+        assert_eq!(lost.current_version.as_deref(), Some("edge-25.4.4"));
+        assert!(lost.target_version.is_none());
+        let status_of = |s: &ControlPlaneStatus, type_: &str| {
+            s.conditions
+                .iter()
+                .find(|c| c.type_ == type_)
+                .map(|c| c.status.clone())
+        };
+        assert_eq!(status_of(&lost, DEGRADED).as_deref(), Some("True"));
+        assert_eq!(status_of(&lost, READY).as_deref(), Some("False"));
+        assert_eq!(status_of(&lost, PROGRESSING).as_deref(), Some("False"));
+
+        let back = converging(&lost, Some(1), "edge-25.4.4", up, &t(300));
+        assert_eq!(back.phase, Some(ControlPlanePhase::Ready));
+        assert_eq!(status_of(&back, DEGRADED).as_deref(), Some("False"));
     }
 
     #[test]

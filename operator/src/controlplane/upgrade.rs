@@ -226,8 +226,7 @@ fn converge(
     now: &Time,
 ) -> Plan {
     let status = status::converging(previous, generation, version, components, now);
-    let ready =
-        status.current_version.as_deref() == Some(version) && status.target_version.is_none();
+    let ready = status.phase == Some(ControlPlanePhase::Ready);
     Plan {
         version: version.to_owned(),
         through: Stage::Webhooks,
