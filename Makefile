@@ -9,12 +9,13 @@ CLUSTER_DIR := $(CURDIR)/.keelson/cluster
 KUBECONFIG_DEMO := $(CLUSTER_DIR)/kubeconfig
 KUBECTL := kubectl --kubeconfig $(KUBECONFIG_DEMO)
 
-.PHONY: help test unit e2e lint fmt crds golden kubernetes kubectl build \
+.PHONY: help test unit e2e bench lint fmt crds golden kubernetes kubectl build \
 	cluster cluster-down demo demo-down clean
 
 help:
 	@echo "make demo         start a local cluster, install Keelson's CRDs and the examples"
 	@echo "make test         lint, unit tests and end-to-end tests on a real local cluster"
+	@echo "make bench        benchmarks; each prints its figures (BENCH_SECONDS, BENCH_CONCURRENCY)"
 	@echo "make cluster      start the local cluster in the background (make cluster-down stops it)"
 	@echo "make crds         regenerate crds/keelson.dev.yaml from the Rust types"
 	@echo "make golden       regenerate the rendered-manifest golden files (operator/tests/golden)"
@@ -41,6 +42,11 @@ unit:
 e2e: kubernetes
 	@echo "==> end-to-end tests on a real kube-apiserver with hollow nodes"
 	$(CARGO) test -p keelson-e2e --locked --test '*' -- --test-threads 4
+
+# Benchmarks print their figures; nothing asserts on time.
+bench:
+	@echo "==> admission webhook over TLS: injection against a no-op handler"
+	$(CARGO) bench -p keelson-e2e --locked --bench webhook
 
 fmt:
 	$(CARGO) fmt --all

@@ -11,7 +11,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference}
 use keelson_crds::dataplane::VersionPolicy;
 use keelson_crds::{ControlPlane, DataPlane};
 use kube::core::admission::{AdmissionRequest, AdmissionResponse, Operation};
-use kube::core::{DynamicObject, PartialObjectMeta, Selector, SelectorExt};
+use kube::core::{PartialObjectMeta, Selector, SelectorExt};
 use kube::runtime::events::EventType;
 use kube::runtime::reflector::{ObjectRef, Store};
 use kube::{Api, Client, ResourceExt};
@@ -45,7 +45,7 @@ pub struct Injector {
 }
 
 impl Injector {
-    pub async fn admit(&self, req: &AdmissionRequest<DynamicObject>) -> AdmissionResponse {
+    pub async fn admit(&self, req: &AdmissionRequest<Pod>) -> AdmissionResponse {
         let allow = AdmissionResponse::from(req);
         if req.operation != Operation::Create
             || req.kind.kind != "Pod"
@@ -53,20 +53,17 @@ impl Injector {
         {
             return allow;
         }
-        let Some(object) = &req.object else {
+        let Some(submitted) = &req.object else {
             return allow.deny("the request carries no pod");
-        };
-        let mut pod: Pod = match serde_json::to_value(object).and_then(serde_json::from_value) {
-            Ok(pod) => pod,
-            Err(e) => return allow.deny(format!("the pod cannot be read: {e}")),
         };
         // Pods created through a controller have no namespace in the body
         // yet; the request names it.
         let namespace = req
             .namespace
             .clone()
-            .or_else(|| pod.metadata.namespace.clone())
+            .or_else(|| submitted.metadata.namespace.clone())
             .unwrap_or_default();
+        let mut pod = submitted.clone();
         pod.metadata.namespace = Some(namespace.clone());
 
         let Some(cp) = self.control_plane(&namespace) else {

@@ -105,7 +105,10 @@ impl Handler for Admission {
                 )
                 .await
             }
-            VALIDATE_PATH => review(request, |req| async move { self.validate(&req) }).await,
+            VALIDATE_PATH => {
+                review::<DynamicObject, _, _>(request, |req| async move { self.validate(&req) })
+                    .await
+            }
             _ => Response::builder()
                 .status(StatusCode::NOT_FOUND)
                 .body(Bytes::from_static(b"not found\n"))

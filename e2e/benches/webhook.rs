@@ -1,0 +1,285 @@
+//! `make bench`: drives Keelson's admission server over TLS at a fixed
+//! concurrency and prints requests/s and latency percentiles for proxy
+//! injection and, on the same server in the same run, for a handler that
+//! admits without looking (the floor the server itself costs).
+//!
+//! The injector runs with its caches filled in memory, as they are once the
+//! operator's watches have synced, so the figures are the webhook's own cost
+//! without an API server. Client and server share this machine's cores.
+//!
+//! Settings: `BENCH_CONCURRENCY` (32), `BENCH_SECONDS` per path (10).
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper_util::rt::TokioIo;
+use keelson_operator::admission::Admission;
+use keelson_operator::admission::injector::{Caches, Injector};
+use keelson_operator::catalog::KubeVersion;
+use keelson_webhooks::{CertResolver, Handler, Limits, Routes, WebhookCa};
+use kube::core::DynamicObject;
+use kube::core::admission::AdmissionResponse;
+use kube::runtime::reflector::store::Writer;
+use kube::runtime::watcher::Event;
+use rustls::pki_types::{CertificateDer, ServerName, pem::PemObject};
+use serde_json::{Value, json};
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
+use std::time::{Duration, Instant, SystemTime};
+
+const NOOP_PATH: &str = "/noop";
+
+/// The production routes plus a handler that admits everything unread.
+struct Bench {
+    admission: Admission,
+}
+
+impl Handler for Bench {
+    async fn handle(&self, request: http::Request<Bytes>) -> http::Response<Bytes> {
+        if request.uri().path() == NOOP_PATH {
+            keelson_webhooks::admission::review::<DynamicObject, _, _>(request, |req| async move {
+                AdmissionResponse::from(&req)
+            })
+            .await
+        } else {
+            self.admission.handle(request).await
+        }
+    }
+}
+
+fn setting(name: &str, default: u64) -> u64 {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+fn main() -> anyhow::Result<()> {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let concurrency = setting("BENCH_CONCURRENCY", 32) as usize;
+    let seconds = setting("BENCH_SECONDS", 10);
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(async move {
+        let (addr, ca_pem) = start_server().await?;
+        let tls = client_tls(&ca_pem)?;
+        println!(
+            "admission webhook over TLS (HTTP/1.1 keep-alive), concurrency {concurrency}, {seconds} s per path, {} cores",
+            std::thread::available_parallelism().map_or(1, |n| n.get())
+        );
+        println!(
+            "{:<8} {:>10} {:>10} {:>10} {:>10} {:>10}",
+            "path", "requests", "req/s", "p50 ms", "p99 ms", "max ms"
+        );
+        let body = Bytes::from(serde_json::to_vec(&pod_review())?);
+        let mut p99s = Vec::new();
+        for path in [NOOP_PATH, "/inject"] {
+            // Warm up connections and caches, then measure.
+            run(addr, &tls, path, &body, concurrency, Duration::from_secs(1)).await?;
+            let mut latencies =
+                run(addr, &tls, path, &body, concurrency, Duration::from_secs(seconds)).await?;
+            latencies.sort_unstable();
+            let n = latencies.len();
+            let pct = |p: f64| latencies[((n as f64 * p) as usize).min(n - 1)];
+            let ms = |d: Duration| d.as_secs_f64() * 1e3;
+            println!(
+                "{:<8} {:>10} {:>10.0} {:>10.3} {:>10.3} {:>10.3}",
+                path,
+                n,
+                n as f64 / seconds as f64,
+                ms(pct(0.50)),
+                ms(pct(0.99)),
+                ms(latencies[n - 1])
+            );
+            p99s.push(ms(pct(0.99)));
+        }
+        println!(
+            "injection p99 / floor p99 = {:.2} (target: under 2 ms and within 1.5x)",
+            p99s[1] / p99s[0]
+        );
+        anyhow::Ok(())
+    })
+}
+
+/// Serves the production admission handler, with filled caches, on a free
+/// loopback port; returns the address and the CA to trust.
+async fn start_server() -> anyhow::Result<(std::net::SocketAddr, String)> {
+    let ca = WebhookCa::generate("bench-ca", Duration::from_secs(86_400), SystemTime::now())?;
+    let serving = ca.issue(
+        &["127.0.0.1"],
+        Duration::from_secs(3_600),
+        SystemTime::now(),
+    )?;
+    let resolver = Arc::new(CertResolver::new(serving.certified_key()?));
+    let tls = keelson_webhooks::server_config(resolver)?;
+    let (notices, _dropped) = tokio::sync::mpsc::channel(1);
+    let injector = Injector {
+        caches: caches()?,
+        kubernetes: KubeVersion::try_from("1.28".to_owned()).map_err(anyhow::Error::msg)?,
+        keelson_namespace: "keelson".into(),
+        notices,
+        client: None,
+    };
+    let routes = Routes::new(
+        Bench {
+            admission: Admission::new(injector),
+        },
+        Arc::new(AtomicBool::new(true)),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let addr = listener.local_addr()?;
+    tokio::spawn(keelson_webhooks::serve(
+        listener,
+        tls,
+        routes,
+        Limits::default(),
+        std::future::pending(),
+    ));
+    Ok((addr, ca.cert_pem().to_owned()))
+}
+
+fn filled<K>(objects: Vec<Value>) -> anyhow::Result<kube::runtime::reflector::Store<K>>
+where
+    K: kube::Resource<DynamicType = ()> + Clone + serde::de::DeserializeOwned + 'static,
+{
+    let mut writer = Writer::<K>::default();
+    for object in objects {
+        writer.apply_watcher_event(&Event::Apply(serde_json::from_value(object)?));
+    }
+    Ok(writer.as_reader())
+}
+
+/// What the operator's watches hold for a meshed `apps` namespace.
+fn caches() -> anyhow::Result<Caches> {
+    let anchors = WebhookCa::generate(
+        "root.linkerd.cluster.local",
+        Duration::from_secs(86_400),
+        SystemTime::now(),
+    )?;
+    Ok(Caches {
+        control_planes: filled(vec![json!({
+            "apiVersion": "keelson.dev/v1alpha1", "kind": "ControlPlane",
+            "metadata": {"name": "linkerd"},
+            "spec": {"version": "edge-25.10.7", "namespace": "linkerd"},
+            "status": {"currentVersion": "edge-25.10.7"},
+        })])?,
+        data_planes: filled(vec![])?,
+        namespaces: filled(vec![json!({
+            "apiVersion": "v1", "kind": "Namespace",
+            "metadata": {"name": "apps", "annotations": {"linkerd.io/inject": "enabled"}},
+        })])?,
+        replica_sets: filled(vec![json!({
+            "apiVersion": "apps/v1", "kind": "ReplicaSet",
+            "metadata": {"name": "web-5d8f7c9b4", "namespace": "apps", "ownerReferences": [{
+                "apiVersion": "apps/v1", "kind": "Deployment", "name": "web",
+                "uid": "7f1c2d3e-0000-4000-8000-000000000001", "controller": true}]},
+        })])?,
+        config_maps: filled(vec![json!({
+            "apiVersion": "v1", "kind": "ConfigMap",
+            "metadata": {"name": "linkerd-identity-trust-roots", "namespace": "linkerd"},
+            "data": {"ca-bundle.crt": anchors.cert_pem()},
+        })])?,
+    })
+}
+
+/// The review the API server sends when a Deployment's ReplicaSet creates a pod.
+fn pod_review() -> Value {
+    json!({
+        "apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview",
+        "request": {
+            "uid": "b0d5a7f2-0000-4000-8000-000000000002",
+            "kind": {"group": "", "version": "v1", "kind": "Pod"},
+            "resource": {"group": "", "version": "v1", "resource": "pods"},
+            "requestKind": {"group": "", "version": "v1", "kind": "Pod"},
+            "requestResource": {"group": "", "version": "v1", "resource": "pods"},
+            "operation": "CREATE",
+            "namespace": "apps",
+            "userInfo": {"username": "system:serviceaccount:kube-system:replicaset-controller"},
+            "object": {
+                "apiVersion": "v1", "kind": "Pod",
+                "metadata": {
+                    "generateName": "web-5d8f7c9b4-",
+                    "labels": {"app": "web", "pod-template-hash": "5d8f7c9b4"},
+                    "ownerReferences": [{"apiVersion": "apps/v1", "kind": "ReplicaSet",
+                        "name": "web-5d8f7c9b4", "uid": "7f1c2d3e-0000-4000-8000-000000000003",
+                        "controller": true, "blockOwnerDeletion": true}],
+                },
+                "spec": {
+                    "containers": [{
+                        "name": "web", "image": "ghcr.io/example/web:1.4.2",
+                        "ports": [{"containerPort": 8080, "name": "http", "protocol": "TCP"}],
+                        "resources": {"requests": {"cpu": "100m", "memory": "128Mi"}},
+                        "readinessProbe": {"httpGet": {"path": "/ready", "port": 8080}},
+                        "volumeMounts": [{"name": "kube-api-access-x7k2p",
+                            "mountPath": "/var/run/secrets/kubernetes.io/serviceaccount", "readOnly": true}],
+                    }],
+                    "serviceAccountName": "web",
+                    "volumes": [{"name": "kube-api-access-x7k2p", "projected": {"sources": [
+                        {"serviceAccountToken": {"expirationSeconds": 3607, "path": "token"}}]}}],
+                },
+            },
+            "dryRun": false,
+        },
+    })
+}
+
+fn client_tls(ca_pem: &str) -> anyhow::Result<Arc<rustls::ClientConfig>> {
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(CertificateDer::from_pem_slice(ca_pem.as_bytes())?)?;
+    let mut config = rustls::ClientConfig::builder()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(Arc::new(config))
+}
+
+/// `concurrency` clients, each on its own keep-alive connection, POST
+/// `body` to `path` back to back for `duration`; returns every latency.
+async fn run(
+    addr: std::net::SocketAddr,
+    tls: &Arc<rustls::ClientConfig>,
+    path: &str,
+    body: &Bytes,
+    concurrency: usize,
+    duration: Duration,
+) -> anyhow::Result<Vec<Duration>> {
+    let deadline = Instant::now() + duration;
+    let mut workers = tokio::task::JoinSet::new();
+    for _ in 0..concurrency {
+        let connector = tokio_rustls::TlsConnector::from(Arc::clone(tls));
+        let (path, body) = (path.to_owned(), body.clone());
+        workers.spawn(async move {
+            let tcp = tokio::net::TcpStream::connect(addr).await?;
+            tcp.set_nodelay(true)?;
+            let stream = connector
+                .connect(ServerName::try_from("127.0.0.1")?.to_owned(), tcp)
+                .await?;
+            let (mut sender, connection) =
+                hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
+            tokio::spawn(connection);
+            let mut latencies = Vec::new();
+            while Instant::now() < deadline {
+                let request = http::Request::post(path.as_str())
+                    .header(http::header::HOST, "127.0.0.1")
+                    .header(http::header::CONTENT_TYPE, "application/json")
+                    .body(Full::new(body.clone()))?;
+                let start = Instant::now();
+                let response = sender.send_request(request).await?;
+                let status = response.status();
+                let answer = response.into_body().collect().await?.to_bytes();
+                latencies.push(start.elapsed());
+                anyhow::ensure!(
+                    status.is_success() && answer.starts_with(b"{"),
+                    "{path}: {status} {}",
+                    String::from_utf8_lossy(&answer)
+                );
+            }
+            anyhow::Ok(latencies)
+        });
+    }
+    let mut all = Vec::new();
+    while let Some(done) = workers.join_next().await {
+        all.extend(done??);
+    }
+    Ok(all)
+}
