@@ -13,13 +13,11 @@ use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper_util::rt::TokioIo;
 use keelson_operator::admission::Admission;
-use keelson_operator::admission::injector::{Caches, Injector};
+use keelson_operator::admission::injector::{Caches, Injector, store_of};
 use keelson_operator::catalog::KubeVersion;
 use keelson_webhooks::{CertResolver, Handler, Limits, Routes, WebhookCa};
 use kube::core::DynamicObject;
 use kube::core::admission::AdmissionResponse;
-use kube::runtime::reflector::store::Writer;
-use kube::runtime::watcher::Event;
 use rustls::pki_types::{CertificateDer, ServerName, pem::PemObject};
 use serde_json::{Value, json};
 use std::sync::Arc;
@@ -142,11 +140,11 @@ fn filled<K>(objects: Vec<Value>) -> anyhow::Result<kube::runtime::reflector::St
 where
     K: kube::Resource<DynamicType = ()> + Clone + serde::de::DeserializeOwned + 'static,
 {
-    let mut writer = Writer::<K>::default();
-    for object in objects {
-        writer.apply_watcher_event(&Event::Apply(serde_json::from_value(object)?));
-    }
-    Ok(writer.as_reader())
+    let typed: Vec<K> = objects
+        .into_iter()
+        .map(serde_json::from_value)
+        .collect::<Result<_, _>>()?;
+    Ok(store_of(typed))
 }
 
 /// What the operator's watches hold for a meshed `apps` namespace.

@@ -285,6 +285,19 @@ fn controller_of(refs: &[OwnerReference]) -> Option<&OwnerReference> {
     refs.iter().find(|r| r.controller == Some(true))
 }
 
+/// A cache holding `objects`, as a synced watch would: for tests and
+/// benchmarks that run the injector without an API server.
+pub fn store_of<K>(objects: impl IntoIterator<Item = K>) -> Store<K>
+where
+    K: kube::Resource<DynamicType = ()> + Clone + 'static,
+{
+    let mut writer = kube::runtime::reflector::store::Writer::<K>::default();
+    for object in objects {
+        writer.apply_watcher_event(&kube::runtime::watcher::Event::Apply(object));
+    }
+    writer.as_reader()
+}
+
 impl Caches {
     /// Completes once every cache has its first full list.
     pub async fn wait_ready(&self) {
@@ -295,5 +308,231 @@ impl Caches {
             self.replica_sets.wait_until_ready(),
             self.config_maps.wait_until_ready(),
         );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::{Value, json};
+
+    fn from<T: serde::de::DeserializeOwned>(v: Value) -> T {
+        serde_json::from_value(v).unwrap()
+    }
+
+    const ANCHORS: &str = "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n";
+
+    fn control_plane(installed: Option<&str>) -> ControlPlane {
+        from(json!({
+            "apiVersion": "keelson.dev/v1alpha1", "kind": "ControlPlane",
+            "metadata": {"name": "mesh"},
+            "spec": {"version": "edge-25.10.7", "namespace": "linkerd"},
+            "status": {"currentVersion": installed},
+        }))
+    }
+
+    struct Fixture {
+        control_planes: Vec<ControlPlane>,
+        data_planes: Vec<DataPlane>,
+        trust_roots: bool,
+    }
+
+    impl Default for Fixture {
+        fn default() -> Self {
+            Self {
+                control_planes: vec![control_plane(Some("edge-25.4.4"))],
+                data_planes: vec![],
+                trust_roots: true,
+            }
+        }
+    }
+
+    impl Fixture {
+        fn injector(self) -> (Injector, mpsc::Receiver<Notice>) {
+            let (notices, queued) = mpsc::channel(16);
+            let namespaces = ["apps", "plain", "linkerd", "keelson", "kube-system"].map(|name| {
+                let annotations = if name == "plain" {
+                    json!({})
+                } else {
+                    json!({"linkerd.io/inject": "enabled"})
+                };
+                from::<PartialObjectMeta<Namespace>>(json!({
+                    "apiVersion": "v1", "kind": "Namespace",
+                    "metadata": {"name": name, "annotations": annotations},
+                }))
+            });
+            let roots = self.trust_roots.then(|| {
+                from::<ConfigMap>(json!({
+                    "apiVersion": "v1", "kind": "ConfigMap",
+                    "metadata": {"name": TRUST_ROOTS, "namespace": "linkerd"},
+                    "data": {TRUST_ROOTS_KEY: ANCHORS},
+                }))
+            });
+            let replica_set = from::<PartialObjectMeta<ReplicaSet>>(json!({
+                "apiVersion": "apps/v1", "kind": "ReplicaSet",
+                "metadata": {"name": "web-abc", "namespace": "apps", "ownerReferences": [{
+                    "apiVersion": "apps/v1", "kind": "Deployment", "name": "web",
+                    "uid": "d-1", "controller": true}]},
+            }));
+            let injector = Injector {
+                caches: Caches {
+                    control_planes: store_of(self.control_planes),
+                    data_planes: store_of(self.data_planes),
+                    namespaces: store_of(namespaces),
+                    replica_sets: store_of([replica_set]),
+                    config_maps: store_of(roots),
+                },
+                kubernetes: KubeVersion::try_from("1.28".to_owned()).unwrap(),
+                keelson_namespace: "keelson".into(),
+                notices,
+                client: None,
+            };
+            (injector, queued)
+        }
+    }
+
+    fn pod(replica_set: &str, labels: Value) -> Pod {
+        from(json!({
+            "apiVersion": "v1", "kind": "Pod",
+            "metadata": {"generateName": "web-", "labels": labels, "ownerReferences": [{
+                "apiVersion": "apps/v1", "kind": "ReplicaSet", "name": replica_set,
+                "uid": "rs-1", "controller": true}]},
+            "spec": {"containers": [{"name": "app", "image": "example.com/app:1"}]},
+        }))
+    }
+
+    fn request(namespace: &str, pod: &Pod) -> AdmissionRequest<Pod> {
+        let review: kube::core::admission::AdmissionReview<Pod> = from(json!({
+            "apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview",
+            "request": {
+                "uid": "u-1",
+                "kind": {"group": "", "version": "v1", "kind": "Pod"},
+                "resource": {"group": "", "version": "v1", "resource": "pods"},
+                "operation": "CREATE", "namespace": namespace,
+                "userInfo": {}, "object": pod,
+            },
+        }));
+        review.try_into().unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_pod_of_a_deployment_is_injected_and_its_deployment_told() {
+        let (injector, mut queued) = Fixture::default().injector();
+        let response = injector
+            .admit(&request("apps", &pod("web-abc", json!({}))))
+            .await;
+        assert!(response.allowed);
+        let patch: Value = serde_json::from_slice(response.patch.as_deref().unwrap()).unwrap();
+        let added = patch.to_string();
+        assert!(added.contains("linkerd-proxy"), "{added}");
+        assert!(
+            added.contains("edge-25.4.4"),
+            "the running version, not the spec's: {added}"
+        );
+        let notice = queued.try_recv().unwrap();
+        assert_eq!(notice.reason, "Injected");
+        assert_eq!(
+            (
+                notice.reference.kind.as_deref(),
+                notice.reference.name.as_deref()
+            ),
+            (Some("Deployment"), Some("web"))
+        );
+        assert_eq!(notice.reference.uid.as_deref(), Some("d-1"));
+    }
+
+    #[tokio::test]
+    async fn system_and_control_plane_namespaces_are_never_injected() {
+        let (injector, _queued) = Fixture::default().injector();
+        for ns in ["kube-system", "linkerd", "keelson"] {
+            let response = injector
+                .admit(&request(
+                    ns,
+                    &pod("x", json!({"linkerd.io/inject": "enabled"})),
+                ))
+                .await;
+            assert!(response.allowed && response.patch.is_none(), "{ns}");
+        }
+    }
+
+    #[tokio::test]
+    async fn without_a_control_plane_or_trust_bundle_pods_pass_untouched() {
+        let (injector, _) = Fixture {
+            control_planes: vec![],
+            ..Fixture::default()
+        }
+        .injector();
+        let response = injector
+            .admit(&request("apps", &pod("web-abc", json!({}))))
+            .await;
+        assert!(response.allowed && response.patch.is_none());
+
+        let (injector, mut queued) = Fixture {
+            trust_roots: false,
+            ..Fixture::default()
+        }
+        .injector();
+        let response = injector
+            .admit(&request("apps", &pod("web-abc", json!({}))))
+            .await;
+        assert!(response.allowed && response.patch.is_none());
+        let notice = queued.try_recv().unwrap();
+        assert_eq!(notice.reason, "InjectionSkipped");
+        assert!(notice.note.contains(TRUST_ROOTS), "{}", notice.note);
+    }
+
+    #[tokio::test]
+    async fn the_owner_is_the_deployment_when_the_replica_set_is_known() {
+        let (injector, _) = Fixture::default().injector();
+        let known = injector
+            .owner(&pod("web-abc", json!({})), "apps")
+            .await
+            .unwrap();
+        assert_eq!(
+            (known.kind.as_str(), known.name.as_str()),
+            ("Deployment", "web")
+        );
+        // Not yet in the cache and no client to ask: the ReplicaSet itself.
+        let unknown = injector
+            .owner(&pod("web-new", json!({})), "apps")
+            .await
+            .unwrap();
+        assert_eq!(
+            (unknown.kind.as_str(), unknown.name.as_str()),
+            ("ReplicaSet", "web-new")
+        );
+    }
+
+    #[test]
+    fn the_release_follows_a_pinning_data_plane_then_the_control_plane() {
+        let pinned: DataPlane = from(json!({
+            "apiVersion": "keelson.dev/v1alpha1", "kind": "DataPlane",
+            "metadata": {"name": "legacy", "namespace": "apps"},
+            "spec": {"selector": {"matchLabels": {"tier": "legacy"}},
+                     "proxyVersion": {"policy": "Pinned", "version": "edge-24.11.8"}},
+        }));
+        let (injector, _) = Fixture {
+            data_planes: vec![pinned],
+            ..Fixture::default()
+        }
+        .injector();
+        let cp = control_plane(Some("edge-25.4.4"));
+        let version = |ns: &str, labels: Value| {
+            injector
+                .release(&cp, ns, &pod("web-abc", labels))
+                .unwrap()
+                .version
+                .to_string()
+        };
+        assert_eq!(version("apps", json!({"tier": "legacy"})), "edge-24.11.8");
+        assert_eq!(version("apps", json!({"tier": "web"})), "edge-25.4.4");
+        // The DataPlane only speaks for its own namespace.
+        assert_eq!(version("plain", json!({"tier": "legacy"})), "edge-25.4.4");
+        // Before the first install completes, the version being installed.
+        let installing = control_plane(None);
+        let release = injector
+            .release(&installing, "plain", &pod("x", json!({})))
+            .unwrap();
+        assert_eq!(release.version.to_string(), "edge-25.10.7");
     }
 }
