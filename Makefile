@@ -96,16 +96,28 @@ cluster-down:
 	@echo "==> local cluster stopped"
 
 OPERATOR_PID := $(CURDIR)/.keelson/operator.pid
+# The operator runs on this machine, outside the cluster: the API server calls
+# its webhooks at this loopback port.
+DEMO_WEBHOOK_PORT ?= 9443
 
 demo: cluster kubectl
 	@echo "==> installing Keelson's CRDs"
 	target/debug/keelson crds | $(KUBECTL) apply --server-side -f - 2>&1 | grep -v -i 'version skew\|memcache'
 	$(KUBECTL) wait --for condition=Established --timeout 60s crd/controlplanes.keelson.dev crd/dataplanes.keelson.dev 2>&1 | grep -v -i 'version skew'
 	@if [ -f $(OPERATOR_PID) ] && kill -0 $$(cat $(OPERATOR_PID)) 2>/dev/null; then kill $$(cat $(OPERATOR_PID)); sleep 1; fi
-	@echo "==> starting the operator (keelson run); log: .keelson/operator.log"
-	@KUBECONFIG=$(KUBECONFIG_DEMO) nohup target/debug/keelson run > .keelson/operator.log 2>&1 & echo $$! > $(OPERATOR_PID)
-	@echo "==> applying examples/"
-	$(KUBECTL) apply --server-side -f examples/ 2>&1 | grep -v -i 'version skew'
+	@echo "==> Keelson's namespace (never injected)"
+	$(KUBECTL) create namespace keelson --dry-run=client -o yaml | $(KUBECTL) apply -f - 2>&1 | grep -v -i 'version skew'
+	$(KUBECTL) label --overwrite namespace keelson config.linkerd.io/admission-webhooks=disabled 2>&1 | grep -v -i 'version skew'
+	@echo "==> starting the operator (keelson run, webhooks on 127.0.0.1:$(DEMO_WEBHOOK_PORT)); log: .keelson/operator.log"
+	@KUBECONFIG=$(KUBECONFIG_DEMO) nohup target/debug/keelson run --namespace keelson \
+	  --webhook-listen 127.0.0.1:$(DEMO_WEBHOOK_PORT) --webhook-url https://127.0.0.1:$(DEMO_WEBHOOK_PORT) \
+	  > .keelson/operator.log 2>&1 & echo $$! > $(OPERATOR_PID)
+	@echo "==> waiting for the webhooks to register"
+	@for i in $$(seq 1 60); do \
+	  $(KUBECTL) get validatingwebhookconfiguration keelson-validator >/dev/null 2>&1 && break; sleep 1; \
+	done
+	@echo "==> applying examples/controlplane.yaml and examples/dataplane.yaml"
+	$(KUBECTL) apply --server-side -f examples/controlplane.yaml -f examples/dataplane.yaml 2>&1 | grep -v -i 'version skew'
 	@echo "==> waiting for the ControlPlane to become Ready (identity and destination available)"
 	@for i in $$(seq 1 60); do \
 	  $(KUBECTL) get controlplane linkerd --no-headers 2>/dev/null | sed 's/^/    /'; \
@@ -118,6 +130,16 @@ demo: cluster kubectl
 	@$(KUBECTL) -n linkerd get deployments,services,configmaps,secrets 2>&1 | grep -v -i 'version skew'
 	@echo "==> events"
 	@$(KUBECTL) get events -n default --field-selector involvedObject.kind=ControlPlane 2>&1 | grep -v -i 'version skew'
+	@echo "==> applying examples/app.yaml: a Deployment in a namespace annotated linkerd.io/inject=enabled"
+	@for i in $$(seq 1 30); do \
+	  $(KUBECTL) get mutatingwebhookconfiguration keelson-proxy-injector >/dev/null 2>&1 && break; sleep 1; \
+	done
+	$(KUBECTL) apply --server-side -f examples/app.yaml 2>&1 | grep -v -i 'version skew'
+	@for i in $$(seq 1 30); do \
+	  [ "$$($(KUBECTL) -n demo get pods -l app=web --no-headers 2>/dev/null | wc -l)" -ge 2 ] && break; sleep 1; \
+	done
+	@echo "==> the demo pods, as the injector stored them (containers, proxy version)"
+	@$(KUBECTL) -n demo get pods -l app=web -o custom-columns='POD:.metadata.name,INIT:.spec.initContainers[*].name,CONTAINERS:.spec.containers[*].name,PROXY:.metadata.annotations.linkerd\.io/proxy-version' 2>&1 | grep -v -i 'version skew'
 	@echo
 	@echo "The cluster and the operator keep running: export KUBECONFIG=$(KUBECONFIG_DEMO)"
 	@echo "Try: kubectl get controlplane linkerd -o yaml; 'make demo-down' stops everything."

@@ -120,7 +120,7 @@ async fn start_server() -> anyhow::Result<(std::net::SocketAddr, String)> {
     };
     let routes = Routes::new(
         Bench {
-            admission: Admission::new(injector),
+            admission: Admission::new(injector, Default::default()),
         },
         Arc::new(AtomicBool::new(true)),
     );

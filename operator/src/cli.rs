@@ -62,10 +62,19 @@ struct WebhookArgs {
     /// into the serving certificate.
     #[arg(long)]
     webhook_url: Option<String>,
+    /// Address of the admin server (`/metrics`, `/live`; plain HTTP).
+    #[arg(long, default_value = "0.0.0.0:9990")]
+    admin_listen: std::net::SocketAddr,
 }
 
 impl WebhookArgs {
-    fn config(self) -> (std::net::SocketAddr, admission::Config) {
+    fn config(
+        self,
+    ) -> (
+        std::net::SocketAddr,
+        std::net::SocketAddr,
+        admission::Config,
+    ) {
         let endpoint = match self.webhook_url {
             Some(url) => admission::configurations::Endpoint::Url(url),
             None => admission::configurations::Endpoint::Service {
@@ -78,7 +87,7 @@ impl WebhookArgs {
             namespace: self.namespace,
             endpoint,
         };
-        (self.webhook_listen, config)
+        (self.webhook_listen, self.admin_listen, config)
     }
 }
 
@@ -95,8 +104,8 @@ impl Cli {
                 log_format,
                 webhooks,
             } => {
-                let (listen, config) = webhooks.config();
-                run(&log_format, listen, config)?
+                let (listen, admin, config) = webhooks.config();
+                run(&log_format, listen, admin, config)?
             }
             Command::Crds => out().write_all(keelson_crds::crds_yaml().as_bytes())?,
             Command::Render {
@@ -137,6 +146,7 @@ impl Cli {
 fn run(
     log_format: &str,
     listen: std::net::SocketAddr,
+    admin: std::net::SocketAddr,
     webhooks: admission::Config,
 ) -> anyhow::Result<()> {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
@@ -158,7 +168,14 @@ fn run(
         let listener = tokio::net::TcpListener::bind(listen)
             .await
             .with_context(|| format!("listening on {listen} for webhooks"))?;
-        keelson_operator::runtime::run(client, webhooks, listener, shutdown_signal()).await?;
+        let admin = tokio::net::TcpListener::bind(admin)
+            .await
+            .with_context(|| format!("listening on {admin} for the admin server"))?;
+        let listeners = keelson_operator::runtime::Listeners {
+            webhooks: listener,
+            admin: Some(admin),
+        };
+        keelson_operator::runtime::run(client, webhooks, listeners, shutdown_signal()).await?;
         tracing::info!("keelson operator stopped");
         Ok(())
     })

@@ -8,5 +8,6 @@ pub mod catalog;
 pub mod controlplane;
 pub mod identity;
 pub mod inject;
+pub mod metrics;
 pub mod render;
 pub mod runtime;

@@ -3,9 +3,11 @@
 
 use crate::admission;
 use crate::catalog::KubeVersion;
+use crate::metrics::{self, Metrics};
 use futures::FutureExt;
 use kube::Client;
 use std::future::Future;
+use std::sync::Arc;
 use tokio::net::TcpListener;
 
 /// Why the operator stopped on its own.
@@ -19,16 +21,40 @@ pub enum RuntimeError {
 
 /// Runs the operator until `shutdown` completes: the controllers finish the
 /// reconciles under way, and the webhook server drains.
+/// The sockets the operator serves on, bound by the caller (so a port
+/// conflict is reported before anything starts).
+pub struct Listeners {
+    /// HTTPS for the admission webhooks.
+    pub webhooks: TcpListener,
+    /// Plain HTTP for `/metrics` and `/live`; `None` serves no admin endpoint.
+    pub admin: Option<TcpListener>,
+}
+
 pub async fn run(
     client: Client,
     admission: admission::Config,
-    webhook_listener: TcpListener,
+    listeners: Listeners,
     shutdown: impl Future<Output = ()> + Send + Sync + 'static,
 ) -> Result<(), RuntimeError> {
     let kubernetes = kubernetes_version(&client).await?;
+    let metrics = Arc::new(Metrics::default());
     let shutdown = shutdown.shared();
+    if let Some(admin) = listeners.admin {
+        tokio::spawn(metrics::serve_admin(
+            admin,
+            Arc::clone(&metrics),
+            shutdown.clone(),
+        ));
+    }
     let controller = crate::controlplane::run(client.clone(), shutdown.clone());
-    let webhooks = admission::run(client, admission, webhook_listener, kubernetes, shutdown);
+    let webhooks = admission::run(
+        client,
+        admission,
+        listeners.webhooks,
+        kubernetes,
+        metrics,
+        shutdown,
+    );
     let ((), served) = tokio::join!(controller, webhooks);
     served?;
     Ok(())

@@ -81,9 +81,12 @@ impl Operator {
                 Err(kube::Error::Api(s)) if s.code == 409 => {}
                 Err(e) => panic!("creating namespace {KEELSON_NAMESPACE}: {e}"),
             }
-            let listener = tokio::net::TcpListener::from_std(listener).expect("a tokio listener");
+            let listeners = keelson_operator::runtime::Listeners {
+                webhooks: tokio::net::TcpListener::from_std(listener).expect("a tokio listener"),
+                admin: None,
+            };
             if let Err(e) =
-                keelson_operator::runtime::run(client, config, listener, std::future::pending())
+                keelson_operator::runtime::run(client, config, listeners, std::future::pending())
                     .await
             {
                 panic!("the operator stopped: {e}");

@@ -3,6 +3,7 @@
 //! replica, renewed in place without a restart.
 
 use super::AdmissionError;
+use crate::metrics::Metrics;
 use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::Secret;
 use keelson_webhooks::{CertResolver, WebhookCa};
@@ -14,13 +15,13 @@ use std::time::{Duration, SystemTime};
 
 /// Secret holding the CA (`ca.crt`, `ca.key`) the webhook configurations trust.
 pub const CA_SECRET: &str = "keelson-webhook-ca";
-const DAY: Duration = Duration::from_secs(86_400);
 /// Long enough that the CA outlives any sensible operator deployment; the
 /// serving certificates it signs are what rotates.
 const CA_LIFETIME: Duration = Duration::from_secs(10 * 365 * 86_400);
 const SERVING_LIFETIME: Duration = Duration::from_secs(30 * 86_400);
 /// Renew a serving certificate this long before it expires.
 const RENEW_BEFORE: Duration = Duration::from_secs(10 * 86_400);
+const RETRY: Duration = Duration::from_secs(3_600);
 
 /// The CA from its Secret, generating and storing it on first start. When
 /// replicas start together, one creation wins and the others read it.
@@ -112,27 +113,32 @@ pub async fn renew(
     ca: WebhookCa,
     names: Vec<String>,
     resolver: Arc<CertResolver>,
-    mut not_after: SystemTime,
+    not_after: SystemTime,
+    metrics: Arc<Metrics>,
 ) {
+    let mut due = renewal_due(not_after);
     loop {
-        let due = not_after
-            .checked_sub(RENEW_BEFORE)
-            .and_then(|at| at.duration_since(SystemTime::now()).ok())
-            .unwrap_or_default();
-        tokio::time::sleep(due).await;
+        tokio::time::sleep_until(due).await;
         match issue(&ca, &names) {
-            Ok((key, expiry)) => {
+            Ok((key, not_after)) => {
                 resolver.replace(key);
-                not_after = expiry;
-                tracing::info!(
-                    valid_for_days = SERVING_LIFETIME.as_secs() / DAY.as_secs(),
-                    "renewed the webhook serving certificate"
-                );
+                metrics.certificate_expires("webhook-serving", not_after);
+                due = renewal_due(not_after);
+                tracing::info!("renewed the webhook serving certificate");
             }
             Err(e) => {
                 tracing::warn!(error = %e, "renewing the webhook serving certificate; retrying in an hour");
-                not_after = SystemTime::now() + RENEW_BEFORE + Duration::from_secs(3600);
+                due = tokio::time::Instant::now() + RETRY;
             }
         }
     }
+}
+
+/// When a certificate valid until `not_after` should be replaced.
+fn renewal_due(not_after: SystemTime) -> tokio::time::Instant {
+    let left = not_after
+        .checked_sub(RENEW_BEFORE)
+        .and_then(|at| at.duration_since(SystemTime::now()).ok())
+        .unwrap_or_default();
+    tokio::time::Instant::now() + left
 }

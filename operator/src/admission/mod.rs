@@ -10,6 +10,7 @@ pub mod validate;
 
 use crate::apply::{Applier, ApplyError};
 use crate::catalog::KubeVersion;
+use crate::metrics::{Metrics, WebhookDecisionLabels, WebhookLabels};
 use crate::render::CONTROL_PLANE_LABEL;
 use bytes::Bytes;
 use configurations::{Endpoint, INJECT_PATH, INJECTOR, VALIDATE_PATH, Webhooks};
@@ -32,6 +33,7 @@ use serde::de::DeserializeOwned;
 use std::future::Future;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Instant;
 use tokio::net::TcpListener;
 use tokio::sync::Notify;
 
@@ -93,33 +95,68 @@ impl Config {
 /// Routes admission reviews to the injector and the validator.
 pub struct Admission {
     injector: Injector,
+    metrics: Arc<Metrics>,
 }
 
 impl Handler for Admission {
     async fn handle(&self, request: Request<Bytes>) -> Response<Bytes> {
-        match request.uri().path() {
+        let start = Instant::now();
+        // `error` unless a handler answers: the review could not be read.
+        let mut decided = "error";
+        let outcome = &mut decided;
+        let (webhook, response) = match request.uri().path() {
             INJECT_PATH => {
-                review(
-                    request,
-                    |req| async move { self.injector.admit(&req).await },
-                )
-                .await
+                let response = review(request, |req| async move {
+                    let answer = self.injector.admit(&req).await;
+                    *outcome = decision(&answer);
+                    answer
+                })
+                .await;
+                ("inject", response)
             }
             VALIDATE_PATH => {
-                review::<DynamicObject, _, _>(request, |req| async move { self.validate(&req) })
-                    .await
+                let response = review::<DynamicObject, _, _>(request, |req| async move {
+                    let answer = self.validate(&req);
+                    *outcome = decision(&answer);
+                    answer
+                })
+                .await;
+                ("validate", response)
             }
-            _ => Response::builder()
-                .status(StatusCode::NOT_FOUND)
-                .body(Bytes::from_static(b"not found\n"))
-                .expect("a static response is valid"),
-        }
+            _ => {
+                return Response::builder()
+                    .status(StatusCode::NOT_FOUND)
+                    .body(Bytes::from_static(b"not found\n"))
+                    .expect("a static response is valid");
+            }
+        };
+        self.metrics
+            .webhook_duration
+            .get_or_create(&WebhookLabels { webhook })
+            .observe(start.elapsed().as_secs_f64());
+        self.metrics
+            .webhook_requests
+            .get_or_create(&WebhookDecisionLabels {
+                webhook,
+                decision: decided,
+            })
+            .inc();
+        response
+    }
+}
+
+/// What an answer decided, for the metrics.
+fn decision(answer: &AdmissionResponse) -> &'static str {
+    match (answer.allowed, answer.patch.is_some()) {
+        (false, _) => "denied",
+        (true, true) => "patched",
+        (true, false) => "allowed",
     }
 }
 
 impl Admission {
-    pub fn new(injector: Injector) -> Self {
-        Self { injector }
+    pub fn new(injector: Injector, metrics: Arc<Metrics>) -> Self {
+        Self { injector, metrics }
     }
 
     fn validate(&self, req: &AdmissionRequest<DynamicObject>) -> AdmissionResponse {
@@ -181,11 +218,14 @@ pub async fn run(
     config: Config,
     listener: TcpListener,
     kubernetes: KubeVersion,
+    metrics: Arc<Metrics>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), AdmissionError> {
     let ca = certs::ca(&client, &config.namespace).await?;
+    metrics.certificate_expires("webhook-ca", ca.not_after());
     let names = config.serving_names();
     let (key, not_after) = certs::issue(&ca, &names)?;
+    metrics.certificate_expires("webhook-serving", not_after);
     let resolver = Arc::new(CertResolver::new(key));
     let tls = keelson_webhooks::server_config(Arc::clone(&resolver))?;
 
@@ -223,9 +263,18 @@ pub async fn run(
     };
 
     let ready = Arc::new(AtomicBool::new(false));
-    let routes = Routes::new(Admission::new(injector), Arc::clone(&ready));
+    let routes = Routes::new(
+        Admission::new(injector, Arc::clone(&metrics)),
+        Arc::clone(&ready),
+    );
     let ca_pem = ca.cert_pem().to_owned();
-    let renewal = tokio::spawn(certs::renew(ca, names, resolver, not_after));
+    let renewal = tokio::spawn(certs::renew(
+        ca,
+        names,
+        resolver,
+        not_after,
+        Arc::clone(&metrics),
+    ));
     let background = tokio::spawn({
         let ready = Arc::clone(&ready);
         async move {

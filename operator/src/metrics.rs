@@ -1,0 +1,276 @@
+//! Keelson's Prometheus metrics, and the admin server that serves them.
+//!
+//! One [`Metrics`] per process, shared by the controllers and the webhooks;
+//! the admin server (plain HTTP, for Prometheus and kubelet probes) answers
+//! `GET /metrics` in the OpenMetrics text format and `GET /live`.
+
+use bytes::Bytes;
+use http::{Method, Request, Response, StatusCode, header};
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper_util::rt::TokioIo;
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+use std::collections::BTreeMap;
+use std::convert::Infallible;
+use std::future::Future;
+use std::sync::atomic::AtomicU64;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, SystemTime};
+use tokio::net::TcpListener;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReconcileLabels {
+    pub controller: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReconcileResultLabels {
+    pub controller: &'static str,
+    /// `ok` or `error`.
+    pub outcome: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct WebhookLabels {
+    /// `inject` or `validate`.
+    pub webhook: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct WebhookDecisionLabels {
+    pub webhook: &'static str,
+    /// `allowed` (unchanged), `patched` (a proxy injected), `denied`, or
+    /// `error` (no usable answer: the webhook's failure policy decides).
+    pub decision: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct CertificateLabels {
+    /// What the certificate is: `webhook-ca`, `webhook-serving`, ...
+    pub certificate: String,
+}
+
+/// Every metric Keelson exports.
+pub struct Metrics {
+    registry: Registry,
+    pub reconciles: Family<ReconcileResultLabels, Counter>,
+    pub reconcile_duration: Family<ReconcileLabels, Histogram>,
+    pub webhook_requests: Family<WebhookDecisionLabels, Counter>,
+    pub webhook_duration: Family<WebhookLabels, Histogram>,
+    certificate_expiry: Family<CertificateLabels, Gauge<f64, AtomicU64>>,
+    /// Expiry times; the gauge is computed from them at every scrape so it
+    /// never goes stale between certificate changes.
+    not_after: Mutex<BTreeMap<String, SystemTime>>,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        let mut registry = Registry::with_prefix("keelson");
+        let reconciles = Family::<ReconcileResultLabels, Counter>::default();
+        registry.register(
+            "reconciles",
+            "Reconciles finished, by controller and outcome",
+            reconciles.clone(),
+        );
+        let reconcile_duration = Family::<ReconcileLabels, Histogram>::new_with_constructor(|| {
+            // 1 ms .. ~33 s: a reconcile is a handful of API round trips.
+            Histogram::new(exponential_buckets(0.001, 2.0, 16))
+        });
+        registry.register(
+            "reconcile_duration_seconds",
+            "Time a reconcile took",
+            reconcile_duration.clone(),
+        );
+        let webhook_requests = Family::<WebhookDecisionLabels, Counter>::default();
+        registry.register(
+            "webhook_requests",
+            "Admission reviews answered, by webhook and decision",
+            webhook_requests.clone(),
+        );
+        let webhook_duration = Family::<WebhookLabels, Histogram>::new_with_constructor(|| {
+            // 50 µs .. ~0.8 s: an answer is expected within a millisecond or two.
+            Histogram::new(exponential_buckets(0.00005, 2.0, 15))
+        });
+        registry.register(
+            "webhook_duration_seconds",
+            "Time from a read admission review to its encoded answer",
+            webhook_duration.clone(),
+        );
+        let certificate_expiry = Family::<CertificateLabels, Gauge<f64, AtomicU64>>::default();
+        registry.register(
+            "certificate_expiry_seconds",
+            "Seconds until a certificate Keelson manages expires (negative once expired)",
+            certificate_expiry.clone(),
+        );
+        Self {
+            registry,
+            reconciles,
+            reconcile_duration,
+            webhook_requests,
+            webhook_duration,
+            certificate_expiry,
+            not_after: Mutex::default(),
+        }
+    }
+}
+
+impl Metrics {
+    /// Records a finished reconcile.
+    pub fn reconciled(&self, controller: &'static str, took: Duration, ok: bool) {
+        let outcome = if ok { "ok" } else { "error" };
+        self.reconciles
+            .get_or_create(&ReconcileResultLabels {
+                controller,
+                outcome,
+            })
+            .inc();
+        self.reconcile_duration
+            .get_or_create(&ReconcileLabels { controller })
+            .observe(took.as_secs_f64());
+    }
+
+    /// Records when a certificate expires; scrapes see seconds from then.
+    pub fn certificate_expires(&self, certificate: &str, not_after: SystemTime) {
+        self.not_after
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(certificate.to_owned(), not_after);
+    }
+
+    /// The metrics in the OpenMetrics text format.
+    pub fn encode(&self) -> String {
+        let now = SystemTime::now();
+        for (certificate, not_after) in self
+            .not_after
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .iter()
+        {
+            let seconds = match not_after.duration_since(now) {
+                Ok(left) => left.as_secs_f64(),
+                Err(past) => -past.duration().as_secs_f64(),
+            };
+            self.certificate_expiry
+                .get_or_create(&CertificateLabels {
+                    certificate: certificate.clone(),
+                })
+                .set(seconds);
+        }
+        let mut out = String::new();
+        prometheus_client::encoding::text::encode(&mut out, &self.registry)
+            .expect("writing to a String cannot fail");
+        out
+    }
+}
+
+/// Serves `GET /metrics` and `GET /live` on `listener` until `shutdown`.
+pub async fn serve_admin(
+    listener: TcpListener,
+    metrics: Arc<Metrics>,
+    shutdown: impl Future<Output = ()>,
+) {
+    let mut shutdown = std::pin::pin!(shutdown);
+    loop {
+        let (tcp, _) = tokio::select! {
+            () = &mut shutdown => return,
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => accepted,
+                Err(e) => {
+                    tracing::warn!(error = %e, "admin server: accepting a connection failed");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            },
+        };
+        let metrics = Arc::clone(&metrics);
+        tokio::spawn(async move {
+            let service = hyper::service::service_fn(move |req: Request<Incoming>| {
+                let metrics = Arc::clone(&metrics);
+                async move { Ok::<_, Infallible>(admin(&req, &metrics)) }
+            });
+            // Scrapers and probes are trusted and small; a stalled one only
+            // holds its own connection.
+            let _ = hyper::server::conn::http1::Builder::new()
+                .serve_connection(TokioIo::new(tcp), service)
+                .await;
+        });
+    }
+}
+
+fn admin<B>(req: &Request<B>, metrics: &Metrics) -> Response<Full<Bytes>> {
+    let (status, content_type, body) = match (req.method(), req.uri().path()) {
+        (&Method::GET, "/metrics") => (
+            StatusCode::OK,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+            metrics.encode(),
+        ),
+        (&Method::GET, "/live") => (StatusCode::OK, "text/plain", "live\n".to_owned()),
+        _ => (
+            StatusCode::NOT_FOUND,
+            "text/plain",
+            "not found\n".to_owned(),
+        ),
+    };
+    Response::builder()
+        .status(status)
+        .header(header::CONTENT_TYPE, content_type)
+        .body(Full::new(Bytes::from(body)))
+        .expect("a static response is valid")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn metrics_encode_with_their_labels() {
+        let m = Metrics::default();
+        m.reconciled("controlplane", Duration::from_millis(3), true);
+        m.reconciled("controlplane", Duration::from_millis(3), false);
+        m.webhook_requests
+            .get_or_create(&WebhookDecisionLabels {
+                webhook: "inject",
+                decision: "patched",
+            })
+            .inc();
+        m.certificate_expires("webhook-ca", SystemTime::now() + Duration::from_secs(3600));
+        m.certificate_expires("old", SystemTime::now() - Duration::from_secs(60));
+        let text = m.encode();
+        for line in [
+            r#"keelson_reconciles_total{controller="controlplane",outcome="ok"} 1"#,
+            r#"keelson_reconciles_total{controller="controlplane",outcome="error"} 1"#,
+            r#"keelson_reconcile_duration_seconds_count{controller="controlplane"} 2"#,
+            r#"keelson_webhook_requests_total{webhook="inject",decision="patched"} 1"#,
+        ] {
+            assert!(text.contains(line), "{line} missing from\n{text}");
+        }
+        let expiry = text
+            .lines()
+            .find(|l| {
+                l.starts_with(r#"keelson_certificate_expiry_seconds{certificate="webhook-ca"}"#)
+            })
+            .unwrap();
+        let seconds: f64 = expiry.rsplit(' ').next().unwrap().parse().unwrap();
+        assert!((3590.0..=3600.0).contains(&seconds), "{expiry}");
+        let expired = text
+            .lines()
+            .find(|l| l.starts_with(r#"keelson_certificate_expiry_seconds{certificate="old"}"#))
+            .unwrap();
+        let seconds: f64 = expired.rsplit(' ').next().unwrap().parse().unwrap();
+        assert!((-70.0..=-60.0).contains(&seconds), "{expired}");
+    }
+
+    #[test]
+    fn the_admin_routes() {
+        let m = Metrics::default();
+        let get = |path: &str| admin(&Request::get(path).body(()).unwrap(), &m);
+        assert_eq!(get("/metrics").status(), StatusCode::OK);
+        assert_eq!(get("/live").status(), StatusCode::OK);
+        assert_eq!(get("/other").status(), StatusCode::NOT_FOUND);
+    }
+}
