@@ -35,6 +35,21 @@ fn pair(secret: &Secret, cert: &str, key_name: &str) -> Option<TlsPair> {
 pub struct Material {
     pub identity: IdentityMaterial,
     pub webhooks: WebhookTls,
+    /// When the managed issuer is due for renewal: the reconciler must run
+    /// again by then.
+    pub issuer_renewal: Option<SystemTime>,
+}
+
+/// Whether a stored issuer can stay: readable, not yet due for renewal, and
+/// signed by the current anchor.
+fn issuer_usable(
+    issuer: &TlsPair,
+    anchor: &TlsPair,
+    renew_at_percent: u8,
+    now: SystemTime,
+) -> bool {
+    identity::validity_of(&issuer.cert_pem, "issuer").is_ok_and(|v| !v.due(renew_at_percent, now))
+        && identity::verify_signed_by(&issuer.cert_pem, &anchor.cert_pem).is_ok()
 }
 
 pub async fn load(
@@ -54,7 +69,7 @@ pub async fn load(
         }
     };
     let spec = &cp.spec.identity;
-    let identity = match spec.issuer {
+    let (identity, issuer_renewal) = match spec.issuer {
         IssuerMode::Managed => {
             let anchor = match get(ANCHOR_SECRET)
                 .await?
@@ -80,25 +95,39 @@ pub async fn load(
                 }
             };
             // The issuer Secret is rendered from this material, so what is
-            // stored there is reused until rotation replaces it.
-            let issuer = match get(ISSUER_SECRET)
+            // stored there is reused until it is due for renewal. Linkerd's
+            // identity controller reloads the Secret, so renewal is hot.
+            let stored = get(ISSUER_SECRET)
                 .await?
                 .as_ref()
-                .and_then(|s| pair(s, "crt.pem", "key.pem"))
-            {
-                Some(issuer) => issuer,
-                None => identity::issuer(
-                    &anchor,
-                    ns,
-                    &spec.trust_domain,
-                    spec.issuer_lifetime.into(),
-                    now,
-                )?,
+                .and_then(|s| pair(s, "crt.pem", "key.pem"));
+            let renew_at = spec.rotation.renew_at_percent;
+            let issuer = match stored {
+                Some(issuer) if issuer_usable(&issuer, &anchor, renew_at, now) => issuer,
+                stale => {
+                    let issuer = identity::issuer(
+                        &anchor,
+                        ns,
+                        &spec.trust_domain,
+                        spec.issuer_lifetime.into(),
+                        now,
+                    )?;
+                    // Never hand the identity controller an issuer that
+                    // proxies holding this anchor would reject.
+                    identity::verify_signed_by(&issuer.cert_pem, &anchor.cert_pem)?;
+                    if stale.is_some() {
+                        tracing::info!(namespace = ns, "renewing the identity issuer");
+                    }
+                    issuer
+                }
             };
-            IdentityMaterial {
+            let issuer_renewal =
+                identity::validity_of(&issuer.cert_pem, "issuer")?.renew_at(renew_at);
+            let material = IdentityMaterial {
                 trust_anchors_pem: anchor.cert_pem,
                 issuer: Some(issuer),
-            }
+            };
+            (material, Some(issuer_renewal))
         }
         IssuerMode::External => {
             let secret =
@@ -111,10 +140,11 @@ pub async fn load(
                 key(&secret, "ca.crt").ok_or_else(|| ReconcileError::ExternalIssuerMissing {
                     namespace: ns.to_owned(),
                 })?;
-            IdentityMaterial {
+            let material = IdentityMaterial {
                 trust_anchors_pem: anchors,
                 issuer: None,
-            }
+            };
+            (material, None)
         }
     };
     let webhook = |secret: &'static str, service: &'static str| {
@@ -143,7 +173,11 @@ pub async fn load(
         )
         .await?,
     };
-    Ok(Material { identity, webhooks })
+    Ok(Material {
+        identity,
+        webhooks,
+        issuer_renewal,
+    })
 }
 
 /// Creates a Secret that must not be overwritten once it exists. Returns the

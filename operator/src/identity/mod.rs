@@ -25,6 +25,10 @@ pub enum IdentityError {
     },
     #[error("reading the trust anchor to sign with: {0}")]
     Anchor(#[source] rcgen::Error),
+    #[error("the {what} is not a readable PEM certificate")]
+    Unreadable { what: &'static str },
+    #[error("the new issuer does not verify against the trust anchor: {0}")]
+    Chain(String),
 }
 
 fn generate(what: &'static str) -> impl FnOnce(rcgen::Error) -> IdentityError {
@@ -104,6 +108,75 @@ pub fn issuer(
         cert_pem: cert.pem(),
         key_pem: key.serialize_pem(),
     })
+}
+
+/// When a certificate starts and stops being valid.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Validity {
+    pub not_before: SystemTime,
+    pub not_after: SystemTime,
+}
+
+impl Validity {
+    /// Whether `renew_at_percent` of the lifetime has passed at `now` (an
+    /// expired certificate is due too).
+    pub fn due(&self, renew_at_percent: u8, now: SystemTime) -> bool {
+        now >= self.renew_at(renew_at_percent)
+    }
+
+    /// When `renew_at_percent` of the lifetime will have passed.
+    pub fn renew_at(&self, renew_at_percent: u8) -> SystemTime {
+        let lifetime = self
+            .not_after
+            .duration_since(self.not_before)
+            .unwrap_or_default();
+        self.not_before + lifetime * u32::from(renew_at_percent.min(100)) / 100
+    }
+}
+
+/// The validity window of the first certificate in `pem`.
+pub fn validity_of(pem: &str, what: &'static str) -> Result<Validity, IdentityError> {
+    let unreadable = || IdentityError::Unreadable { what };
+    let (_, block) = x509_parser::pem::parse_x509_pem(pem.as_bytes()).map_err(|_| unreadable())?;
+    let cert = block.parse_x509().map_err(|_| unreadable())?;
+    let at = |t: x509_parser::time::ASN1Time| {
+        SystemTime::UNIX_EPOCH + Duration::from_secs(t.timestamp().try_into().unwrap_or(0))
+    };
+    Ok(Validity {
+        not_before: at(cert.validity().not_before),
+        not_after: at(cert.validity().not_after),
+    })
+}
+
+/// Checks that `cert_pem` is signed by `anchor_pem`'s key and names it as
+/// issuer: what a proxy verifies before trusting what the issuer signs.
+pub fn verify_signed_by(cert_pem: &str, anchor_pem: &str) -> Result<(), IdentityError> {
+    let parse = |pem: &str, what: &'static str| {
+        x509_parser::pem::parse_x509_pem(pem.as_bytes())
+            .map(|(_, block)| block)
+            .map_err(|_| IdentityError::Unreadable { what })
+    };
+    let (cert_block, anchor_block) = (
+        parse(cert_pem, "issuer")?,
+        parse(anchor_pem, "trust anchor")?,
+    );
+    let cert = cert_block
+        .parse_x509()
+        .map_err(|_| IdentityError::Unreadable { what: "issuer" })?;
+    let anchor = anchor_block
+        .parse_x509()
+        .map_err(|_| IdentityError::Unreadable {
+            what: "trust anchor",
+        })?;
+    if cert.issuer() != anchor.subject() {
+        return Err(IdentityError::Chain(format!(
+            "issued by {}, not by {}",
+            cert.issuer(),
+            anchor.subject()
+        )));
+    }
+    cert.verify_signature(Some(anchor.public_key()))
+        .map_err(|e| IdentityError::Chain(e.to_string()))
 }
 
 /// A self-signed serving certificate for a webhook Service
@@ -252,6 +325,44 @@ mod tests {
         );
         assert!(c.extended_key_usage().unwrap().unwrap().value.server_auth);
         c.verify_signature(None).unwrap();
+    }
+
+    #[test]
+    fn issuers_are_due_for_renewal_at_the_configured_share_of_their_life() {
+        let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000);
+        let anchor = trust_anchor("cluster.local", 365 * DAY, now).unwrap();
+        let pair = issuer(&anchor, "linkerd", "cluster.local", 10 * DAY, now).unwrap();
+        let v = validity_of(&pair.cert_pem, "issuer").unwrap();
+        // Backdated a minute for clock skew.
+        assert_eq!(v.not_before, now - Duration::from_secs(60));
+        assert_eq!(v.not_after, now + 10 * DAY);
+        assert!(!v.due(70, now));
+        assert!(!v.due(70, now + 6 * DAY));
+        assert!(v.due(70, now + 7 * DAY));
+        assert!(v.due(70, now + 11 * DAY), "expired is due");
+        assert!(matches!(
+            validity_of("garbage", "issuer"),
+            Err(IdentityError::Unreadable { what: "issuer" })
+        ));
+    }
+
+    #[test]
+    fn only_the_signing_anchor_verifies_an_issuer() {
+        let now = SystemTime::now();
+        let anchor = trust_anchor("cluster.local", DAY, now).unwrap();
+        let other = trust_anchor("cluster.local", DAY, now).unwrap();
+        let pair = issuer(&anchor, "linkerd", "cluster.local", DAY, now).unwrap();
+        verify_signed_by(&pair.cert_pem, &anchor.cert_pem).unwrap();
+        // Same subject name, another key: the signature check catches it.
+        assert!(matches!(
+            verify_signed_by(&pair.cert_pem, &other.cert_pem),
+            Err(IdentityError::Chain(_))
+        ));
+        let foreign = trust_anchor("example.org", DAY, now).unwrap();
+        assert!(matches!(
+            verify_signed_by(&pair.cert_pem, &foreign.cert_pem),
+            Err(IdentityError::Chain(_))
+        ));
     }
 
     #[test]
