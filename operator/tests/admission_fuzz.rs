@@ -149,8 +149,10 @@ proptest! {
         let mut pod = base_pod();
         // Set the value, creating the parent object where it is missing.
         let (parent, key) = place.rsplit_once('/').unwrap();
-        if pod.pointer(parent).is_none_or(|p| !p.is_object()) {
-            if let Some(slot) = pod.pointer_mut(parent) { *slot = json!({}); }
+        if pod.pointer(parent).is_some_and(|p| !p.is_object())
+            && let Some(slot) = pod.pointer_mut(parent)
+        {
+            *slot = json!({});
         }
         if let Some(Value::Object(map)) = pod.pointer_mut(parent) {
             map.insert(key.replace("~1", "/"), value);
