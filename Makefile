@@ -9,7 +9,7 @@ CLUSTER_DIR := $(CURDIR)/.keelson/cluster
 KUBECONFIG_DEMO := $(CLUSTER_DIR)/kubeconfig
 KUBECTL := kubectl --kubeconfig $(KUBECONFIG_DEMO)
 
-.PHONY: help test unit e2e bench lint fmt crds golden kubernetes kubectl build \
+.PHONY: help test unit e2e bench lint fmt crds golden manifests kubernetes kubectl build \
 	cluster cluster-down demo demo-down clean
 
 help:
@@ -18,6 +18,7 @@ help:
 	@echo "make bench        benchmarks; each prints its figures (BENCH_SECONDS, BENCH_CONCURRENCY)"
 	@echo "make cluster      start the local cluster in the background (make cluster-down stops it)"
 	@echo "make crds         regenerate crds/keelson.dev.yaml from the Rust types"
+	@echo "make manifests    regenerate manifests/ (install YAML and the Helm chart) from the Rust source"
 	@echo "make golden       regenerate the rendered-manifest golden files (operator/tests/golden)"
 	@echo "make kubernetes   build and cache Kubernetes $(shell sed -n 's/^K8S_VERSION=//p' e2e/hack/build-kubernetes.sh) (once per machine)"
 
@@ -53,6 +54,10 @@ fmt:
 
 crds:
 	$(CARGO) run -q -p keelson-operator -- crds > crds/keelson.dev.yaml
+
+manifests:
+	UPDATE_MANIFESTS=1 $(CARGO) test -q -p keelson-operator --test manifests
+	@git status --short manifests
 
 golden:
 	UPDATE_GOLDEN=1 $(CARGO) test -q -p keelson-operator --test golden

@@ -43,6 +43,8 @@ enum Command {
     },
     /// List the Linkerd releases in Keelson's catalog.
     Versions,
+    /// Print the manifests that install Keelson itself (namespace `keelson`).
+    Manifests,
 }
 
 /// Where the admission webhooks are served and how the API server reaches them.
@@ -127,6 +129,9 @@ impl Cli {
                 let objects = render::offline::render(&cp, kube)
                     .with_context(|| format!("rendering {}", file.display()))?;
                 out().write_all(render::offline::to_yaml(&objects).as_bytes())?;
+            }
+            Command::Manifests => {
+                out().write_all(keelson_operator::install::plain_yaml().as_bytes())?;
             }
             Command::Versions => {
                 let mut out = out();

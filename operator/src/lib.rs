@@ -8,6 +8,7 @@ pub mod catalog;
 pub mod controlplane;
 pub mod identity;
 pub mod inject;
+pub mod install;
 pub mod metrics;
 pub mod render;
 pub mod runtime;
