@@ -106,6 +106,14 @@ impl TestEnv {
         Client::try_from(self.config.clone()).expect("client from a loaded kubeconfig")
     }
 
+    /// A client that acts as `user` (impersonation by the admin), to test
+    /// what a ServiceAccount's RBAC allows.
+    pub fn impersonating(&self, user: &str) -> Client {
+        let mut config = self.config.clone();
+        config.auth_info.impersonate = Some(user.to_owned());
+        Client::try_from(config).expect("client from a loaded kubeconfig")
+    }
+
     /// An admin client that records every request other than a read
     /// (GET), as "METHOD path", so tests can assert on the writes a
     /// component makes.
