@@ -4,7 +4,11 @@
 
 pub mod controlplane;
 pub mod dataplane;
+pub mod gateway;
 pub mod policy;
+pub mod preserved;
+pub mod serviceprofile;
+pub mod workload;
 
 pub use controlplane::{ControlPlane, ControlPlaneSpec, ControlPlaneStatus};
 pub use dataplane::{DataPlane, DataPlaneSpec, DataPlaneStatus};

@@ -9,13 +9,77 @@ use common::{
     Operator, WAIT, condition, control_plane, set_fault, set_version, wait_converged, wait_for,
 };
 use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::core::v1::{ConfigMap, Secret};
+use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Secret};
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use k8s_openapi::api::admissionregistration::v1::ValidatingWebhookConfiguration;
 use keelson_crds::ControlPlane;
+use keelson_operator::admission::configurations;
+use keelson_crds::policy::Server;
 use keelson_e2e::shared::{env, install_keelson_crds};
-use kube::Api;
-use kube::api::{Patch, PatchParams, PostParams};
+use kube::api::{DeleteParams, Patch, PatchParams, PostParams};
+use kube::runtime::wait::{Condition as _, conditions::is_crd_established};
+use kube::{Api, Client};
 use serde_json::json;
 use std::time::Duration;
+
+/// The CRDs Linkerd 2.18 installs by default: its own and Gateway API's.
+const LINKERD_CRDS: &[&str] = &[
+    "servers.policy.linkerd.io",
+    "serverauthorizations.policy.linkerd.io",
+    "authorizationpolicies.policy.linkerd.io",
+    "meshtlsauthentications.policy.linkerd.io",
+    "networkauthentications.policy.linkerd.io",
+    "httproutes.policy.linkerd.io",
+    "httplocalratelimitpolicies.policy.linkerd.io",
+    "egressnetworks.policy.linkerd.io",
+    "serviceprofiles.linkerd.io",
+    "externalworkloads.workload.linkerd.io",
+    "httproutes.gateway.networking.k8s.io",
+    "grpcroutes.gateway.networking.k8s.io",
+    "tlsroutes.gateway.networking.k8s.io",
+    "tcproutes.gateway.networking.k8s.io",
+];
+
+/// Fails unless every CRD of [`LINKERD_CRDS`] exists, is Established and
+/// is not being deleted.
+async fn linkerd_crds_established(client: &Client) -> anyhow::Result<()> {
+    let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
+    for name in LINKERD_CRDS {
+        let crd = crds
+            .get_opt(name)
+            .await?
+            .with_context(|| format!("CRD {name} does not exist"))?;
+        ensure!(
+            crd.metadata.deletion_timestamp.is_none(),
+            "CRD {name} is being deleted"
+        );
+        ensure!(
+            is_crd_established().matches_object(Some(&crd)),
+            "CRD {name} is not Established: {:?}",
+            crd.status
+        );
+    }
+    Ok(())
+}
+
+/// A user's namespace with a policy.linkerd.io Server in it. Linkerd's
+/// policy validator is skipped there: no webhook server runs on the hollow
+/// nodes.
+async fn user_server(client: &Client, namespace: &str) -> anyhow::Result<Api<Server>> {
+    let namespaces: Api<Namespace> = Api::all(client.clone());
+    let ns = serde_json::from_value(json!({"metadata": {"name": namespace,
+        "labels": {"config.linkerd.io/admission-webhooks": "disabled"}}}))?;
+    namespaces.create(&PostParams::default(), &ns).await?;
+    let servers: Api<Server> = Api::namespaced(client.clone(), namespace);
+    let server = serde_json::from_value(json!({
+        "apiVersion": "policy.linkerd.io/v1beta3", "kind": "Server",
+        "metadata": {"name": "web-http"},
+        "spec": {"podSelector": {"matchLabels": {"app": "web"}}, "port": 8080,
+                 "proxyProtocol": "HTTP/1", "accessPolicy": "audit"},
+    }))?;
+    servers.create(&PostParams::default(), &server).await?;
+    Ok(servers)
+}
 
 fn data(secret: &Secret, key: &str) -> anyhow::Result<String> {
     let bytes = secret
@@ -93,6 +157,12 @@ async fn a_controlplane_installs_linkerd_and_converges_without_further_writes() 
             let issuer = secrets.get("linkerd-identity-issuer").await?;
             ensure!(data(&issuer, "crt.pem")?.starts_with("-----BEGIN CERTIFICATE-----"));
 
+            // Linkerd's CRDs were applied first and are served, so users can
+            // create policy objects.
+            linkerd_crds_established(&client).await?;
+            let user_ns = format!("{ns}-app");
+            let servers = user_server(&client, &user_ns).await?;
+
             // Steady state: a resync of the converged ControlPlane makes no
             // write request at all.
             tokio::time::sleep(Duration::from_secs(2)).await;
@@ -138,6 +208,17 @@ async fn a_controlplane_installs_linkerd_and_converges_without_further_writes() 
                     .await?
                     .is_none_or(|c| c.metadata.deletion_timestamp.is_some())
             );
+            // The CRDs stay, and with them the users' objects.
+            linkerd_crds_established(&client).await?;
+            let server = servers.get_opt("web-http").await?;
+            ensure!(
+                server.is_some_and(|s| s.metadata.deletion_timestamp.is_none()
+                    && s.spec.access_policy.as_deref() == Some("audit")),
+                "the user's Server did not survive the ControlPlane's deletion"
+            );
+            Api::<Namespace>::all(client.clone())
+                .delete(&user_ns, &DeleteParams::background())
+                .await?;
             Ok(())
         })
         .await;
@@ -149,7 +230,15 @@ async fn an_unknown_version_is_refused_with_the_field_named() {
     env()
         .in_namespace("cpbad", |client, ns| async move {
             install_keelson_crds(&client).await?;
-            let _operator = Operator::start(client.clone());
+            let operator = Operator::start(client.clone());
+            operator.webhooks_registered(&client).await?;
+            // The validating webhook refuses the version at admission (see
+            // tests/admission.rs). Without it (removed here, as if it had
+            // been deleted by hand) the reconciler is the second line.
+            let webhooks: Api<ValidatingWebhookConfiguration> = Api::all(client.clone());
+            webhooks
+                .delete(configurations::VALIDATOR, &Default::default())
+                .await?;
             let cps: Api<ControlPlane> = Api::all(client.clone());
             cps.create(
                 &PostParams::default(),

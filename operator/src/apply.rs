@@ -3,10 +3,11 @@
 //! converged control plane costs no write requests.
 
 use crate::render::CONTROL_PLANE_LABEL;
+use keelson_crds::ControlPlane;
 use kube::Client;
 use kube::ResourceExt;
 use kube::api::{Api, DeleteParams, DynamicObject, ListParams, Patch, PatchParams};
-use kube::core::{ApiResource, GroupVersionKind};
+use kube::core::{ApiResource, GroupVersionKind, PartialObjectMeta};
 use serde_json::Value;
 use std::collections::BTreeSet;
 
@@ -90,9 +91,30 @@ impl Applier {
     /// Applies `object` unless the live object already holds all its fields.
     /// Returns whether a write was made.
     pub async fn apply(&self, object: &Value) -> Result<bool, ApplyError> {
+        Ok(self.apply_returning_live(object).await?.0)
+    }
+
+    /// Applies a CustomResourceDefinition like [`Self::apply`], and reports
+    /// whether the API server serves it yet (condition `Established`), from
+    /// the object it read or wrote anyway: no extra request.
+    pub async fn apply_crd(&self, object: &Value) -> Result<AppliedCrd, ApplyError> {
+        let (wrote, live) = self.apply_returning_live(object).await?;
+        let established = live["status"]["conditions"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .any(|c| c["type"] == "Established" && c["status"] == "True");
+        Ok(AppliedCrd { wrote, established })
+    }
+
+    /// Applies `object` unless the live object already holds all its fields;
+    /// returns whether a write was made and the object as the API server
+    /// holds it afterwards.
+    async fn apply_returning_live(&self, object: &Value) -> Result<(bool, Value), ApplyError> {
         let (api, name) = self.api(object)?;
+        let kind = object["kind"].as_str().unwrap_or_default();
         let err = |source: kube::Error| ApplyError::Api {
-            kind: object["kind"].as_str().unwrap_or_default().into(),
+            kind: kind.into(),
             name: name.clone(),
             source: Box::new(source),
         };
@@ -102,24 +124,92 @@ impl Applier {
             if let (Some(owner), Some(ours)) = (owner, ours)
                 && owner != ours
             {
-                return Err(ApplyError::Conflict {
-                    kind: object["kind"].as_str().unwrap_or_default().into(),
-                    name,
-                    owner: owner.clone(),
-                });
+                self.adopt(kind, &name, owner).await?;
             }
             let live = serde_json::to_value(live).expect("objects serialize");
             if contains(&live, object) {
-                return Ok(false);
+                return Ok((false, live));
+            }
+            if let Some(version) = newer_crd_storing(&live, object) {
+                // The API server refuses to drop a version objects may be
+                // stored at. A newer release installed it (this is a
+                // rollback), and its CRD serves every version this one does.
+                tracing::info!(%name, %version, "keeping the newer CustomResourceDefinition: objects are stored at a version this release does not serve");
+                return Ok((false, live));
             }
         }
         // Force: Keelson owns these objects; a manual edit is drift to undo.
         let params = PatchParams::apply(FIELD_MANAGER).force();
-        api.patch(&name, &params, &Patch::Apply(object))
+        let applied = api
+            .patch(&name, &params, &Patch::Apply(object))
             .await
             .map_err(err)?;
-        Ok(true)
+        Ok((
+            true,
+            serde_json::to_value(applied).expect("objects serialize"),
+        ))
     }
+
+    /// Takes over an object labelled for ControlPlane `owner` if that
+    /// ControlPlane is gone: a deleted ControlPlane leaves its CRDs behind
+    /// (they hold users' objects), and the next one adopts them. While the
+    /// owner exists, the object is its and this is a conflict.
+    async fn adopt(&self, kind: &str, name: &str, owner: &str) -> Result<(), ApplyError> {
+        let api: Api<ControlPlane> = Api::all(self.client.clone());
+        let exists = api
+            .get_metadata_opt(owner)
+            .await
+            .map_err(|source| ApplyError::Api {
+                kind: "ControlPlane".into(),
+                name: owner.into(),
+                source: Box::new(source),
+            })?
+            .is_some();
+        if exists {
+            return Err(ApplyError::Conflict {
+                kind: kind.into(),
+                name: name.into(),
+                owner: owner.into(),
+            });
+        }
+        tracing::info!(%kind, %name, previous = %owner, "adopting an object of a deleted ControlPlane");
+        Ok(())
+    }
+}
+
+/// What applying a CustomResourceDefinition found.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct AppliedCrd {
+    /// A write was made.
+    pub wrote: bool,
+    /// The API server serves the CRD's kind (condition `Established=True`).
+    pub established: bool,
+}
+
+/// For a CustomResourceDefinition whose live version serves every version
+/// `desired` serves: a version its objects are stored at
+/// (`status.storedVersions`) that `desired` does not serve. Then the live CRD
+/// is newer and must stay. Where the live CRD lacks a version `desired`
+/// needs, the apply goes ahead and the API server names what blocks it.
+fn newer_crd_storing(live: &Value, desired: &Value) -> Option<String> {
+    let served = |crd: &Value| -> BTreeSet<String> {
+        crd["spec"]["versions"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|v| v["name"].as_str().map(str::to_owned))
+            .collect()
+    };
+    let wanted = served(desired);
+    if !wanted.is_subset(&served(live)) {
+        return None;
+    }
+    live["status"]["storedVersions"]
+        .as_array()?
+        .iter()
+        .filter_map(Value::as_str)
+        .find(|v| !wanted.contains(*v))
+        .map(str::to_owned)
 }
 
 /// An object's identity for pruning: kind, namespace, name.
@@ -134,19 +224,20 @@ fn key(object: &Value) -> (String, String, String) {
 
 /// Whether Keelson applied this object (rather than created it once, like the
 /// trust-anchor Secret, or someone else made it).
-fn applied_by_keelson(obj: &DynamicObject) -> bool {
+fn applied_by_keelson(obj: &PartialObjectMeta<DynamicObject>) -> bool {
     obj.managed_fields().iter().any(|f| {
         f.manager.as_deref() == Some(FIELD_MANAGER) && f.operation.as_deref() == Some("Apply")
     })
 }
 
 impl Applier {
-    /// Lists the objects of `object`'s kind that belong to `owner`.
+    /// Lists the objects of `object`'s kind that belong to `owner`, metadata
+    /// only (CRDs and ConfigMaps are large; their names are enough).
     async fn owned_like(
         &self,
         object: &Value,
         owner: &str,
-    ) -> Result<Vec<DynamicObject>, ApplyError> {
+    ) -> Result<Vec<PartialObjectMeta<DynamicObject>>, ApplyError> {
         let kind = object["kind"].as_str().unwrap_or_default();
         let (ar, _) = resource(object["apiVersion"].as_str().unwrap_or_default(), kind)
             .ok_or_else(|| ApplyError::UnknownKind {
@@ -155,7 +246,7 @@ impl Applier {
             })?;
         let api: Api<DynamicObject> = Api::all_with(self.client.clone(), &ar);
         let lp = ListParams::default().labels(&format!("{CONTROL_PLANE_LABEL}={owner}"));
-        api.list(&lp)
+        api.list_metadata(&lp)
             .await
             .map(|l| l.items)
             .map_err(|source| ApplyError::Api {
@@ -165,7 +256,11 @@ impl Applier {
             })
     }
 
-    async fn delete(&self, obj: &DynamicObject, like: &Value) -> Result<(), ApplyError> {
+    async fn delete(
+        &self,
+        obj: &PartialObjectMeta<DynamicObject>,
+        like: &Value,
+    ) -> Result<(), ApplyError> {
         let mut target = like.clone();
         target["metadata"] =
             serde_json::json!({"name": obj.name_any(), "namespace": obj.namespace()});
@@ -182,7 +277,8 @@ impl Applier {
     }
 
     /// Deletes what Keelson applied for `owner` that `desired` no longer
-    /// contains (objects a new release dropped). Returns how many it deleted.
+    /// contains (objects a new release dropped), except CustomResourceDefinitions.
+    /// Returns how many it deleted.
     pub async fn prune(&self, owner: &str, desired: &[Value]) -> Result<usize, ApplyError> {
         let wanted: BTreeSet<_> = desired.iter().map(key).collect();
         let mut kinds_seen = BTreeSet::new();
@@ -197,11 +293,18 @@ impl Applier {
                     obj.namespace().unwrap_or_default(),
                     obj.name_any(),
                 );
-                if !wanted.contains(&k) && applied_by_keelson(&obj) {
-                    tracing::info!(kind = %k.0, namespace = %k.1, name = %k.2, "pruning");
-                    self.delete(&obj, like).await?;
-                    deleted += 1;
+                if wanted.contains(&k) || !applied_by_keelson(&obj) {
+                    continue;
                 }
+                if k.0 == "CustomResourceDefinition" {
+                    // Deleting a CRD deletes every object of its kind: users'
+                    // data, which is never removed automatically.
+                    tracing::warn!(name = %k.2, "the release no longer installs this CustomResourceDefinition; leaving it and its objects in place");
+                    continue;
+                }
+                tracing::info!(kind = %k.0, namespace = %k.1, name = %k.2, "pruning");
+                self.delete(&obj, like).await?;
+                deleted += 1;
             }
         }
         Ok(deleted)
@@ -251,8 +354,21 @@ pub fn contains(live: &Value, desired: &Value) -> bool {
         (Value::Array(l), Value::Array(d)) => {
             l.len() == d.len() && l.iter().zip(d).all(|(lv, dv)| contains(lv, dv))
         }
+        (Value::Number(l), Value::Number(d)) => same_number(l, d),
         (l, d) => l == d,
     }
+}
+
+/// Numbers compare by value: the API server holds a CRD schema's bounds as
+/// floats and returns `65535` for the `65535.0` Keelson sends.
+fn same_number(l: &serde_json::Number, d: &serde_json::Number) -> bool {
+    if let (Some(l), Some(d)) = (l.as_i64(), d.as_i64()) {
+        return l == d;
+    }
+    if let (Some(l), Some(d)) = (l.as_u64(), d.as_u64()) {
+        return l == d;
+    }
+    l.as_f64() == d.as_f64()
 }
 
 #[cfg(test)]
@@ -285,6 +401,41 @@ mod tests {
             &json!({"data": {"k": "v"}, "list": [2, 1]}),
             &desired
         ));
+    }
+
+    #[test]
+    fn numbers_compare_by_value() {
+        assert!(contains(
+            &json!({"maximum": 65535, "minimum": 1}),
+            &json!({"maximum": 65535.0, "minimum": 1.0})
+        ));
+        assert!(!contains(
+            &json!({"maximum": 65535}),
+            &json!({"maximum": 65535.5})
+        ));
+        assert!(!contains(&json!({"n": u64::MAX}), &json!({"n": -1})));
+        assert!(contains(&json!({"n": u64::MAX}), &json!({"n": u64::MAX})));
+    }
+
+    #[test]
+    fn a_newer_crd_storing_a_version_the_rendering_lacks_is_kept() {
+        let versions =
+            |names: &[&str]| -> Value { names.iter().map(|n| json!({"name": n})).collect() };
+        // 2.17's Gateway API HTTPRoute after 2.18 stored objects at v1.
+        let desired = json!({"spec": {"versions": versions(&["v1alpha2", "v1beta1"])}});
+        let newer = json!({"spec": {"versions": versions(&["v1", "v1beta1", "v1alpha2"])},
+            "status": {"storedVersions": ["v1beta1", "v1"]}});
+        assert_eq!(newer_crd_storing(&newer, &desired).as_deref(), Some("v1"));
+        // Nothing stored at versions the rendering lacks: apply.
+        let same = json!({"spec": {"versions": versions(&["v1alpha2", "v1beta1"])},
+            "status": {"storedVersions": ["v1beta1"]}});
+        assert_eq!(newer_crd_storing(&same, &desired), None);
+        // The live CRD lacks a version the rendering needs: not newer, apply
+        // and let the API server say what blocks it.
+        let older = json!({"spec": {"versions": versions(&["v1alpha1", "v1beta1"])},
+            "status": {"storedVersions": ["v1alpha1"]}});
+        assert_eq!(newer_crd_storing(&older, &desired), None);
+        assert_eq!(newer_crd_storing(&json!({}), &desired), None);
     }
 
     #[test]

@@ -7,6 +7,7 @@ use k8s_openapi::api::{
     policy::v1::PodDisruptionBudget,
     rbac::v1::{ClusterRole, ClusterRoleBinding, Role, RoleBinding},
 };
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use keelson_crds::ControlPlane;
 use keelson_operator::{catalog, render};
 use serde::{Serialize, de::DeserializeOwned};
@@ -85,6 +86,7 @@ fn rendered_objects_are_valid_kubernetes_objects() {
                     "ValidatingWebhookConfiguration" => round_trip::<
                         k8s_openapi::api::admissionregistration::v1::ValidatingWebhookConfiguration,
                     >(obj),
+                    "CustomResourceDefinition" => round_trip::<CustomResourceDefinition>(obj),
                     other => panic!("{set}: no round-trip check for kind {other}"),
                 };
                 assert_eq!(
@@ -124,5 +126,5 @@ fn stages_come_in_install_order() {
     let mut sorted = stages.clone();
     sorted.sort();
     assert_eq!(stages, sorted);
-    assert_eq!(stages.first(), Some(&render::Stage::Base));
+    assert_eq!(stages.first(), Some(&render::Stage::Crds));
 }

@@ -111,6 +111,11 @@ pub struct Release {
     /// Oldest Kubernetes the release's chart accepts (`kubeVersion`).
     pub kubernetes_floor: KubeVersion,
     pub images: Images,
+    /// Linkerd's own CustomResourceDefinitions (`charts/linkerd-crds`),
+    /// installed with every control plane.
+    pub crds: Vec<CrdVersions>,
+    /// The Gateway API CRDs the chart bundles.
+    pub gateway_api: GatewayApiBundle,
     /// Whether the chart installs the Gateway API CRDs unless told otherwise.
     pub install_gateway_api_by_default: bool,
     /// `proxyInit.iptablesMode` default: `legacy` or `nft`.
@@ -123,6 +128,37 @@ impl Release {
     pub fn has(&self, feature: Feature) -> bool {
         self.features.contains(&feature)
     }
+}
+
+/// One CustomResourceDefinition of a release: its kind and the versions the
+/// chart serves.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct CrdVersions {
+    pub group: String,
+    pub kind: String,
+    /// Served versions, in the chart's order.
+    pub versions: Vec<String>,
+    /// The version objects are stored in; one of `versions`.
+    pub storage: String,
+    /// Versions served with a deprecation warning.
+    #[serde(default)]
+    pub deprecated: Vec<String>,
+}
+
+/// The Gateway API CRDs a release's chart bundles.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct GatewayApiBundle {
+    /// The Gateway API release whose API versions the bundle serves
+    /// (annotation `gateway.networking.k8s.io/bundle-version`).
+    pub bundle_version: String,
+    /// `standard` or `experimental` (annotation `gateway.networking.k8s.io/channel`).
+    pub channel: String,
+    /// The `api-approved.kubernetes.io` annotation the API server requires of
+    /// CRDs in `*.k8s.io` groups.
+    pub api_approval: String,
+    pub crds: Vec<CrdVersions>,
 }
 
 /// Rendering differences between releases, named for what they change.
@@ -313,6 +349,87 @@ mod tests {
                 "{}",
                 r.version
             );
+        }
+    }
+
+    fn crd_set(crds: &[CrdVersions]) -> Vec<String> {
+        crds.iter()
+            .map(|c| {
+                format!(
+                    "{} {} [{}] {}",
+                    c.group,
+                    c.kind,
+                    c.versions.join(" "),
+                    c.storage
+                )
+            })
+            .collect()
+    }
+
+    #[test]
+    fn crd_sets_are_consistent() {
+        for r in releases() {
+            let mut kinds = BTreeSet::new();
+            for c in r.crds.iter().chain(&r.gateway_api.crds) {
+                let at = format!("{} {} {}", r.version, c.group, c.kind);
+                assert!(kinds.insert((&c.group, &c.kind)), "{at} listed twice");
+                assert!(c.versions.contains(&c.storage), "{at}: storage not served");
+                assert!(
+                    c.deprecated
+                        .iter()
+                        .all(|d| c.versions.contains(d) && *d != c.storage),
+                    "{at}: deprecated {:?}",
+                    c.deprecated
+                );
+                let unique: BTreeSet<_> = c.versions.iter().collect();
+                assert_eq!(unique.len(), c.versions.len(), "{at}");
+            }
+            assert!(
+                r.gateway_api
+                    .crds
+                    .iter()
+                    .all(|c| c.group == "gateway.networking.k8s.io")
+            );
+        }
+    }
+
+    /// The sets as charts/linkerd-crds defines them at each tag.
+    #[test]
+    fn crd_sets_follow_linkerds_charts() {
+        let linkerd = [
+            "policy.linkerd.io Server [v1alpha1 v1beta1 v1beta2 v1beta3] v1beta3",
+            "policy.linkerd.io ServerAuthorization [v1alpha1 v1beta1] v1beta1",
+            "policy.linkerd.io AuthorizationPolicy [v1alpha1] v1alpha1",
+            "policy.linkerd.io MeshTLSAuthentication [v1alpha1] v1alpha1",
+            "policy.linkerd.io NetworkAuthentication [v1alpha1] v1alpha1",
+            "policy.linkerd.io HTTPRoute [v1alpha1 v1beta1 v1beta2 v1beta3] v1beta3",
+            "policy.linkerd.io HTTPLocalRateLimitPolicy [v1alpha1] v1alpha1",
+            "policy.linkerd.io EgressNetwork [v1alpha1] v1alpha1",
+            "linkerd.io ServiceProfile [v1alpha1 v1alpha2] v1alpha2",
+            "workload.linkerd.io ExternalWorkload [v1alpha1 v1beta1] v1beta1",
+        ];
+        let v1_1_1 = [
+            "gateway.networking.k8s.io HTTPRoute [v1 v1beta1] v1",
+            "gateway.networking.k8s.io GRPCRoute [v1 v1alpha2] v1",
+            "gateway.networking.k8s.io TLSRoute [v1alpha2] v1alpha2",
+            "gateway.networking.k8s.io TCPRoute [v1alpha2] v1alpha2",
+        ];
+        let v0_7_1 = [
+            "gateway.networking.k8s.io HTTPRoute [v1alpha2 v1beta1] v1beta1",
+            "gateway.networking.k8s.io GRPCRoute [v1alpha2] v1alpha2",
+            "gateway.networking.k8s.io TLSRoute [v1alpha2] v1alpha2",
+            "gateway.networking.k8s.io TCPRoute [v1alpha2] v1alpha2",
+        ];
+        for (edge, bundle, gateway, by_default) in [
+            ("edge-24.11.8", "v0.7.1", &v0_7_1, true),
+            ("edge-25.4.4", "v1.1.1", &v1_1_1, true),
+            ("edge-25.10.7", "v1.1.1", &v1_1_1, false),
+        ] {
+            let r = find(edge).unwrap();
+            assert_eq!(crd_set(&r.crds), linkerd, "{edge}");
+            assert_eq!(crd_set(&r.gateway_api.crds), *gateway, "{edge}");
+            assert_eq!(r.gateway_api.bundle_version, bundle, "{edge}");
+            assert_eq!(r.install_gateway_api_by_default, by_default, "{edge}");
         }
     }
 

@@ -8,7 +8,8 @@ pub mod upgrade;
 use crate::apply::{Applier, ApplyError};
 use crate::catalog::{self, KubeVersion};
 use crate::identity::IdentityError;
-use crate::render::{self, CONTROL_PLANE_LABEL};
+use crate::metrics::Metrics;
+use crate::render::{self, CONTROL_PLANE_LABEL, Stage};
 use futures::StreamExt;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
@@ -56,11 +57,13 @@ impl ReconcileError {
 struct Context {
     client: Client,
     recorder: Recorder,
+    metrics: Arc<Metrics>,
 }
 
 /// Runs the ControlPlane controller until `shutdown` completes.
 pub async fn run(
     client: Client,
+    metrics: Arc<Metrics>,
     shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static,
 ) {
     let reporter = Reporter {
@@ -70,6 +73,7 @@ pub async fn run(
     let ctx = Arc::new(Context {
         recorder: Recorder::new(client.clone(), reporter),
         client: client.clone(),
+        metrics,
     });
     let owned = watcher::Config::default().labels(CONTROL_PLANE_LABEL);
     Controller::new(
@@ -102,6 +106,17 @@ pub const FINALIZER: &str = "keelson.dev/cleanup";
 
 #[tracing::instrument(skip_all, fields(controlplane = %cp.name_any()))]
 async fn reconcile(cp: Arc<ControlPlane>, ctx: Arc<Context>) -> Result<Action, ReconcileError> {
+    let start = std::time::Instant::now();
+    let result = reconcile_inner(cp, &ctx).await;
+    ctx.metrics
+        .reconciled("controlplane", start.elapsed(), result.is_ok());
+    result
+}
+
+async fn reconcile_inner(
+    cp: Arc<ControlPlane>,
+    ctx: &Arc<Context>,
+) -> Result<Action, ReconcileError> {
     let api: Api<ControlPlane> = Api::all(ctx.client.clone());
     finalizer(&api, FINALIZER, cp, |event| async {
         match event {
@@ -118,7 +133,8 @@ async fn reconcile(cp: Arc<ControlPlane>, ctx: Arc<Context>) -> Result<Action, R
 
 /// Removes an installed control plane: webhooks first, so the API server
 /// stops calling into pods about to go, then the workloads, then the rest.
-/// Keelson's CRDs and users' policy objects stay.
+/// CustomResourceDefinitions (Keelson's and Linkerd's) and users' policy
+/// objects stay.
 async fn cleanup(cp: Arc<ControlPlane>, ctx: Arc<Context>) -> Result<Action, ReconcileError> {
     let kube = server_version(&ctx.client).await?;
     // Rendering offline is enough to know which kinds to look for.
@@ -132,7 +148,9 @@ async fn cleanup(cp: Arc<ControlPlane>, ctx: Arc<Context>) -> Result<Action, Rec
         "Namespace" => 3,
         _ => 2,
     };
-    for r in &objects {
+    // Never the CRDs: deleting one deletes every object of its kind, users'
+    // Servers and routes included. The next ControlPlane adopts them.
+    for r in objects.iter().filter(|r| r.stage != Stage::Crds) {
         if !kinds.iter().any(|k| k["kind"] == r.object["kind"]) {
             kinds.push(&r.object);
         }
@@ -244,14 +262,35 @@ async fn apply(cp: Arc<ControlPlane>, ctx: Arc<Context>) -> Result<Action, Recon
         identity: &material.identity,
         webhooks: &material.webhooks,
     });
-    for r in objects.iter().filter(|r| r.stage <= plan.through) {
-        writes += usize::from(applier.apply(&r.object).await?);
+    // CRDs first, at every step of an upgrade too, and nothing else until
+    // the API server serves them: Linkerd's controllers watch their kinds
+    // from the start.
+    let mut establishing = Vec::new();
+    for r in objects.iter().filter(|r| r.stage == Stage::Crds) {
+        let applied = applier.apply_crd(&r.object).await?;
+        writes += usize::from(applied.wrote);
+        if !applied.established {
+            establishing.push(
+                r.object["metadata"]["name"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_owned(),
+            );
+        }
     }
-    if plan.prune {
-        let desired: Vec<_> = objects.into_iter().map(|r| r.object).collect();
-        writes += applier.prune(&cp.name_any(), &desired).await?;
+    if establishing.is_empty() {
+        for r in objects
+            .iter()
+            .filter(|r| r.stage != Stage::Crds && r.stage <= plan.through)
+        {
+            writes += usize::from(applier.apply(&r.object).await?);
+        }
+        if plan.prune {
+            let desired: Vec<_> = objects.into_iter().map(|r| r.object).collect();
+            writes += applier.prune(&cp.name_any(), &desired).await?;
+        }
     }
-    tracing::debug!(writes, version = %plan.version, through = ?plan.through, "applied");
+    tracing::debug!(writes, version = %plan.version, through = ?plan.through, ?establishing, "applied");
 
     let mut next = plan.status;
     let (ok, reason, message) = if supported {
@@ -281,8 +320,31 @@ async fn apply(cp: Arc<ControlPlane>, ctx: Arc<Context>) -> Result<Action, Recon
         generation,
         &now,
     );
+    let requeue = if establishing.is_empty() {
+        plan.requeue
+    } else {
+        status::set_condition(
+            &mut next.conditions,
+            status::PROGRESSING,
+            true,
+            "EstablishingCRDs",
+            format!(
+                "waiting for the API server to establish {}",
+                establishing.join(", ")
+            ),
+            generation,
+            &now,
+        );
+        // The API server establishes a new CRD within a second or two.
+        Duration::from_secs(2)
+    };
+    // Back in time to renew the issuer, however long the plan would wait.
+    let requeue = match material.issuer_renewal {
+        Some(at) => requeue.min(at.duration_since(SystemTime::now()).unwrap_or_default()),
+        None => requeue,
+    };
     write_status(&ctx, &cp, &previous, next).await?;
-    Ok(Action::requeue(plan.requeue))
+    Ok(Action::requeue(requeue))
 }
 
 /// Writes status only when it changed, with an Event when the phase does.

@@ -6,8 +6,9 @@
 //! restarted operator picks up exactly where the last one stopped.
 //!
 //! An upgrade walks the catalog's path one stable release at a time; for each
-//! step it rolls out identity, waits for it to be available at the new
-//! release, then destination, then the webhooks. A gate that does not pass
+//! step it applies the release's CRDs (at every stage, before anything else),
+//! rolls out identity, waits for it to be available at the new release, then
+//! destination, then the webhooks. A gate that does not pass
 //! within `spec.upgrade.healthDeadline` rolls back to the release the upgrade
 //! started from (when `automaticRollback` is on) and is not retried until the
 //! spec changes again.
@@ -31,7 +32,8 @@ const HISTORY: usize = 10;
 pub struct Plan {
     /// Release to render and apply.
     pub version: String,
-    /// Apply objects of the stages up to and including this one.
+    /// Apply objects of the stages up to and including this one; every
+    /// plan reaches at least `Identity`, so the CRDs are always applied.
     pub through: Stage,
     /// The rendering is complete for `version`, so leftovers may be pruned.
     pub prune: bool,

@@ -6,6 +6,7 @@
 //! and checked against golden files (`operator/tests/golden/`).
 
 mod config;
+mod crds;
 mod destination;
 mod identity;
 pub mod offline;
@@ -51,6 +52,9 @@ pub struct WebhookTls {
 /// Where an object goes in an ordered install or upgrade.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Stage {
+    /// Linkerd's CustomResourceDefinitions, established before anything
+    /// else is applied: the components watch their kinds from the start.
+    Crds,
     /// Namespace, RBAC, ConfigMaps, Secrets, Services: what the components need.
     Base,
     /// The identity Deployment, gated on availability before destination.
@@ -90,6 +94,7 @@ pub fn render(ctx: &Context<'_>) -> Vec<Rendered> {
     let mut add = |stage, objects: Vec<Value>| {
         out.extend(objects.into_iter().map(|object| Rendered { stage, object }));
     };
+    add(Stage::Crds, crds::objects(ctx));
     add(Stage::Base, vec![namespace(ctx.name, ctx.spec)]);
     add(Stage::Base, rbac::objects(ctx));
     add(Stage::Base, config::objects(ctx));

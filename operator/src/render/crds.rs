@@ -1,0 +1,336 @@
+//! Linkerd's CustomResourceDefinitions (`charts/linkerd-crds`) and the
+//! Gateway API ones its chart bundles, with the versions the release's
+//! catalog entry lists and schemas generated from Keelson's Rust types.
+//!
+//! Deliberate differences from the chart: each CRD carries Keelson's
+//! ownership label and no `helm.sh/chart` label, and the Gateway API schemas
+//! are the `gateway-api` crate's (Gateway API v1.5) for every version a
+//! bundle serves, since Gateway API defines those versions with the same
+//! types; they accept what the bundle's schemas accept.
+
+use super::{Context, Scope};
+use crate::catalog::{CrdVersions, GatewayApiBundle};
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use keelson_crds::{gateway, policy, serviceprofile, workload};
+use kube::CustomResourceExt;
+use serde_json::{Value, json};
+
+/// The CRDs of the release: Linkerd's, then Gateway API's if the spec asks
+/// for them (`installGatewayApi`, else the release's default).
+pub fn objects(ctx: &Context<'_>) -> Vec<Value> {
+    let release = ctx.release;
+    let mut out: Vec<Value> = release
+        .crds
+        .iter()
+        .map(|c| definition(ctx, c, None))
+        .collect();
+    let gateway_api = ctx
+        .spec
+        .install_gateway_api
+        .unwrap_or(release.install_gateway_api_by_default);
+    if gateway_api {
+        let bundle = &release.gateway_api;
+        out.extend(bundle.crds.iter().map(|c| definition(ctx, c, Some(bundle))));
+    }
+    out
+}
+
+/// One CRD: every served version's schema, merged, storage version marked.
+fn definition(ctx: &Context<'_>, entry: &CrdVersions, bundle: Option<&GatewayApiBundle>) -> Value {
+    let (group, kind) = (entry.group.as_str(), entry.kind.as_str());
+    let versions = entry
+        .versions
+        .iter()
+        .map(|v| {
+            at_version(group, kind, v).unwrap_or_else(|| {
+                panic!("no Rust type for {group}/{v} {kind} (the catalog tests check every entry)")
+            })
+        })
+        .collect();
+    let mut crd = kube::core::crd::merge_crds(versions, &entry.storage).unwrap_or_else(|e| {
+        panic!("merging the versions of {group} {kind} (the catalog tests check every entry): {e}")
+    });
+    // merge_crds lists the storage version first; list them as the chart does.
+    crd.spec
+        .versions
+        .sort_by_key(|v| entry.versions.iter().position(|name| *name == v.name));
+    for v in &mut crd.spec.versions {
+        if entry.deprecated.contains(&v.name) {
+            v.deprecated = Some(true);
+            v.deprecation_warning = Some(format!(
+                "{group}/{} {kind} is deprecated; use {group}/{}",
+                v.name, entry.storage
+            ));
+        }
+    }
+    let mut annotations = json!({"linkerd.io/created-by": ctx.created_by()});
+    if let Some(bundle) = bundle {
+        crd.spec.names.categories = Some(vec!["gateway-api".into()]);
+        annotations["api-approved.kubernetes.io"] = bundle.api_approval.clone().into();
+        annotations["gateway.networking.k8s.io/bundle-version"] =
+            bundle.bundle_version.clone().into();
+        annotations["gateway.networking.k8s.io/channel"] = bundle.channel.clone().into();
+    }
+    let name = crd.metadata.name.clone().expect("kube names every CRD");
+    let mut object = serde_json::to_value(&crd).expect("a CRD serializes");
+    object["metadata"] = ctx.meta(&name, Scope::Cluster, None);
+    object["metadata"]["annotations"] = annotations;
+    for v in object["spec"]["versions"]
+        .as_array_mut()
+        .expect("a CRD has versions")
+    {
+        sanitize(&mut v["schema"]["openAPIV3Schema"]);
+    }
+    object
+}
+
+/// The single-version CRD of `kind` at `version`, from the Rust type that
+/// models that version's schema; versions Linkerd (or Gateway API) define
+/// with the same schema share a type.
+fn at_version(group: &str, kind: &str, version: &str) -> Option<CustomResourceDefinition> {
+    let mut crd = match (group, kind, version) {
+        ("policy.linkerd.io", "Server", "v1beta3") => policy::Server::crd(),
+        ("policy.linkerd.io", "Server", "v1beta2") => policy::v1beta2::Server::crd(),
+        ("policy.linkerd.io", "Server", "v1alpha1" | "v1beta1") => policy::v1beta1::Server::crd(),
+        ("policy.linkerd.io", "ServerAuthorization", "v1alpha1" | "v1beta1") => {
+            policy::ServerAuthorization::crd()
+        }
+        ("policy.linkerd.io", "AuthorizationPolicy", "v1alpha1") => {
+            policy::AuthorizationPolicy::crd()
+        }
+        ("policy.linkerd.io", "MeshTLSAuthentication", "v1alpha1") => {
+            policy::MeshTLSAuthentication::crd()
+        }
+        ("policy.linkerd.io", "NetworkAuthentication", "v1alpha1") => {
+            policy::NetworkAuthentication::crd()
+        }
+        ("policy.linkerd.io", "HTTPRoute", "v1alpha1" | "v1beta1" | "v1beta2" | "v1beta3") => {
+            policy::HttpRoute::crd()
+        }
+        ("policy.linkerd.io", "HTTPLocalRateLimitPolicy", "v1alpha1") => {
+            policy::HttpLocalRateLimitPolicy::crd()
+        }
+        ("policy.linkerd.io", "EgressNetwork", "v1alpha1") => policy::EgressNetwork::crd(),
+        ("linkerd.io", "ServiceProfile", "v1alpha1" | "v1alpha2") => {
+            serviceprofile::ServiceProfile::crd()
+        }
+        ("workload.linkerd.io", "ExternalWorkload", "v1beta1") => workload::ExternalWorkload::crd(),
+        ("workload.linkerd.io", "ExternalWorkload", "v1alpha1") => {
+            workload::v1alpha1::ExternalWorkload::crd()
+        }
+        ("gateway.networking.k8s.io", "HTTPRoute", "v1" | "v1beta1" | "v1alpha2") => {
+            gateway::HttpRoute::crd()
+        }
+        ("gateway.networking.k8s.io", "GRPCRoute", "v1" | "v1alpha2") => gateway::GrpcRoute::crd(),
+        ("gateway.networking.k8s.io", "TLSRoute", "v1alpha2") => gateway::TlsRoute::crd(),
+        ("gateway.networking.k8s.io", "TCPRoute", "v1alpha2") => gateway::TcpRoute::crd(),
+        _ => return None,
+    };
+    crd.spec.versions[0].name = version.into();
+    Some(crd)
+}
+
+/// Makes a generated schema acceptable to Kubernetes 1.20, the oldest API
+/// server Keelson runs against: schemars lists `null` among the values of an
+/// optional enum, which `nullable: true` already allows and 1.20 rejects.
+/// Keelson's own types avoid it (`optional_enum` in keelson-crds); the
+/// `gateway-api` crate's types do not.
+fn sanitize(schema: &mut Value) {
+    let Some(node) = schema.as_object_mut() else {
+        return;
+    };
+    if let Some(Value::Array(values)) = node.get_mut("enum") {
+        values.retain(|v| !v.is_null());
+    }
+    for (keyword, child) in node.iter_mut() {
+        match (keyword.as_str(), child) {
+            ("properties" | "patternProperties" | "definitions", Value::Object(map)) => {
+                map.values_mut().for_each(sanitize);
+            }
+            ("allOf" | "anyOf" | "oneOf" | "items", Value::Array(list)) => {
+                list.iter_mut().for_each(sanitize);
+            }
+            ("items" | "additionalProperties" | "additionalItems" | "not", child) => {
+                sanitize(child);
+            }
+            _ => {}
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::render::testutil::test_context;
+
+    fn names(objects: &[Value]) -> Vec<&str> {
+        objects
+            .iter()
+            .map(|o| o["metadata"]["name"].as_str().unwrap())
+            .collect()
+    }
+
+    #[test]
+    fn gateway_api_follows_the_spec_else_the_release_default() {
+        let gateway = |spec: &str| {
+            objects(&test_context(spec))
+                .iter()
+                .filter(|o| o["spec"]["group"] == "gateway.networking.k8s.io")
+                .count()
+        };
+        assert_eq!(gateway("version: edge-24.11.8"), 4);
+        assert_eq!(gateway("version: edge-25.4.4"), 4);
+        assert_eq!(gateway("version: edge-25.10.7"), 0);
+        assert_eq!(gateway("version: edge-25.10.7\ninstallGatewayApi: true"), 4);
+        assert_eq!(gateway("version: edge-25.4.4\ninstallGatewayApi: false"), 0);
+        let linkerd = objects(&test_context("version: edge-25.10.7"));
+        assert!(names(&linkerd).contains(&"servers.policy.linkerd.io"));
+        assert_eq!(linkerd.len(), 10);
+    }
+
+    #[test]
+    fn versions_follow_the_catalog_with_one_storage_version() {
+        for release in crate::catalog::releases() {
+            let spec = format!("version: {}\ninstallGatewayApi: true", release.version);
+            let objects = objects(&test_context(&spec));
+            let entries = release.crds.iter().chain(&release.gateway_api.crds);
+            assert_eq!(objects.len(), entries.clone().count());
+            for (object, entry) in objects.iter().zip(entries) {
+                let at = format!("{} {}", release.version, object["metadata"]["name"]);
+                assert_eq!(object["spec"]["names"]["kind"], entry.kind.as_str(), "{at}");
+                assert_eq!(object["spec"]["group"], entry.group.as_str(), "{at}");
+                let versions = object["spec"]["versions"].as_array().unwrap();
+                let served: Vec<_> = versions
+                    .iter()
+                    .map(|v| v["name"].as_str().unwrap())
+                    .collect();
+                assert_eq!(served, entry.versions, "{at}");
+                let storage: Vec<_> = versions
+                    .iter()
+                    .filter(|v| v["storage"] == true)
+                    .map(|v| v["name"].as_str().unwrap())
+                    .collect();
+                assert_eq!(storage, [entry.storage.as_str()], "{at}");
+                for v in versions {
+                    assert_eq!(v["served"], true, "{at}");
+                    let deprecated = entry.deprecated.iter().any(|d| *d == v["name"]);
+                    assert_eq!(v["deprecated"] == true, deprecated, "{at} {}", v["name"]);
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn crds_carry_linkerd_labels_and_keelson_ownership() {
+        let objects = objects(&test_context("version: edge-25.4.4\nnamespace: mesh"));
+        for o in &objects {
+            let meta = &o["metadata"];
+            assert_eq!(
+                meta["labels"]["linkerd.io/control-plane-ns"], "mesh",
+                "{meta}"
+            );
+            assert_eq!(
+                meta["labels"][crate::render::CONTROL_PLANE_LABEL],
+                crate::render::testutil::TEST_NAME
+            );
+            assert!(meta["annotations"]["linkerd.io/created-by"].is_string());
+            let gateway = o["spec"]["group"] == "gateway.networking.k8s.io";
+            // The API server refuses CRDs of *.k8s.io groups without it.
+            assert_eq!(
+                meta["annotations"]["api-approved.kubernetes.io"].is_string(),
+                gateway,
+                "{meta}"
+            );
+            if gateway {
+                assert_eq!(
+                    meta["annotations"]["gateway.networking.k8s.io/bundle-version"],
+                    "v1.1.1"
+                );
+                assert_eq!(o["spec"]["names"]["categories"], json!(["gateway-api"]));
+            }
+        }
+    }
+
+    #[test]
+    fn the_sanitizer_drops_null_from_enums_at_any_depth() {
+        let mut schema = json!({"type": "object", "properties": {
+            "scheme": {"type": "string", "nullable": true, "enum": ["http", "https", null]},
+            "list": {"type": "array", "items": {"type": "object", "properties": {
+                "method": {"type": "string", "enum": [null, "GET"]}}}},
+            "map": {"type": "object", "additionalProperties": {"type": "string", "enum": ["a", null]}},
+            "either": {"type": "object", "oneOf": [{"required": ["x"]}], "anyOf": [{"enum": [null, 1]}]},
+            // A property named like a keyword is a schema, not a keyword.
+            "enum": {"type": "string", "enum": ["x", null]},
+        }});
+        sanitize(&mut schema);
+        assert_eq!(
+            schema,
+            json!({"type": "object", "properties": {
+                "scheme": {"type": "string", "nullable": true, "enum": ["http", "https"]},
+                "list": {"type": "array", "items": {"type": "object", "properties": {
+                    "method": {"type": "string", "enum": ["GET"]}}}},
+                "map": {"type": "object", "additionalProperties": {"type": "string", "enum": ["a"]}},
+                "either": {"type": "object", "oneOf": [{"required": ["x"]}], "anyOf": [{"enum": [1]}]},
+                "enum": {"type": "string", "enum": ["x"]},
+            }})
+        );
+    }
+
+    /// What a 1.20 API server requires of a CRD schema: structural (every
+    /// node typed, or int-or-string, or preserving unknown fields; one-of and
+    /// any-of only as value checks, with no types or properties of their own),
+    /// no `null` among enum values, no references.
+    fn assert_accepted_by_1_20(node: &Value, at: &str) {
+        let Some(obj) = node.as_object() else {
+            panic!("schema at {at} is not an object: {node}")
+        };
+        let flag = |k: &str| obj.get(k) == Some(&Value::Bool(true));
+        assert!(
+            obj.contains_key("type")
+                || flag("x-kubernetes-int-or-string")
+                || flag("x-kubernetes-preserve-unknown-fields"),
+            "untyped schema at {at}"
+        );
+        assert!(!obj.contains_key("$ref"), "reference at {at}");
+        if let Some(values) = obj.get("enum").and_then(Value::as_array) {
+            assert!(!values.contains(&Value::Null), "null in the enum at {at}");
+        }
+        for key in ["oneOf", "anyOf", "allOf"] {
+            for alt in obj.get(key).and_then(Value::as_array).into_iter().flatten() {
+                for forbidden in ["type", "properties", "items", "additionalProperties"] {
+                    assert!(
+                        alt.get(forbidden).is_none(),
+                        "{key} with {forbidden} at {at}"
+                    );
+                }
+            }
+        }
+        for (name, child) in obj
+            .get("properties")
+            .and_then(Value::as_object)
+            .into_iter()
+            .flatten()
+        {
+            assert_accepted_by_1_20(child, &format!("{at}.{name}"));
+        }
+        if let Some(items) = obj.get("items") {
+            assert_accepted_by_1_20(items, &format!("{at}[]"));
+        }
+        if let Some(extra) = obj.get("additionalProperties").filter(|e| e.is_object()) {
+            assert_accepted_by_1_20(extra, &format!("{at}{{}}"));
+        }
+    }
+
+    #[test]
+    fn every_rendered_schema_is_accepted_by_kubernetes_1_20() {
+        for release in crate::catalog::releases() {
+            let spec = format!("version: {}\ninstallGatewayApi: true", release.version);
+            for crd in objects(&test_context(&spec)) {
+                for v in crd["spec"]["versions"].as_array().unwrap() {
+                    let at = format!("{} {}", crd["metadata"]["name"], v["name"]);
+                    assert_accepted_by_1_20(&v["schema"]["openAPIV3Schema"], &at);
+                }
+            }
+        }
+    }
+}
