@@ -1,10 +1,38 @@
-//! Proxy injection as Linkerd's injector does it (interface; the
-//! implementation is being written).
+//! Proxy injection as Linkerd's injector does it: the same decision, the same
+//! containers, volumes, labels and annotations, and a JSON Patch shaped like
+//! Linkerd's `charts/patch/templates/patch.json`, for the release the pod
+//! gets. Pure: the caller gathers everything into a [`Request`].
+//!
+//! References, per catalog release: `controller/proxy-injector/webhook.go`
+//! (what is added), `pkg/inject/report.go` (when to skip),
+//! `pkg/inject/inject.go` (overrides) and the chart partials behind
+//! [`crate::render::proxy`], which builds the containers for the control
+//! plane as well.
+
+mod annotations;
+mod goparse;
+mod patch;
+#[cfg(test)]
+mod tests;
 
 use crate::catalog::{KubeVersion, Release};
-use k8s_openapi::api::core::v1::Pod;
+use crate::render::proxy::{
+    self, Capabilities, OPAQUE_PORTS, ProxyValues, TrustAnchors, init_container_for,
+    proxy_container,
+};
+use annotations::{
+    CREATED_BY, INJECT, LOG_HTTP_HEADERS, NATIVE_SIDECAR_ALPHA, NATIVE_SIDECAR_BETA, PROXY_VERSION,
+    TRUST_ROOT_SHA, WAIT_BEFORE_EXIT,
+};
+use k8s_openapi::api::core::v1::{Container, Pod, PodSpec, Probe};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use keelson_crds::ControlPlaneSpec;
+use keelson_crds::controlplane::NativeSidecar;
+use patch::Ops;
+use serde_json::{Value, json};
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
 
 /// The workload that owns a pod, as Linkerd's owner labels name it
 /// (`Deployment` for a pod of a Deployment's ReplicaSet).
@@ -38,14 +66,381 @@ pub enum Decision {
     Skip(SkipReason),
 }
 
-/// Why a pod is left alone.
+/// Where an annotation was read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AnnotationSource {
+    Namespace,
+    Pod,
+}
+
+impl fmt::Display for AnnotationSource {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::Namespace => "namespace",
+            Self::Pod => "pod",
+        })
+    }
+}
+
+/// Why a pod is left alone. The first four are Linkerd's skip reasons; the
+/// rest are annotation combinations Linkerd's chart refuses to render (its
+/// injector then rejects the pod; Keelson admits it without a proxy).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum SkipReason {
-    #[error("injection is not enabled for this pod or its namespace")]
+    #[error(
+        "neither the pod nor its namespace has the annotation linkerd.io/inject: enabled (or ingress)"
+    )]
     NotEnabled,
+    #[error(
+        "the pod has the annotation linkerd.io/inject: disabled, which overrides its namespace's"
+    )]
+    Disabled,
+    #[error(
+        "the {at}'s annotation linkerd.io/inject has the invalid value {value:?}; use enabled, ingress or disabled"
+    )]
+    InvalidInjectValue { at: AnnotationSource, value: String },
+    #[error(
+        "the pod uses the host's network (spec.hostNetwork: true), where a proxy cannot intercept its traffic"
+    )]
+    HostNetwork,
+    #[error(
+        "the pod already has a sidecar proxy or its init container ({container:?}); remove it to let Keelson inject"
+    )]
+    SidecarPresent { container: String },
+    #[error("the pod has no spec")]
+    NoPodSpec,
+    #[error(
+        "the trust bundle is empty, so the proxy could not verify any peer; check the control plane's identity"
+    )]
+    NoTrustAnchors,
+    #[error(
+        "a native sidecar proxy cannot wait before exit: remove {WAIT_BEFORE_EXIT} or turn off native sidecars ({NATIVE_SIDECAR_BETA}, {NATIVE_SIDECAR_ALPHA} or spec.proxy.nativeSidecar)"
+    )]
+    NativeSidecarWithWaitBeforeExit,
+    #[error("{LOG_HTTP_HEADERS} has the invalid value {0:?}; use off or insecure")]
+    InvalidLogHttpHeaders(String),
+    #[error(
+        "config.linkerd.io/close-wait-timeout needs linkerd-init to run as root, which Linkerd {version} requires proxyInit.runAsRoot for and Keelson does not allow; remove the annotation"
+    )]
+    CloseWaitNeedsRoot { version: String },
 }
 
 /// Decides whether and how to inject `req.pod`.
-pub fn inject(_req: &Request<'_>) -> Decision {
-    Decision::Skip(SkipReason::NotEnabled)
+pub fn inject(req: &Request<'_>) -> Decision {
+    match plan(req) {
+        Ok(patch) => Decision::Inject(patch),
+        Err(reason) => Decision::Skip(reason),
+    }
+}
+
+/// The owner kinds Linkerd labels pods with (`linkerd.io/proxy-<kind>`);
+/// pods of other owners (CronJobs' Jobs resolve to the CronJob) get none.
+const OWNER_LABEL_KINDS: &[&str] = &[
+    "deployment",
+    "replicationcontroller",
+    "replicaset",
+    "job",
+    "daemonset",
+    "statefulset",
+];
+
+/// Where workloads mount their API token; the proxy mounts it too.
+const SERVICE_ACCOUNT_PATH: &str = "/var/run/secrets/kubernetes.io/serviceaccount";
+
+fn plan(req: &Request<'_>) -> Result<json_patch::Patch, SkipReason> {
+    let pod = req.pod;
+    let release = req.release;
+    let none = BTreeMap::new();
+    let pod_ann = pod.metadata.annotations.as_ref().unwrap_or(&none);
+    let ns_ann = req.namespace.annotations.as_ref().unwrap_or(&none);
+
+    enabled(ns_ann.get(INJECT), pod_ann.get(INJECT))?;
+    let spec = pod.spec.as_ref().ok_or(SkipReason::NoPodSpec)?;
+    if spec.host_network == Some(true) {
+        return Err(SkipReason::HostNetwork);
+    }
+    if let Some(container) = existing_sidecar(spec) {
+        return Err(SkipReason::SidecarPresent { container });
+    }
+    if req.trust_anchors_pem.trim().is_empty() {
+        return Err(SkipReason::NoTrustAnchors);
+    }
+
+    // The annotations the patch adds: who injected, what the namespace
+    // passes down, and the opaque ports among the pod's own.
+    let mut added: BTreeMap<String, String> = BTreeMap::new();
+    added.insert(CREATED_BY.into(), proxy::created_by());
+    for key in annotations::inheritable(release) {
+        if let Some(value) = ns_ann.get(key)
+            && !pod_ann.contains_key(key)
+        {
+            added.insert(key.into(), value.clone());
+        }
+    }
+    if !pod_ann.contains_key(annotations::OPAQUE_PORTS)
+        && !added.contains_key(annotations::OPAQUE_PORTS)
+    {
+        let defaults: Vec<&str> = OPAQUE_PORTS.split(',').collect();
+        let exposed: Vec<String> = spec
+            .containers
+            .iter()
+            .flat_map(|c| c.ports.iter().flatten())
+            .map(|p| p.container_port.to_string())
+            .filter(|p| defaults.contains(&p.as_str()))
+            .collect();
+        if !exposed.is_empty() {
+            added.insert(annotations::OPAQUE_PORTS.into(), exposed.join(","));
+        }
+    }
+    let mut effective = pod_ann.clone();
+    effective.extend(added.clone());
+
+    let mut v = ProxyValues::new(
+        req.spec,
+        release,
+        TrustAnchors::Inline(req.trust_anchors_pem.to_owned()),
+    );
+    v.native_sidecar = match req.spec.proxy.native_sidecar {
+        NativeSidecar::Enabled => true,
+        NativeSidecar::Disabled => false,
+        // Native sidecars are on by default from Kubernetes 1.29.
+        NativeSidecar::Auto => {
+            req.kubernetes
+                >= KubeVersion {
+                    major: 1,
+                    minor: 29,
+                }
+        }
+    };
+    let debug = annotations::apply(&mut v, &effective, &named_ports(&spec.containers));
+    v.inbound_ports = pod_inbound_ports(&spec.containers);
+    if let Some(first) = spec.containers.first() {
+        take_from_first_container(&mut v, first);
+    }
+
+    if v.native_sidecar && v.wait_before_exit_seconds > 0 {
+        return Err(SkipReason::NativeSidecarWithWaitBeforeExit);
+    }
+    if !matches!(v.log_http_headers.as_str(), "insecure" | "off" | "") {
+        return Err(SkipReason::InvalidLogHttpHeaders(v.log_http_headers));
+    }
+    if v.init.close_wait_secs != 0 && annotations::close_wait_needs_root(release) {
+        return Err(SkipReason::CloseWaitNeedsRoot {
+            version: release.version.to_string(),
+        });
+    }
+
+    added.insert(PROXY_VERSION.into(), v.image.version.clone());
+    added.insert(
+        TRUST_ROOT_SHA.into(),
+        proxy::trust_root_sha256(req.trust_anchors_pem),
+    );
+    let workload_ns = pod
+        .metadata
+        .namespace
+        .clone()
+        .or_else(|| req.namespace.name.clone())
+        .unwrap_or_default();
+    let mut labels = BTreeMap::new();
+    labels.insert(
+        "linkerd.io/control-plane-ns".to_owned(),
+        v.control_plane_ns.clone(),
+    );
+    if let Some(owner) = &req.owner {
+        let kind = owner.kind.to_ascii_lowercase();
+        if OWNER_LABEL_KINDS.contains(&kind.as_str()) {
+            labels.insert(format!("linkerd.io/proxy-{kind}"), owner.name.clone());
+        }
+    }
+    labels.insert("linkerd.io/workload-ns".to_owned(), workload_ns);
+
+    let mut ops = Ops::default();
+    if pod_ann.is_empty() {
+        ops.add(&["metadata", "annotations"], json!({}));
+    }
+    for (key, value) in &added {
+        ops.add(&["metadata", "annotations", key], value.as_str().into());
+    }
+    if pod.metadata.labels.as_ref().is_none_or(BTreeMap::is_empty) {
+        ops.add(&["metadata", "labels"], json!({}));
+    }
+    for (key, value) in &labels {
+        ops.add(&["metadata", "labels", key], value.as_str().into());
+    }
+    if spec.volumes.as_ref().is_none_or(Vec::is_empty) {
+        ops.add(&["spec", "volumes"], json!([]));
+    }
+    if spec.init_containers.as_ref().is_none_or(Vec::is_empty) {
+        ops.add(&["spec", "initContainers"], json!([]));
+    }
+    ops.add(&["spec", "volumes", "-"], proxy::xtables_volume());
+    // A native sidecar proxy starts right after linkerd-init, ahead of the
+    // pod's own init containers, so they run meshed.
+    let init_at = if v.native_sidecar { "0" } else { "-" };
+    ops.add(&["spec", "initContainers", init_at], init_container_for(&v));
+    if let Some(debug) = debug {
+        ops.add(&["spec", "containers", "-"], debug_container(&debug));
+    }
+    ops.add(
+        &["spec", "volumes", "-"],
+        proxy::identity_end_entity_volume(),
+    );
+    ops.add(&["spec", "volumes", "-"], proxy::identity_token_volume());
+    let proxy_at: &[&str] = if v.native_sidecar {
+        &["spec", "initContainers", "1"]
+    } else if v.await_ready {
+        // First, so its postStart hook holds back the other containers.
+        &["spec", "containers", "0"]
+    } else {
+        &["spec", "containers", "-"]
+    };
+    ops.add(proxy_at, proxy_container(&v));
+    Ok(ops.into_patch())
+}
+
+/// Linkerd's rules for `linkerd.io/inject` (`disabledByAnnotation`): an
+/// invalid value anywhere skips; a namespace enables unless the pod says
+/// `disabled`; otherwise the pod must enable.
+fn enabled(ns: Option<&String>, pod: Option<&String>) -> Result<(), SkipReason> {
+    let valid = |v: Option<&String>| {
+        v.is_none_or(|v| matches!(v.as_str(), "" | "enabled" | "ingress" | "disabled"))
+    };
+    let enables = |v: Option<&String>| v.is_some_and(|v| v == "enabled" || v == "ingress");
+    for (at, value) in [
+        (AnnotationSource::Namespace, ns),
+        (AnnotationSource::Pod, pod),
+    ] {
+        if !valid(value) {
+            return Err(SkipReason::InvalidInjectValue {
+                at,
+                value: value.cloned().unwrap_or_default(),
+            });
+        }
+    }
+    if enables(ns) {
+        if pod.is_some_and(|p| p == "disabled") {
+            return Err(SkipReason::Disabled);
+        }
+        return Ok(());
+    }
+    if enables(pod) {
+        Ok(())
+    } else {
+        Err(SkipReason::NotEnabled)
+    }
+}
+
+/// The first container of Linkerd's or Istio's sidecars already in the
+/// pod (`HasExistingSidecars`), by name or image.
+fn existing_sidecar(spec: &PodSpec) -> Option<String> {
+    let image_starts = |c: &Container, prefixes: &[&str]| {
+        c.image
+            .as_deref()
+            .is_some_and(|i| prefixes.iter().any(|p| i.starts_with(p)))
+    };
+    let inits = spec.init_containers.iter().flatten();
+    let proxy = inits.clone().chain(&spec.containers).find(|c| {
+        image_starts(
+            c,
+            &["cr.l5d.io/linkerd/proxy:", "gcr.io/istio-release/proxyv2:"],
+        ) || c.name == "linkerd-proxy"
+            || c.name == "istio-proxy"
+    });
+    let init = || {
+        inits.clone().find(|c| {
+            image_starts(
+                c,
+                &[
+                    "cr.l5d.io/linkerd/proxy-init:",
+                    "gcr.io/istio-release/proxy_init:",
+                ],
+            ) || c.name == "linkerd-init"
+                || c.name == "istio-init"
+        })
+    };
+    proxy.or_else(init).map(|c| c.name.clone())
+}
+
+/// Names of the containers' ports, for port lists that use them.
+fn named_ports(containers: &[Container]) -> BTreeMap<String, i32> {
+    containers
+        .iter()
+        .flat_map(|c| c.ports.iter().flatten())
+        .filter_map(|p| {
+            let name = p.name.as_deref().filter(|n| !n.is_empty())?;
+            Some((name.to_owned(), p.container_port))
+        })
+        .collect()
+}
+
+/// The ports the pod's containers serve, probes included: container ports
+/// and numeric HTTP probe ports, sorted as strings (as Linkerd sorts them).
+fn pod_inbound_ports(containers: &[Container]) -> String {
+    let probe_port = |p: &Option<Probe>| match p.as_ref()?.http_get.as_ref()?.port {
+        IntOrString::Int(port) => Some(port),
+        IntOrString::String(_) => None,
+    };
+    let mut ports: BTreeSet<i32> = BTreeSet::new();
+    for c in containers {
+        ports.extend(c.ports.iter().flatten().map(|p| p.container_port));
+        ports.extend(probe_port(&c.readiness_probe));
+        ports.extend(probe_port(&c.liveness_probe));
+    }
+    let mut ports: Vec<String> = ports.iter().map(ToString::to_string).collect();
+    ports.sort();
+    ports.join(",")
+}
+
+/// The pod's first container sets the proxy's capabilities (so the pod
+/// stays within its security policy) and lends its API token mount.
+fn take_from_first_container(v: &mut ProxyValues<'_>, first: &Container) {
+    if let Some(caps) = first
+        .security_context
+        .as_ref()
+        .and_then(|s| s.capabilities.as_ref())
+    {
+        let proxy_caps = Capabilities {
+            add: caps.add.clone().unwrap_or_default(),
+            drop: caps.drop.clone().unwrap_or_default(),
+        };
+        // linkerd-init keeps what it needs for iptables.
+        v.init.capabilities = Some(Capabilities {
+            add: proxy_caps.add.clone(),
+            drop: proxy_caps
+                .drop
+                .iter()
+                .filter(|c| *c != "NET_RAW" && *c != "NET_ADMIN")
+                .cloned()
+                .collect(),
+        });
+        v.capabilities = Some(proxy_caps);
+    }
+    let mount = first
+        .volume_mounts
+        .iter()
+        .flatten()
+        .find(|m| m.mount_path == SERVICE_ACCOUNT_PATH)
+        .map(|m| {
+            json!({"mountPath": m.mount_path, "name": m.name, "readOnly": m.read_only.unwrap_or(false)})
+        });
+    v.init.service_account_mount.clone_from(&mount);
+    v.service_account_mount = mount;
+}
+
+/// `linkerd-debug`, with probes that always pass for clusters that demand
+/// probes.
+fn debug_container(d: &annotations::Debug) -> Value {
+    let pull_policy = if d.pull_policy.is_empty() {
+        "IfNotPresent"
+    } else {
+        d.pull_policy.as_str()
+    };
+    json!({
+        "image": format!("{}:{}", d.image.name, d.image.version),
+        "imagePullPolicy": pull_policy,
+        "livenessProbe": {"exec": {"command": ["true"]}},
+        "name": "linkerd-debug",
+        "readinessProbe": {"exec": {"command": ["true"]}},
+        "terminationMessagePolicy": "FallbackToLogsOnError",
+    })
 }

@@ -10,7 +10,7 @@ mod crds;
 mod destination;
 mod identity;
 pub mod offline;
-mod proxy;
+pub(crate) mod proxy;
 mod rbac;
 mod services;
 #[cfg(test)]
@@ -134,7 +134,7 @@ impl Context<'_> {
 
     /// Value of the `linkerd.io/created-by` annotation.
     pub fn created_by(&self) -> String {
-        format!("keelson/{}", env!("CARGO_PKG_VERSION"))
+        proxy::created_by()
     }
 
     /// The labels Linkerd's chart puts on a component's objects, plus Keelson's
