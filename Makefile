@@ -60,7 +60,7 @@ manifests:
 	@git status --short manifests
 
 golden:
-	UPDATE_GOLDEN=1 $(CARGO) test -q -p keelson-operator --test golden
+	UPDATE_GOLDEN=1 $(CARGO) test -q -p keelson-operator --test golden --test inject_golden
 	@git status --short operator/tests/golden
 
 build:

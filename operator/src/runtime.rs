@@ -46,7 +46,8 @@ pub async fn run(
             shutdown.clone(),
         ));
     }
-    let controller = crate::controlplane::run(client.clone(), shutdown.clone());
+    let controller =
+        crate::controlplane::run(client.clone(), Arc::clone(&metrics), shutdown.clone());
     let webhooks = admission::run(
         client,
         admission,
