@@ -301,7 +301,10 @@ fn bare_pod(name: &str) -> anyhow::Result<Pod> {
     Ok(serde_json::from_value(json!({
         "apiVersion": "v1", "kind": "Pod",
         "metadata": {"name": name},
-        "spec": {"containers": [{"name": "app", "image": "example.com/app:1"}]},
+        // A new namespace's default ServiceAccount gets its token a moment
+        // later on 1.20; pods that mount none need not wait for it.
+        "spec": {"automountServiceAccountToken": false,
+                 "containers": [{"name": "app", "image": "example.com/app:1"}]},
     }))?)
 }
 
