@@ -48,6 +48,8 @@ e2e: kubernetes
 bench:
 	@echo "==> admission webhook over TLS: injection against a no-op handler"
 	$(CARGO) bench -p keelson-e2e --locked --bench webhook
+	@echo "==> DataPlane wave on the test cluster: 2,000 pods, operator peak RSS and wave duration"
+	$(CARGO) bench -p keelson-e2e --locked --bench dataplane
 
 fmt:
 	$(CARGO) fmt --all
@@ -60,7 +62,7 @@ manifests:
 	@git status --short manifests
 
 golden:
-	UPDATE_GOLDEN=1 $(CARGO) test -q -p keelson-operator --test golden
+	UPDATE_GOLDEN=1 $(CARGO) test -q -p keelson-operator --test golden --test inject_golden
 	@git status --short operator/tests/golden
 
 build:
