@@ -48,6 +48,8 @@ e2e: kubernetes
 bench:
 	@echo "==> admission webhook over TLS: injection against a no-op handler"
 	$(CARGO) bench -p keelson-e2e --locked --bench webhook
+	@echo "==> DataPlane wave on the test cluster: 2,000 pods, operator peak RSS and wave duration"
+	$(CARGO) bench -p keelson-e2e --locked --bench dataplane
 
 fmt:
 	$(CARGO) fmt --all

@@ -1,7 +1,7 @@
 //! `DataPlane`: which meshed workloads follow which proxy version, and how fast
 //! their pods may be restarted to get there.
 
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, LabelSelector};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, LabelSelector, Time};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use kube::CustomResource;
 use kube::core::Duration;
@@ -28,6 +28,7 @@ use serde::{Deserialize, Serialize};
     printcolumn = r#"{"name":"Workloads","type":"integer","jsonPath":".status.workloads"}"#,
     printcolumn = r#"{"name":"Up-to-date","type":"integer","jsonPath":".status.upToDate"}"#,
     printcolumn = r#"{"name":"Pending","type":"integer","jsonPath":".status.pending"}"#,
+    printcolumn = r#"{"name":"Restarting","type":"integer","jsonPath":".status.restarting"}"#,
     printcolumn = r#"{"name":"Failed","type":"integer","jsonPath":".status.failed"}"#,
     printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
 )]
@@ -100,6 +101,12 @@ pub struct RolloutSpec {
     /// Stop starting new batches; restarts already under way finish.
     #[serde(default)]
     pub paused: bool,
+
+    /// How long a restarted StatefulSet or DaemonSet may take to become
+    /// available before its restart counts as failed. Deployments use their
+    /// own `progressDeadlineSeconds`.
+    #[serde(default = "default_progress_deadline")]
+    pub progress_deadline: Duration,
 }
 
 impl Default for RolloutSpec {
@@ -109,6 +116,7 @@ impl Default for RolloutSpec {
             max_unavailable: default_max_unavailable(),
             interval: default_interval(),
             paused: false,
+            progress_deadline: default_progress_deadline(),
         }
     }
 }
@@ -123,6 +131,10 @@ fn default_max_unavailable() -> IntOrString {
 
 fn default_interval() -> Duration {
     std::time::Duration::from_secs(10).into()
+}
+
+fn default_progress_deadline() -> Duration {
+    std::time::Duration::from_secs(600).into()
 }
 
 /// Observed state of a DataPlane.
@@ -146,11 +158,17 @@ pub struct DataPlaneStatus {
     #[serde(default)]
     pub up_to_date: i32,
 
-    /// Workloads waiting for, or in, a restart.
+    /// Workloads not up to date that are neither restarting nor failed:
+    /// waiting for a batch, or held (see `lagging` for why).
     #[serde(default)]
     pub pending: i32,
 
-    /// Workloads that did not become available after a restart.
+    /// Workloads in the batch being restarted.
+    #[serde(default)]
+    pub restarting: i32,
+
+    /// Workloads that did not become available after a restart in the
+    /// current wave.
     #[serde(default)]
     pub failed: i32,
 
@@ -165,6 +183,63 @@ pub struct DataPlaneStatus {
     /// Workloads not yet up to date, and why (at most 50 are listed).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub lagging: Vec<LaggingWorkload>,
+
+    /// The current wave of restarts, persisted batch by batch so that a
+    /// restarted operator resumes exactly where it was.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub wave: Option<Wave>,
+}
+
+/// A wave: the restarts that bring the selected workloads to one target.
+/// A new wave starts when the target (proxy version or trust bundle) or the
+/// DataPlane's spec (`metadata.generation`) changes.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Wave {
+    /// Counts waves since the DataPlane was created.
+    pub number: i64,
+    /// The DataPlane `metadata.generation` the wave belongs to.
+    pub generation: i64,
+    /// When the wave started. A workload whose restart token is not older
+    /// was restarted in this wave and is not restarted again.
+    pub started_at: Time,
+    /// The batch under way: workloads restarted and not yet available.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub restarting: Vec<WaveRestart>,
+    /// When the batch under way started.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub batch_started_at: Option<Time>,
+    /// When the last batch finished; the next waits `spec.rollout.interval`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_batch_finished_at: Option<Time>,
+    /// Workloads whose restart failed. The wave starts no new batch while
+    /// any is listed, and they are not restarted again until the target or
+    /// the DataPlane's spec changes.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub failed: Vec<WaveFailure>,
+}
+
+/// A workload restarted in the batch under way.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct WaveRestart {
+    /// `Deployment`, `StatefulSet` or `DaemonSet`.
+    pub kind: String,
+    pub name: String,
+    /// Value of the pod-template annotation `keelson.dev/restarted-at` that
+    /// restarts it.
+    pub token: String,
+}
+
+/// A workload whose restart failed.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct WaveFailure {
+    /// `Deployment`, `StatefulSet` or `DaemonSet`.
+    pub kind: String,
+    pub name: String,
+    /// What went wrong.
+    pub message: String,
 }
 
 /// A workload that is not up to date.
@@ -174,7 +249,12 @@ pub struct LaggingWorkload {
     /// `Deployment`, `StatefulSet` or `DaemonSet`.
     pub kind: String,
     pub name: String,
-    /// Why it lags: `ProxyVersion`, `TrustBundle`, `Restarting` or `Failed`.
+    /// Why it lags: `ProxyVersion` or `TrustBundle` (waiting for a batch),
+    /// `Restarting`, `Failed`, `Unchanged` (restarted in this wave, but its
+    /// pods still do not carry the target), `Progressing` (its own rollout
+    /// or unavailable pods come first), `PodDisruptionBudget`,
+    /// `MaxUnavailable` (its rollout alone may take down more pods than
+    /// allowed) or `OnDelete` (its update strategy never replaces pods).
     pub reason: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub message: Option<String>,

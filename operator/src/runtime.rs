@@ -1,5 +1,6 @@
-//! Everything `keelson run` runs, wired together: the ControlPlane
-//! controller and the admission webhooks, stopped by one shutdown signal.
+//! Everything `keelson run` runs, wired together: the ControlPlane and
+//! DataPlane controllers and the admission webhooks, stopped by one shutdown
+//! signal.
 
 use crate::admission;
 use crate::catalog::KubeVersion;
@@ -48,6 +49,12 @@ pub async fn run(
     }
     let controller =
         crate::controlplane::run(client.clone(), Arc::clone(&metrics), shutdown.clone());
+    let dataplanes = crate::dataplane::run(
+        client.clone(),
+        kubernetes,
+        Arc::clone(&metrics),
+        shutdown.clone(),
+    );
     let webhooks = admission::run(
         client,
         admission,
@@ -56,7 +63,7 @@ pub async fn run(
         metrics,
         shutdown,
     );
-    let ((), served) = tokio::join!(controller, webhooks);
+    let ((), (), served) = tokio::join!(controller, dataplanes, webhooks);
     served?;
     Ok(())
 }

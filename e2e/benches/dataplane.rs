@@ -1,0 +1,366 @@
+//! `make bench`: one DataPlane wave at scale on the real test cluster.
+//!
+//! Starts the cluster with hollow nodes, runs the operator as a process of
+//! its own (`keelson run`, release build) so that its memory is its own,
+//! creates Deployments in injected namespaces (200 x 10 pods by default, one
+//! DataPlane per namespace), then upgrades the ControlPlane and times the
+//! wave that moves every pod to the new proxy. Prints the operator's peak
+//! RSS (VmHWM, over its whole life: injecting every pod, then the wave) and
+//! the wave's duration.
+//!
+//! Settings: `BENCH_NAMESPACES` (10), `BENCH_DEPLOYMENTS` (200),
+//! `BENCH_REPLICAS` (10), `BENCH_NODES` (4), `BENCH_BATCH_SIZE` (10),
+//! `BENCH_MAX_UNAVAILABLE` (25%).
+
+// The e2e tests' helpers (ControlPlane manifests, waits).
+#[path = "../tests/common/mod.rs"]
+mod common;
+
+use anyhow::{Context, bail};
+use k8s_openapi::api::admissionregistration::v1::ValidatingWebhookConfiguration;
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::Namespace;
+use keelson_crds::{ControlPlane, DataPlane};
+use keelson_e2e::shared::install_keelson_crds;
+use keelson_e2e::{Cluster, ClusterOptions};
+use kube::api::{ListParams, PostParams};
+use kube::{Api, Client};
+use serde_json::json;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+const OLD: &str = "edge-25.4.4";
+const NEW: &str = "edge-25.10.7";
+const CONTROL_PLANE: &str = "linkerd";
+
+fn setting(name: &str, default: &str) -> String {
+    std::env::var(name).unwrap_or_else(|_| default.to_owned())
+}
+
+fn number(name: &str, default: usize) -> anyhow::Result<usize> {
+    setting(name, &default.to_string())
+        .parse()
+        .with_context(|| format!("{name} is not a number"))
+}
+
+fn main() -> anyhow::Result<()> {
+    keelson_e2e::install_crypto_provider();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    // The cluster's processes die with the thread that starts them: this one.
+    runtime.block_on(bench())
+}
+
+async fn bench() -> anyhow::Result<()> {
+    let namespaces = number("BENCH_NAMESPACES", 10)?;
+    let deployments = number("BENCH_DEPLOYMENTS", 200)?;
+    let replicas = number("BENCH_REPLICAS", 10)?;
+    let nodes = number("BENCH_NODES", 4)?;
+    let batch_size = number("BENCH_BATCH_SIZE", 10)?;
+    let max_unavailable = setting("BENCH_MAX_UNAVAILABLE", "25%");
+    let pods = deployments * replicas;
+
+    let keelson = build_operator()?;
+    let cluster = Cluster::start(ClusterOptions { nodes, dir: None }).await?;
+    let client = cluster.client()?;
+    install_keelson_crds(&client).await?;
+    let ns: Namespace = serde_json::from_value(json!({"metadata": {"name": "keelson",
+        "labels": {"config.linkerd.io/admission-webhooks": "disabled"}}}))?;
+    Api::<Namespace>::all(client.clone())
+        .create(&PostParams::default(), &ns)
+        .await?;
+    let log = std::env::temp_dir().join(format!("keelson-bench-{}.log", std::process::id()));
+    let mut operator = OperatorProcess::start(&keelson, cluster.kubeconfig(), &log)?;
+    eprintln!("==> operator pid {}, log {}", operator.pid(), log.display());
+    operator.webhooks_registered(&client).await?;
+
+    let cps: Api<ControlPlane> = Api::all(client.clone());
+    cps.create(
+        &PostParams::default(),
+        &common::control_plane(CONTROL_PLANE, "linkerd", OLD, json!({})),
+    )
+    .await?;
+    common::wait_converged(&cps, CONTROL_PLANE, OLD).await?;
+
+    eprintln!(
+        "==> creating {deployments} Deployments x {replicas} pods in {namespaces} injected namespaces"
+    );
+    let created = Instant::now();
+    let apps: Vec<String> = (0..namespaces).map(|i| format!("bench-{i}")).collect();
+    for app in &apps {
+        let ns: Namespace = serde_json::from_value(json!({"metadata": {"name": app,
+            "annotations": {"linkerd.io/inject": "enabled"}}}))?;
+        Api::<Namespace>::all(client.clone())
+            .create(&PostParams::default(), &ns)
+            .await?;
+        let dps: Api<DataPlane> = Api::namespaced(client.clone(), app);
+        let dp: DataPlane = serde_json::from_value(json!({
+            "apiVersion": "keelson.dev/v1alpha1", "kind": "DataPlane",
+            "metadata": {"name": "apps"},
+            "spec": {"rollout": {"batchSize": batch_size, "maxUnavailable": max_unavailable,
+                "interval": "0s"}},
+        }))?;
+        dps.create(&PostParams::default(), &dp).await?;
+    }
+    for i in 0..deployments {
+        let app = &apps[i % namespaces];
+        let name = format!("web-{i}");
+        let d: Deployment = serde_json::from_value(json!({
+            "metadata": {"name": name},
+            "spec": {
+                "replicas": replicas,
+                "selector": {"matchLabels": {"app": name}},
+                "template": {
+                    "metadata": {"labels": {"app": name}},
+                    "spec": {"containers": [{"name": "app", "image": format!("example.com/{name}:1")}]},
+                },
+            },
+        }))?;
+        Api::<Deployment>::namespaced(client.clone(), app)
+            .create(&PostParams::default(), &d)
+            .await?;
+    }
+    let per_namespace =
+        |i: usize| deployments / namespaces + usize::from(i < deployments % namespaces);
+    up_to_date(
+        &client,
+        &apps,
+        &per_namespace,
+        OLD,
+        Duration::from_secs(1800),
+    )
+    .await
+    .context("the pods were not injected at the installed release")?;
+    let ready_after = created.elapsed();
+    let before = operator.memory()?;
+
+    eprintln!("==> upgrading the ControlPlane to {NEW}");
+    let upgrade = Instant::now();
+    common::set_version(&cps, CONTROL_PLANE, NEW).await?;
+    common::wait_converged(&cps, CONTROL_PLANE, NEW).await?;
+    let wave = Instant::now();
+    up_to_date(
+        &client,
+        &apps,
+        &per_namespace,
+        NEW,
+        Duration::from_secs(3600),
+    )
+    .await?;
+    let wave_took = wave.elapsed();
+    let upgrade_took = upgrade.elapsed();
+    let after = operator.memory()?;
+    operator.stop();
+
+    println!(
+        "DataPlane wave: {pods} pods in {deployments} Deployments, {namespaces} namespaces, {nodes} hollow nodes, {} cores",
+        std::thread::available_parallelism().map_or(1, |n| n.get())
+    );
+    println!("  batchSize {batch_size}, maxUnavailable {max_unavailable} per DataPlane");
+    println!(
+        "  pods created, injected and up to date in {:.1} s",
+        ready_after.as_secs_f64()
+    );
+    println!(
+        "  ControlPlane upgrade {OLD} -> {NEW}: {:.1} s",
+        (upgrade_took - wave_took).as_secs_f64()
+    );
+    println!(
+        "  wave (ControlPlane Ready at {NEW} -> every pod on it): {:.1} s",
+        wave_took.as_secs_f64()
+    );
+    println!(
+        "  operator RSS: {:.1} MiB before the wave, {:.1} MiB after; peak (VmHWM) {:.1} MiB (target: under 64 MiB)",
+        mib(before.rss_kib),
+        mib(after.rss_kib),
+        mib(after.peak_kib)
+    );
+    Ok(())
+}
+
+fn mib(kib: u64) -> f64 {
+    kib as f64 / 1024.0
+}
+
+/// Waits until every DataPlane reports all its workloads up to date at
+/// `version`, printing progress every 30 s.
+async fn up_to_date(
+    client: &Client,
+    apps: &[String],
+    expected: &dyn Fn(usize) -> usize,
+    version: &str,
+    limit: Duration,
+) -> anyhow::Result<()> {
+    let start = Instant::now();
+    let mut reported = Instant::now();
+    loop {
+        let mut done = 0;
+        let mut workloads = 0;
+        for (i, app) in apps.iter().enumerate() {
+            let dp = Api::<DataPlane>::namespaced(client.clone(), app)
+                .get("apps")
+                .await?;
+            let s = dp.status.unwrap_or_default();
+            let want = i32::try_from(expected(i))?;
+            workloads += want;
+            if s.target_proxy_version.as_deref() == Some(version) && s.workloads == want {
+                done += s.up_to_date;
+            }
+        }
+        if done == workloads {
+            return Ok(());
+        }
+        if start.elapsed() > limit {
+            bail!(
+                "after {}s, {done} of {workloads} workloads up to date at {version}",
+                limit.as_secs()
+            );
+        }
+        if reported.elapsed() > Duration::from_secs(30) {
+            let pods = Api::<k8s_openapi::api::core::v1::Pod>::all(client.clone())
+                .list_metadata(&ListParams::default())
+                .await?
+                .items
+                .len();
+            eprintln!(
+                "    {:>5.0} s: {done} of {workloads} workloads up to date at {version} ({pods} pods)",
+                start.elapsed().as_secs_f64()
+            );
+            reported = Instant::now();
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+}
+
+/// Builds the `keelson` binary (release) and returns its path.
+fn build_operator() -> anyhow::Result<PathBuf> {
+    eprintln!("==> building keelson (release)");
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let manifest = Path::new(env!("CARGO_MANIFEST_DIR")).join("../Cargo.toml");
+    let output = Command::new(cargo)
+        .args([
+            "build",
+            "--release",
+            "--locked",
+            "-p",
+            "keelson-operator",
+            "--bin",
+            "keelson",
+        ])
+        .args([
+            "--message-format",
+            "json-render-diagnostics",
+            "--manifest-path",
+        ])
+        .arg(&manifest)
+        .stderr(Stdio::inherit())
+        .output()
+        .context("running cargo build")?;
+    if !output.status.success() {
+        bail!("cargo build failed: {}", output.status);
+    }
+    String::from_utf8(output.stdout)?
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|m| m["reason"] == "compiler-artifact" && m["target"]["name"] == "keelson")
+        .find_map(|m| m["executable"].as_str().map(PathBuf::from))
+        .context("cargo build named no keelson executable")
+}
+
+/// `keelson run` as a child process, killed with this one.
+struct OperatorProcess {
+    child: Child,
+    webhook_url: String,
+}
+
+struct Memory {
+    rss_kib: u64,
+    peak_kib: u64,
+}
+
+impl OperatorProcess {
+    fn start(keelson: &Path, kubeconfig: &Path, log: &Path) -> anyhow::Result<Self> {
+        let port = |_| -> anyhow::Result<u16> {
+            Ok(std::net::TcpListener::bind("127.0.0.1:0")?
+                .local_addr()?
+                .port())
+        };
+        let (webhooks, admin) = (port(0)?, port(1)?);
+        let webhook_url = format!("https://127.0.0.1:{webhooks}");
+        let out = std::fs::File::create(log)?;
+        let child = Command::new("setpriv")
+            .args(["--pdeathsig", "KILL", "--"])
+            .arg(keelson)
+            .args([
+                "run",
+                "--namespace",
+                "keelson",
+                "--webhook-url",
+                &webhook_url,
+            ])
+            .arg("--webhook-listen")
+            .arg(format!("127.0.0.1:{webhooks}"))
+            .arg("--admin-listen")
+            .arg(format!("127.0.0.1:{admin}"))
+            .env("KUBECONFIG", kubeconfig)
+            .env("RUST_LOG", "info,kube_runtime=warn")
+            .stdin(Stdio::null())
+            .stderr(out.try_clone()?)
+            .stdout(out)
+            .spawn()
+            .context("starting keelson run")?;
+        Ok(Self { child, webhook_url })
+    }
+
+    /// setpriv execs the operator, so the child is the operator itself.
+    fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    fn memory(&mut self) -> anyhow::Result<Memory> {
+        if let Some(status) = self.child.try_wait()? {
+            bail!("the operator exited: {status}");
+        }
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid()))?;
+        let field = |name: &str| -> anyhow::Result<u64> {
+            status
+                .lines()
+                .find_map(|l| l.strip_prefix(name))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+                .with_context(|| format!("no {name} in /proc/{}/status", self.pid()))
+        };
+        Ok(Memory {
+            rss_kib: field("VmRSS:")?,
+            peak_kib: field("VmHWM:")?,
+        })
+    }
+
+    /// Waits until the validating webhook points at this operator.
+    async fn webhooks_registered(&mut self, client: &Client) -> anyhow::Result<()> {
+        let api: Api<ValidatingWebhookConfiguration> = Api::all(client.clone());
+        let url = format!("{}/validate", self.webhook_url);
+        let start = Instant::now();
+        while start.elapsed() < Duration::from_secs(120) {
+            if let Some(status) = self.child.try_wait()? {
+                bail!("the operator exited: {status}");
+            }
+            let registered = api
+                .get_opt(keelson_operator::admission::configurations::VALIDATOR)
+                .await?
+                .and_then(|v| v.webhooks)
+                .is_some_and(|w| w[0].client_config.url.as_deref() == Some(url.as_str()));
+            if registered {
+                return Ok(());
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        bail!("the operator's webhooks were not registered at {url}")
+    }
+
+    fn stop(mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

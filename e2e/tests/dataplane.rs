@@ -1,0 +1,485 @@
+//! End-to-end tests of DataPlane waves on the real test cluster: injected
+//! pods on hollow nodes, restarted in paced batches after a ControlPlane
+//! upgrade, within `maxUnavailable`; and a restart whose pods cannot become
+//! ready stops the wave. In its own test binary (own cluster): hollow-node
+//! faults are cluster-wide.
+
+mod common;
+
+use anyhow::{Context, bail, ensure};
+use common::{Operator, control_plane, set_fault, set_version, wait_converged};
+use futures::StreamExt;
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::{Event, Namespace, Pod};
+use keelson_crds::{ControlPlane, DataPlane, DataPlaneStatus};
+use keelson_e2e::shared::{TEST_NAMESPACE_LABEL, dump_namespace, env, install_keelson_crds};
+use keelson_operator::rollout::RESTARTED_AT;
+use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams};
+use kube::runtime::{WatchStreamExt, watcher};
+use kube::{Api, Client, ResourceExt};
+use serde_json::json;
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+const OLD: &str = "edge-25.4.4";
+const NEW: &str = "edge-25.10.7";
+const PROXY_VERSION: &str = "linkerd.io/proxy-version";
+/// Label on the test's Deployments; its value is the test's namespace.
+const WAVE_LABEL: &str = "e2e.keelson.dev/wave";
+/// A wave over dozens of workloads on a two-core machine.
+const WAVE_WAIT: Duration = Duration::from_secs(600);
+
+/// Polls `check` until it returns `Some`, for at most `limit`.
+async fn wait_until<T, F, Fut>(what: &str, limit: Duration, mut check: F) -> anyhow::Result<T>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = anyhow::Result<Option<T>>>,
+{
+    tokio::time::timeout(limit, async {
+        loop {
+            if let Some(v) = check().await? {
+                return anyhow::Ok(v);
+            }
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+    })
+    .await
+    .with_context(|| format!("timed out after {}s: {what}", limit.as_secs()))?
+}
+
+/// An injected namespace (`linkerd.io/inject: enabled`).
+async fn injected_namespace(client: &Client, name: &str) -> anyhow::Result<()> {
+    let ns: Namespace = serde_json::from_value(json!({"metadata": {"name": name,
+        "labels": {TEST_NAMESPACE_LABEL: "true"},
+        "annotations": {"linkerd.io/inject": "enabled"}}}))?;
+    Api::<Namespace>::all(client.clone())
+        .create(&PostParams::default(), &ns)
+        .await?;
+    Ok(())
+}
+
+/// A Deployment of `replicas` pods running `image`. With `take_down`, its
+/// rollouts replace pods without surging (one pod unavailable at a time), so
+/// a restart really costs availability.
+fn deployment(
+    name: &str,
+    wave: &str,
+    replicas: i32,
+    image: &str,
+    take_down: bool,
+) -> anyhow::Result<Deployment> {
+    let strategy = if take_down {
+        json!({"type": "RollingUpdate", "rollingUpdate": {"maxSurge": 0, "maxUnavailable": 1}})
+    } else {
+        json!({"type": "RollingUpdate"})
+    };
+    Ok(serde_json::from_value(json!({
+        "metadata": {"name": name, "labels": {"app": name, WAVE_LABEL: wave}},
+        "spec": {
+            "replicas": replicas,
+            "strategy": strategy,
+            "selector": {"matchLabels": {"app": name}},
+            "template": {
+                "metadata": {"labels": {"app": name, WAVE_LABEL: wave}},
+                "spec": {"containers": [{"name": "app", "image": image}]},
+            },
+        },
+    }))?)
+}
+
+fn data_plane(name: &str, spec: serde_json::Value) -> anyhow::Result<DataPlane> {
+    Ok(serde_json::from_value(json!({
+        "apiVersion": "keelson.dev/v1alpha1", "kind": "DataPlane",
+        "metadata": {"name": name}, "spec": spec,
+    }))?)
+}
+
+fn status(dp: &DataPlane) -> DataPlaneStatus {
+    dp.status.clone().unwrap_or_default()
+}
+
+fn ready(s: &DataPlaneStatus) -> bool {
+    s.conditions
+        .iter()
+        .any(|c| c.type_ == "Ready" && c.status == "True")
+}
+
+/// Every workload up to date at `version`, and Ready.
+async fn wait_up_to_date(
+    api: &Api<DataPlane>,
+    name: &str,
+    workloads: i32,
+    version: &str,
+    limit: Duration,
+) -> anyhow::Result<DataPlane> {
+    // The last status seen, to show what a timeout waited on.
+    let last = std::cell::RefCell::new(None);
+    let waited = wait_until(
+        &format!("DataPlane {name} up to date at {version}"),
+        limit,
+        || async {
+            let dp = api.get(name).await?;
+            let s = status(&dp);
+            let done = s.target_proxy_version.as_deref() == Some(version)
+                && s.workloads == workloads
+                && s.up_to_date == workloads
+                && ready(&s);
+            *last.borrow_mut() = Some(s);
+            anyhow::Ok(done.then_some(dp))
+        },
+    )
+    .await;
+    waited.with_context(|| format!("last status: {:#?}", last.borrow()))
+}
+
+/// Proxy versions of the pods of `namespace` that are not being deleted.
+async fn proxy_versions(client: &Client, namespace: &str) -> anyhow::Result<Vec<(String, String)>> {
+    let pods: Api<Pod> = Api::namespaced(client.clone(), namespace);
+    Ok(pods
+        .list(&ListParams::default())
+        .await?
+        .into_iter()
+        .filter(|p| p.metadata.deletion_timestamp.is_none())
+        .map(|p| {
+            let version = p
+                .annotations()
+                .get(PROXY_VERSION)
+                .cloned()
+                .unwrap_or_else(|| "none".into());
+            (p.name_any(), version)
+        })
+        .collect())
+}
+
+/// The most pods each namespace had unavailable at once, as its
+/// Deployments' status reported, from a watch kept while the wave runs.
+#[derive(Clone, Default)]
+struct Availability {
+    peak: Arc<Mutex<BTreeMap<String, i32>>>,
+}
+
+impl Availability {
+    fn watch(client: &Client, wave: &str) -> (Self, tokio::task::JoinHandle<()>) {
+        let this = Self::default();
+        let api: Api<Deployment> = Api::all(client.clone());
+        let config = watcher::Config::default().labels(&format!("{WAVE_LABEL}={wave}"));
+        let peak = this.peak.clone();
+        let task = tokio::spawn(async move {
+            let mut down: BTreeMap<(String, String), i32> = BTreeMap::new();
+            let mut events =
+                std::pin::pin!(watcher(api, config).default_backoff().applied_objects());
+            while let Some(Ok(d)) = events.next().await {
+                let desired = d.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1);
+                let available = d
+                    .status
+                    .as_ref()
+                    .and_then(|s| s.available_replicas)
+                    .unwrap_or(0);
+                let ns = d.namespace().unwrap_or_default();
+                down.insert((ns.clone(), d.name_any()), (desired - available).max(0));
+                let now: i32 = down
+                    .iter()
+                    .filter(|((n, _), _)| *n == ns)
+                    .map(|(_, v)| v)
+                    .sum();
+                let mut peak = peak.lock().expect("not poisoned");
+                let p = peak.entry(ns).or_default();
+                *p = (*p).max(now);
+            }
+        });
+        (this, task)
+    }
+
+    fn peaks(&self) -> BTreeMap<String, i32> {
+        self.peak.lock().expect("not poisoned").clone()
+    }
+}
+
+/// Deletes the ControlPlane and waits until it is gone: Linkerd allows one
+/// per cluster, so the next test's would be refused until then.
+async fn remove_control_plane(cps: &Api<ControlPlane>, name: &str) -> anyhow::Result<()> {
+    cps.delete(name, &DeleteParams::default()).await?;
+    wait_until(
+        "the ControlPlane to be removed",
+        Duration::from_secs(120),
+        || async { anyhow::Ok(cps.get_opt(name).await?.is_none().then_some(())) },
+    )
+    .await
+}
+
+/// Runs `test`; on failure adds the state of the extra namespaces it made.
+async fn with_dumps(
+    client: &Client,
+    namespaces: &[String],
+    test: impl Future<Output = anyhow::Result<()>>,
+) -> anyhow::Result<()> {
+    let result = test.await;
+    if let Err(e) = result {
+        let mut dumps = String::new();
+        for ns in namespaces {
+            dumps.push_str(&format!(
+                "--- state of namespace {ns} ---\n{}",
+                dump_namespace(client, ns).await
+            ));
+        }
+        bail!("{e:#}\n{dumps}");
+    }
+    for ns in namespaces {
+        let _ = Api::<Namespace>::all(client.clone())
+            .delete(ns, &DeleteParams::background())
+            .await;
+    }
+    Ok(())
+}
+
+/// 50 Deployments in 5 injected namespaces, one DataPlane each. Upgrading
+/// the ControlPlane moves every pod to the new proxy, batch by batch, never
+/// with more pods unavailable than `maxUnavailable` allows.
+#[tokio::test]
+async fn a_control_plane_upgrade_restarts_every_workload_within_the_budget() {
+    let _serial = common::SERIAL.lock().await;
+    env()
+        .in_namespace("dpwave", |client, ns| async move {
+            install_keelson_crds(&client).await?;
+            let operator = Operator::start(client.clone());
+            operator.webhooks_registered(&client).await?;
+            let cps: Api<ControlPlane> = Api::all(client.clone());
+            cps.create(
+                &PostParams::default(),
+                &control_plane(&ns, &ns, OLD, json!({})),
+            )
+            .await?;
+            wait_converged(&cps, &ns, OLD).await?;
+
+            let apps: Vec<String> = (0..5).map(|i| format!("{ns}-app{i}")).collect();
+            with_dumps(&client, &apps, async {
+                // 10 Deployments per namespace, 15 pods: 20% allows 3 down.
+                const BUDGET: i32 = 3;
+                for (a, app) in apps.iter().enumerate() {
+                    injected_namespace(&client, app).await?;
+                    let deployments: Api<Deployment> = Api::namespaced(client.clone(), app);
+                    for i in 0..10 {
+                        let d = deployment(
+                            &format!("web-{i}"),
+                            &ns,
+                            1 + (i % 2),
+                            &format!("example.com/app-{a}-{i}:1"),
+                            i % 2 == 1,
+                        )?;
+                        deployments.create(&PostParams::default(), &d).await?;
+                    }
+                    let dps: Api<DataPlane> = Api::namespaced(client.clone(), app);
+                    let dp = data_plane(
+                        "apps",
+                        json!({"controlPlane": ns, "rollout":
+                            {"batchSize": 5, "maxUnavailable": "20%", "interval": "1s"}}),
+                    )?;
+                    dps.create(&PostParams::default(), &dp).await?;
+                }
+                for app in &apps {
+                    let dps: Api<DataPlane> = Api::namespaced(client.clone(), app);
+                    wait_up_to_date(&dps, "apps", 10, OLD, WAVE_WAIT)
+                        .await
+                        .context(
+                            "injected pods at the installed release (is the injector done?)",
+                        )?;
+                }
+
+                let (availability, watch) = Availability::watch(&client, &ns);
+                set_version(&cps, &ns, NEW).await?;
+                wait_converged(&cps, &ns, NEW).await?;
+                let mut waves = Vec::new();
+                for app in &apps {
+                    let dps: Api<DataPlane> = Api::namespaced(client.clone(), app);
+                    let dp = wait_up_to_date(&dps, "apps", 10, NEW, WAVE_WAIT).await?;
+                    waves.push(status(&dp));
+                }
+                watch.abort();
+
+                let peaks = availability.peaks();
+                for app in &apps {
+                    let peak = peaks.get(app).copied().unwrap_or_default();
+                    ensure!(
+                        peak <= BUDGET,
+                        "{app} had {peak} pods unavailable at once; maxUnavailable allows {BUDGET}"
+                    );
+                    let versions = proxy_versions(&client, app).await?;
+                    ensure!(versions.len() == 15, "{app}: {versions:?}");
+                    ensure!(
+                        versions.iter().all(|(_, v)| v == NEW),
+                        "{app}: pods not on {NEW}: {versions:?}"
+                    );
+                    // Every Deployment was restarted once, with an Event.
+                    let events: Api<Event> = Api::namespaced(client.clone(), app);
+                    let restarted = events
+                        .list(&ListParams::default())
+                        .await?
+                        .into_iter()
+                        .filter(|e| e.reason.as_deref() == Some("Restarted"))
+                        .count();
+                    ensure!(restarted >= 10, "{app}: {restarted} Restarted events");
+                }
+                ensure!(
+                    peaks.values().any(|p| *p > 0),
+                    "the watch never saw a pod down: {peaks:?}"
+                );
+                for s in &waves {
+                    let wave = s.wave.as_ref().context("no wave in status")?;
+                    ensure!(
+                        s.restarting == 0
+                            && s.failed == 0
+                            && s.pending == 0
+                            && s.lagging.is_empty(),
+                        "{s:#?}"
+                    );
+                    ensure!(
+                        wave.restarting.is_empty() && wave.failed.is_empty(),
+                        "{wave:?}"
+                    );
+                }
+                eprintln!("peak unavailable pods per namespace (budget {BUDGET}): {peaks:?}");
+                Ok(())
+            })
+            .await?;
+            remove_control_plane(&cps, &ns).await?;
+            Ok(())
+        })
+        .await;
+}
+
+/// A restart whose pods cannot become ready (the hollow nodes crash-loop the
+/// pinned proxy's image) stops the wave: status names the workload, it is
+/// not restarted again, and the workloads after it keep their pods.
+#[tokio::test]
+async fn a_restart_that_cannot_become_ready_stops_the_wave() {
+    let _serial = common::SERIAL.lock().await;
+    env()
+        .in_namespace("dpfail", |client, ns| async move {
+            install_keelson_crds(&client).await?;
+            let operator = Operator::start(client.clone());
+            operator.webhooks_registered(&client).await?;
+            let cps: Api<ControlPlane> = Api::all(client.clone());
+            cps.create(
+                &PostParams::default(),
+                &control_plane(&ns, &ns, OLD, json!({})),
+            )
+            .await?;
+            wait_converged(&cps, &ns, OLD).await?;
+
+            let app = format!("{ns}-app");
+            with_dumps(&client, std::slice::from_ref(&app), async {
+                injected_namespace(&client, &app).await?;
+                let deployments: Api<Deployment> = Api::namespaced(client.clone(), &app);
+                for i in 0..6 {
+                    let d = deployment(
+                        &format!("web-{i}"),
+                        &ns,
+                        1,
+                        &format!("example.com/web-{i}:1"),
+                        false,
+                    )?;
+                    deployments.create(&PostParams::default(), &d).await?;
+                }
+                let dps: Api<DataPlane> = Api::namespaced(client.clone(), &app);
+                let dp = data_plane(
+                    "apps",
+                    json!({"rollout": {"batchSize": 1, "maxUnavailable": "100%", "interval": "0s"}}),
+                )?;
+                dps.create(&PostParams::default(), &dp).await?;
+                wait_up_to_date(&dps, "apps", 6, OLD, WAVE_WAIT)
+                    .await
+                    .context("injected pods at the installed release (is the injector done?)")?;
+
+                // Pods of the 2.17 proxy crash-loop; the ones running now do not.
+                const PINNED: &str = "edge-24.11.8";
+                set_fault(&client, Some(&format!("proxy:{PINNED}"))).await?;
+                dps.patch(
+                    "apps",
+                    &PatchParams::default(),
+                    &Patch::Merge(json!({"spec": {"proxyVersion":
+                        {"policy": "Pinned", "version": PINNED}}})),
+                )
+                .await?;
+                let stopped = wait_until("the wave to stop", Duration::from_secs(180), || async {
+                    let s = status(&dps.get("apps").await?);
+                    anyhow::Ok((s.failed == 1).then_some(s))
+                })
+                .await?;
+
+                let failed = stopped
+                    .lagging
+                    .iter()
+                    .find(|l| l.reason == "Failed")
+                    .context("no Failed workload listed")?;
+                ensure!(failed.kind == "Deployment" && failed.name == "web-0", "{failed:?}");
+                let message = failed.message.clone().unwrap_or_default();
+                ensure!(message.contains("CrashLoopBackOff"), "{message}");
+                let degraded = stopped
+                    .conditions
+                    .iter()
+                    .find(|c| c.type_ == "Degraded")
+                    .context("no Degraded condition")?;
+                ensure!(
+                    degraded.status == "True"
+                        && degraded.reason == "RestartFailed"
+                        && degraded.message.contains("web-0"),
+                    "{degraded:?}"
+                );
+
+                // Nothing else moves, and web-0 is not restarted again.
+                let token = |d: &Deployment| {
+                    d.spec
+                        .as_ref()
+                        .and_then(|s| s.template.metadata.as_ref())
+                        .and_then(|m| m.annotations.as_ref())
+                        .and_then(|a| a.get(RESTARTED_AT).cloned())
+                };
+                let first = token(&deployments.get("web-0").await?);
+                ensure!(first.is_some(), "web-0 was never restarted");
+                tokio::time::sleep(Duration::from_secs(15)).await;
+                ensure!(token(&deployments.get("web-0").await?) == first, "web-0 restarted again");
+                for i in 1..6 {
+                    let d = deployments.get(&format!("web-{i}")).await?;
+                    ensure!(token(&d).is_none(), "web-{i} was restarted");
+                }
+                let versions = proxy_versions(&client, &app).await?;
+                let others: Vec<_> = versions
+                    .iter()
+                    .filter(|(pod, _)| !pod.starts_with("web-0-"))
+                    .collect();
+                ensure!(
+                    others.len() == 5 && others.iter().all(|(_, v)| v == OLD),
+                    "the workloads after web-0 were touched: {versions:?}"
+                );
+                // web-0 keeps serving from its old pod (its rollout surges).
+                ensure!(
+                    versions.iter().any(|(pod, v)| pod.starts_with("web-0-") && v == OLD),
+                    "{versions:?}"
+                );
+                let s = status(&dps.get("apps").await?);
+                ensure!(s.failed == 1 && s.restarting == 0 && s.up_to_date == 0, "{s:#?}");
+                let events: Api<Event> = Api::namespaced(client.clone(), &app);
+                let warned = events
+                    .list(&ListParams::default())
+                    .await?
+                    .into_iter()
+                    .any(|e| {
+                        e.reason.as_deref() == Some("RestartFailed")
+                            && e.involved_object.name.as_deref() == Some("web-0")
+                    });
+                ensure!(warned, "no RestartFailed event on web-0");
+
+                // Fixed (the image works again), web-0 finishes its rollout
+                // and the wave goes on without anyone retrying it.
+                set_fault(&client, None).await?;
+                wait_up_to_date(&dps, "apps", 6, PINNED, WAVE_WAIT).await?;
+                Ok(())
+            })
+            .await?;
+            remove_control_plane(&cps, &ns).await?;
+            Ok(())
+        })
+        .await;
+}
