@@ -535,6 +535,59 @@ pub struct IdentityStatus {
     /// The issuer certificate in use.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub issuer: Option<CertificateSummary>,
+    /// The trust-anchor rotation under way, persisted phase by phase so that
+    /// a restarted operator resumes exactly where it was.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rotation: Option<AnchorRotation>,
+    /// When the last trust-anchor rotation finished.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_rotation: Option<Time>,
+    /// The value of the `keelson.dev/rotate-trust-anchor` annotation that
+    /// started the last on-demand rotation; a new value starts another.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rotation_request: Option<String>,
+}
+
+/// Annotation on a ControlPlane that asks for a trust-anchor rotation now.
+/// Any new value (a date, a ticket number) starts one.
+pub const ROTATE_TRUST_ANCHOR: &str = "keelson.dev/rotate-trust-anchor";
+
+/// A trust-anchor rotation: the new anchor joins the bundle, then signs the
+/// issuer, then the old one leaves. Every phase waits until the control
+/// plane and every meshed pod carry that phase's bundle.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct AnchorRotation {
+    pub phase: RotationPhase,
+    /// What started it: `Scheduled` (the anchor aged past
+    /// `renewAtPercent`), `Requested` (the annotation) or `Resumed` (a new
+    /// anchor found stored with no rotation recorded).
+    pub trigger: String,
+    pub started_at: Time,
+    /// When the current phase started.
+    pub phase_started_at: Time,
+    /// SHA-256 fingerprint of the anchor being replaced.
+    pub old_anchor_sha256: String,
+    /// SHA-256 fingerprint of the anchor replacing it.
+    pub new_anchor_sha256: String,
+    /// What the current phase waits for.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub waiting_for: Option<String>,
+}
+
+/// Phases of a trust-anchor rotation, in order.
+#[derive(
+    Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, JsonSchema,
+)]
+pub enum RotationPhase {
+    /// The bundle holds the old and the new anchor; the old one still signs
+    /// the issuer.
+    AddAnchor,
+    /// The new anchor signs the issuer; the bundle still holds the old one
+    /// for certificates the old issuer signed.
+    SwitchIssuer,
+    /// The bundle holds only the new anchor.
+    RemoveAnchor,
 }
 
 /// The public facts of one certificate.

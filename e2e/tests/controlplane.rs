@@ -148,7 +148,7 @@ async fn a_controlplane_installs_linkerd_and_converges_without_further_writes() 
                 "the trust roots are the managed anchor"
             );
             let annotations = pod.metadata.and_then(|m| m.annotations).unwrap_or_default();
-            let digest = ring::digest::digest(&ring::digest::SHA256, anchor.as_bytes());
+            let digest = ring::digest::digest(&ring::digest::SHA256, anchor.trim().as_bytes());
             let hex: String = digest.as_ref().iter().map(|b| format!("{b:02x}")).collect();
             ensure!(
                 annotations.get("linkerd.io/trust-root-sha256") == Some(&hex),

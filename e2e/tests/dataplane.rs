@@ -6,133 +6,31 @@
 
 mod common;
 
-use anyhow::{Context, bail, ensure};
-use common::{Operator, control_plane, set_fault, set_version, wait_converged};
+use anyhow::{Context, ensure};
+use common::{
+    Operator, WAVE_LABEL, control_plane, data_plane, deployment, dp_status, injected_namespace,
+    remove_control_plane, set_fault, set_version, wait_converged, wait_until, wait_up_to_date,
+    with_dumps,
+};
 use futures::StreamExt;
 use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::core::v1::{Event, Namespace, Pod};
-use keelson_crds::{ControlPlane, DataPlane, DataPlaneStatus};
-use keelson_e2e::shared::{TEST_NAMESPACE_LABEL, dump_namespace, env, install_keelson_crds};
+use k8s_openapi::api::core::v1::{Event, Pod};
+use keelson_crds::{ControlPlane, DataPlane};
+use keelson_e2e::shared::{env, install_keelson_crds};
 use keelson_operator::rollout::RESTARTED_AT;
-use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams};
+use kube::api::{ListParams, Patch, PatchParams, PostParams};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Client, ResourceExt};
 use serde_json::json;
 use std::collections::BTreeMap;
-use std::future::Future;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 const OLD: &str = "edge-25.4.4";
 const NEW: &str = "edge-25.10.7";
 const PROXY_VERSION: &str = "linkerd.io/proxy-version";
-/// Label on the test's Deployments; its value is the test's namespace.
-const WAVE_LABEL: &str = "e2e.keelson.dev/wave";
 /// A wave over dozens of workloads on a two-core machine.
 const WAVE_WAIT: Duration = Duration::from_secs(600);
-
-/// Polls `check` until it returns `Some`, for at most `limit`.
-async fn wait_until<T, F, Fut>(what: &str, limit: Duration, mut check: F) -> anyhow::Result<T>
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = anyhow::Result<Option<T>>>,
-{
-    tokio::time::timeout(limit, async {
-        loop {
-            if let Some(v) = check().await? {
-                return anyhow::Ok(v);
-            }
-            tokio::time::sleep(Duration::from_millis(500)).await;
-        }
-    })
-    .await
-    .with_context(|| format!("timed out after {}s: {what}", limit.as_secs()))?
-}
-
-/// An injected namespace (`linkerd.io/inject: enabled`).
-async fn injected_namespace(client: &Client, name: &str) -> anyhow::Result<()> {
-    let ns: Namespace = serde_json::from_value(json!({"metadata": {"name": name,
-        "labels": {TEST_NAMESPACE_LABEL: "true"},
-        "annotations": {"linkerd.io/inject": "enabled"}}}))?;
-    Api::<Namespace>::all(client.clone())
-        .create(&PostParams::default(), &ns)
-        .await?;
-    Ok(())
-}
-
-/// A Deployment of `replicas` pods running `image`. With `take_down`, its
-/// rollouts replace pods without surging (one pod unavailable at a time), so
-/// a restart really costs availability.
-fn deployment(
-    name: &str,
-    wave: &str,
-    replicas: i32,
-    image: &str,
-    take_down: bool,
-) -> anyhow::Result<Deployment> {
-    let strategy = if take_down {
-        json!({"type": "RollingUpdate", "rollingUpdate": {"maxSurge": 0, "maxUnavailable": 1}})
-    } else {
-        json!({"type": "RollingUpdate"})
-    };
-    Ok(serde_json::from_value(json!({
-        "metadata": {"name": name, "labels": {"app": name, WAVE_LABEL: wave}},
-        "spec": {
-            "replicas": replicas,
-            "strategy": strategy,
-            "selector": {"matchLabels": {"app": name}},
-            "template": {
-                "metadata": {"labels": {"app": name, WAVE_LABEL: wave}},
-                "spec": {"containers": [{"name": "app", "image": image}]},
-            },
-        },
-    }))?)
-}
-
-fn data_plane(name: &str, spec: serde_json::Value) -> anyhow::Result<DataPlane> {
-    Ok(serde_json::from_value(json!({
-        "apiVersion": "keelson.dev/v1alpha1", "kind": "DataPlane",
-        "metadata": {"name": name}, "spec": spec,
-    }))?)
-}
-
-fn status(dp: &DataPlane) -> DataPlaneStatus {
-    dp.status.clone().unwrap_or_default()
-}
-
-fn ready(s: &DataPlaneStatus) -> bool {
-    s.conditions
-        .iter()
-        .any(|c| c.type_ == "Ready" && c.status == "True")
-}
-
-/// Every workload up to date at `version`, and Ready.
-async fn wait_up_to_date(
-    api: &Api<DataPlane>,
-    name: &str,
-    workloads: i32,
-    version: &str,
-    limit: Duration,
-) -> anyhow::Result<DataPlane> {
-    // The last status seen, to show what a timeout waited on.
-    let last = std::cell::RefCell::new(None);
-    let waited = wait_until(
-        &format!("DataPlane {name} up to date at {version}"),
-        limit,
-        || async {
-            let dp = api.get(name).await?;
-            let s = status(&dp);
-            let done = s.target_proxy_version.as_deref() == Some(version)
-                && s.workloads == workloads
-                && s.up_to_date == workloads
-                && ready(&s);
-            *last.borrow_mut() = Some(s);
-            anyhow::Ok(done.then_some(dp))
-        },
-    )
-    .await;
-    waited.with_context(|| format!("last status: {:#?}", last.borrow()))
-}
 
 /// Proxy versions of the pods of `namespace` that are not being deleted.
 async fn proxy_versions(client: &Client, namespace: &str) -> anyhow::Result<Vec<(String, String)>> {
@@ -197,43 +95,6 @@ impl Availability {
     }
 }
 
-/// Deletes the ControlPlane and waits until it is gone: Linkerd allows one
-/// per cluster, so the next test's would be refused until then.
-async fn remove_control_plane(cps: &Api<ControlPlane>, name: &str) -> anyhow::Result<()> {
-    cps.delete(name, &DeleteParams::default()).await?;
-    wait_until(
-        "the ControlPlane to be removed",
-        Duration::from_secs(120),
-        || async { anyhow::Ok(cps.get_opt(name).await?.is_none().then_some(())) },
-    )
-    .await
-}
-
-/// Runs `test`; on failure adds the state of the extra namespaces it made.
-async fn with_dumps(
-    client: &Client,
-    namespaces: &[String],
-    test: impl Future<Output = anyhow::Result<()>>,
-) -> anyhow::Result<()> {
-    let result = test.await;
-    if let Err(e) = result {
-        let mut dumps = String::new();
-        for ns in namespaces {
-            dumps.push_str(&format!(
-                "--- state of namespace {ns} ---\n{}",
-                dump_namespace(client, ns).await
-            ));
-        }
-        bail!("{e:#}\n{dumps}");
-    }
-    for ns in namespaces {
-        let _ = Api::<Namespace>::all(client.clone())
-            .delete(ns, &DeleteParams::background())
-            .await;
-    }
-    Ok(())
-}
-
 /// 50 Deployments in 5 injected namespaces, one DataPlane each. Upgrading
 /// the ControlPlane moves every pod to the new proxy, batch by batch, never
 /// with more pods unavailable than `maxUnavailable` allows.
@@ -294,7 +155,7 @@ async fn a_control_plane_upgrade_restarts_every_workload_within_the_budget() {
                 for app in &apps {
                     let dps: Api<DataPlane> = Api::namespaced(client.clone(), app);
                     let dp = wait_up_to_date(&dps, "apps", 10, NEW, WAVE_WAIT).await?;
-                    waves.push(status(&dp));
+                    waves.push(dp_status(&dp));
                 }
                 watch.abort();
 
@@ -403,7 +264,7 @@ async fn a_restart_that_cannot_become_ready_stops_the_wave() {
                 )
                 .await?;
                 let stopped = wait_until("the wave to stop", Duration::from_secs(180), || async {
-                    let s = status(&dps.get("apps").await?);
+                    let s = dp_status(&dps.get("apps").await?);
                     anyhow::Ok((s.failed == 1).then_some(s))
                 })
                 .await?;
@@ -458,7 +319,7 @@ async fn a_restart_that_cannot_become_ready_stops_the_wave() {
                     versions.iter().any(|(pod, v)| pod.starts_with("web-0-") && v == OLD),
                     "{versions:?}"
                 );
-                let s = status(&dps.get("apps").await?);
+                let s = dp_status(&dps.get("apps").await?);
                 ensure!(s.failed == 1 && s.restarting == 0 && s.up_to_date == 0, "{s:#?}");
                 let events: Api<Event> = Api::namespaced(client.clone(), &app);
                 let warned = events

@@ -142,6 +142,27 @@ impl Metrics {
             .insert(certificate.to_owned(), not_after);
     }
 
+    /// Replaces the mesh identity's certificates (`trust-anchor/<sha>`,
+    /// `issuer`): an anchor that left the bundle stops being reported.
+    pub fn identity_certificates(&self, certificates: Vec<(String, SystemTime)>) {
+        let mut not_after = self
+            .not_after
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        let gone: Vec<String> = not_after
+            .keys()
+            .filter(|k| k.starts_with("trust-anchor/") || *k == "issuer")
+            .filter(|k| !certificates.iter().any(|(c, _)| c == *k))
+            .cloned()
+            .collect();
+        for certificate in gone {
+            not_after.remove(&certificate);
+            self.certificate_expiry
+                .remove(&CertificateLabels { certificate });
+        }
+        not_after.extend(certificates);
+    }
+
     /// The metrics in the OpenMetrics text format.
     pub fn encode(&self) -> String {
         let now = SystemTime::now();

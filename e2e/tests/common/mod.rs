@@ -5,12 +5,15 @@ use anyhow::Context as _;
 use k8s_openapi::api::admissionregistration::v1::ValidatingWebhookConfiguration;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{ConfigMap, Namespace};
-use keelson_crds::ControlPlane;
+use keelson_crds::{ControlPlane, DataPlane, DataPlaneStatus};
 use keelson_e2e::hollow;
+use keelson_e2e::shared::{TEST_NAMESPACE_LABEL, dump_namespace};
+use kube::api::{DeleteParams, PostParams};
 use kube::api::{Patch, PatchParams};
 use kube::runtime::wait::await_condition;
 use kube::{Api, Client};
 use serde_json::json;
+use std::future::Future;
 use std::sync::OnceLock;
 use std::time::Duration;
 
@@ -220,5 +223,150 @@ pub async fn set_version(api: &Api<ControlPlane>, name: &str, version: &str) -> 
         &Patch::Merge(json!({"spec": {"version": version}})),
     )
     .await?;
+    Ok(())
+}
+
+// Workloads and DataPlanes ---------------------------------------------------
+
+/// Label on the test's Deployments; its value is the test's namespace.
+pub const WAVE_LABEL: &str = "e2e.keelson.dev/wave";
+
+/// Polls `check` until it returns `Some`, for at most `limit`.
+pub async fn wait_until<T, F, Fut>(what: &str, limit: Duration, mut check: F) -> anyhow::Result<T>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = anyhow::Result<Option<T>>>,
+{
+    tokio::time::timeout(limit, async {
+        loop {
+            if let Some(v) = check().await? {
+                return anyhow::Ok(v);
+            }
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+    })
+    .await
+    .with_context(|| format!("timed out after {}s: {what}", limit.as_secs()))?
+}
+
+/// An injected namespace (`linkerd.io/inject: enabled`).
+pub async fn injected_namespace(client: &Client, name: &str) -> anyhow::Result<()> {
+    let ns: Namespace = serde_json::from_value(json!({"metadata": {"name": name,
+        "labels": {TEST_NAMESPACE_LABEL: "true"},
+        "annotations": {"linkerd.io/inject": "enabled"}}}))?;
+    Api::<Namespace>::all(client.clone())
+        .create(&PostParams::default(), &ns)
+        .await?;
+    Ok(())
+}
+
+/// A Deployment of `replicas` pods running `image`. With `take_down`, its
+/// rollouts replace pods without surging (one pod unavailable at a time), so
+/// a restart really costs availability.
+pub fn deployment(
+    name: &str,
+    wave: &str,
+    replicas: i32,
+    image: &str,
+    take_down: bool,
+) -> anyhow::Result<Deployment> {
+    let strategy = if take_down {
+        json!({"type": "RollingUpdate", "rollingUpdate": {"maxSurge": 0, "maxUnavailable": 1}})
+    } else {
+        json!({"type": "RollingUpdate"})
+    };
+    Ok(serde_json::from_value(json!({
+        "metadata": {"name": name, "labels": {"app": name, WAVE_LABEL: wave}},
+        "spec": {
+            "replicas": replicas,
+            "strategy": strategy,
+            "selector": {"matchLabels": {"app": name}},
+            "template": {
+                "metadata": {"labels": {"app": name, WAVE_LABEL: wave}},
+                "spec": {"containers": [{"name": "app", "image": image}]},
+            },
+        },
+    }))?)
+}
+
+pub fn data_plane(name: &str, spec: serde_json::Value) -> anyhow::Result<DataPlane> {
+    Ok(serde_json::from_value(json!({
+        "apiVersion": "keelson.dev/v1alpha1", "kind": "DataPlane",
+        "metadata": {"name": name}, "spec": spec,
+    }))?)
+}
+
+pub fn dp_status(dp: &DataPlane) -> DataPlaneStatus {
+    dp.status.clone().unwrap_or_default()
+}
+
+pub fn ready(s: &DataPlaneStatus) -> bool {
+    s.conditions
+        .iter()
+        .any(|c| c.type_ == "Ready" && c.status == "True")
+}
+
+/// Every workload up to date at `version`, and Ready.
+pub async fn wait_up_to_date(
+    api: &Api<DataPlane>,
+    name: &str,
+    workloads: i32,
+    version: &str,
+    limit: Duration,
+) -> anyhow::Result<DataPlane> {
+    // The last status seen, to show what a timeout waited on.
+    let last = std::cell::RefCell::new(None);
+    let waited = wait_until(
+        &format!("DataPlane {name} up to date at {version}"),
+        limit,
+        || async {
+            let dp = api.get(name).await?;
+            let s = dp_status(&dp);
+            let done = s.target_proxy_version.as_deref() == Some(version)
+                && s.workloads == workloads
+                && s.up_to_date == workloads
+                && ready(&s);
+            *last.borrow_mut() = Some(s);
+            anyhow::Ok(done.then_some(dp))
+        },
+    )
+    .await;
+    waited.with_context(|| format!("last status: {:#?}", last.borrow()))
+}
+
+/// Deletes the ControlPlane and waits until it is gone: Linkerd allows one
+/// per cluster, so the next test's would be refused until then.
+pub async fn remove_control_plane(cps: &Api<ControlPlane>, name: &str) -> anyhow::Result<()> {
+    cps.delete(name, &DeleteParams::default()).await?;
+    wait_until(
+        "the ControlPlane to be removed",
+        Duration::from_secs(120),
+        || async { anyhow::Ok(cps.get_opt(name).await?.is_none().then_some(())) },
+    )
+    .await
+}
+
+/// Runs `test`; on failure adds the state of the extra namespaces it made.
+pub async fn with_dumps(
+    client: &Client,
+    namespaces: &[String],
+    test: impl Future<Output = anyhow::Result<()>>,
+) -> anyhow::Result<()> {
+    let result = test.await;
+    if let Err(e) = result {
+        let mut dumps = String::new();
+        for ns in namespaces {
+            dumps.push_str(&format!(
+                "--- state of namespace {ns} ---\n{}",
+                dump_namespace(client, ns).await
+            ));
+        }
+        anyhow::bail!("{e:#}\n{dumps}");
+    }
+    for ns in namespaces {
+        let _ = Api::<Namespace>::all(client.clone())
+            .delete(ns, &DeleteParams::background())
+            .await;
+    }
     Ok(())
 }

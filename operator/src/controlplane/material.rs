@@ -3,17 +3,21 @@
 //! the pure renderer.
 
 use super::ReconcileError;
-use crate::identity;
+use crate::identity::rotation::{Anchors, Lagging, Trigger};
+use crate::identity::{self, rotation};
+use crate::render::proxy::{TRUST_ROOT_SHA256, trust_root_sha256};
 use crate::render::{CONTROL_PLANE_LABEL, IdentityMaterial, TlsPair, WebhookTls};
 use k8s_openapi::ByteString;
-use k8s_openapi::api::core::v1::Secret;
+use k8s_openapi::api::core::v1::{Pod, Secret};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use keelson_crds::ControlPlane;
-use keelson_crds::controlplane::IssuerMode;
-use kube::api::{Api, PostParams};
+use keelson_crds::controlplane::{IdentityStatus, IssuerMode, ROTATE_TRUST_ANCHOR};
+use kube::api::{Api, ListParams, PostParams};
 use kube::{Client, ResourceExt};
 use std::time::{Duration, SystemTime};
 
-/// Secret holding the managed trust anchor's certificate and key. Keelson
+/// Secret holding the managed trust anchors' certificates and keys (the
+/// active one, and during a rotation the next or the previous one). Keelson
 /// keeps it; Linkerd never reads it.
 pub const ANCHOR_SECRET: &str = "keelson-identity-trust-anchor";
 pub const ISSUER_SECRET: &str = "linkerd-identity-issuer";
@@ -38,6 +42,19 @@ pub struct Material {
     /// When the managed issuer is due for renewal: the reconciler must run
     /// again by then.
     pub issuer_renewal: Option<SystemTime>,
+    /// The issuer certificate in use (PEM), for status and expiry checks.
+    pub issuer_cert_pem: Option<String>,
+    /// The trust-anchor rotation step taken (managed identity only).
+    pub rotation: Option<rotation::Plan>,
+}
+
+/// What the reconcile observed that the anchors' rotation gates on.
+pub struct Observed<'a> {
+    /// Identity status as last recorded.
+    pub status: Option<&'a IdentityStatus>,
+    /// The trust-bundle digest identity and destination run with, when both
+    /// are rolled out and available with the same one.
+    pub control_plane_bundle: Option<&'a str>,
 }
 
 /// Whether a stored issuer can stay: readable, not yet due for renewal, and
@@ -52,9 +69,40 @@ fn issuer_usable(
         && identity::verify_signed_by(&issuer.cert_pem, &anchor.cert_pem).is_ok()
 }
 
+/// The stored anchors; `None` when the Secret has no usable active anchor.
+fn stored_anchors(secret: &Secret) -> Option<Anchors> {
+    Some(Anchors {
+        active: pair(secret, "ca.crt", "ca.key")?,
+        next: pair(secret, NEXT_CERT, NEXT_KEY),
+        previous: key(secret, PREVIOUS_CERT),
+    })
+}
+
+const NEXT_CERT: &str = "next.crt";
+const NEXT_KEY: &str = "next.key";
+const PREVIOUS_CERT: &str = "previous.crt";
+
+/// Why a rotation should start now, if none is under way.
+fn trigger(
+    cp: &ControlPlane,
+    status: Option<&IdentityStatus>,
+    active: &TlsPair,
+    now: SystemTime,
+) -> Result<Option<Trigger>, ReconcileError> {
+    let requested = cp.annotations().get(ROTATE_TRUST_ANCHOR);
+    if requested.is_some() && requested != status.and_then(|s| s.rotation_request.as_ref()) {
+        return Ok(Some(Trigger::Requested));
+    }
+    let rotation = &cp.spec.identity.rotation;
+    let due = identity::validity_of(&active.cert_pem, "trust anchor")?
+        .due(rotation.renew_at_percent, now);
+    Ok((rotation.automatic_trust_anchor_rotation && due).then_some(Trigger::Scheduled))
+}
+
 pub async fn load(
     client: &Client,
     cp: &ControlPlane,
+    observed: &Observed<'_>,
     now: SystemTime,
 ) -> Result<Material, ReconcileError> {
     let ns = cp.spec.namespace.as_str();
@@ -69,33 +117,74 @@ pub async fn load(
         }
     };
     let spec = &cp.spec.identity;
-    let (identity, issuer_renewal) = match spec.issuer {
+    let (identity, issuer_renewal, issuer_cert_pem, rotation) = match spec.issuer {
         IssuerMode::Managed => {
-            let anchor = match get(ANCHOR_SECRET)
-                .await?
+            let new_anchor = || {
+                identity::trust_anchor(&spec.trust_domain, spec.trust_anchor_lifetime.into(), now)
+            };
+            let stored = get(ANCHOR_SECRET).await?;
+            let (anchors, secret) = match stored
                 .as_ref()
-                .and_then(|s| pair(s, "ca.crt", "ca.key"))
+                .and_then(|s| stored_anchors(s).map(|a| (a, s.clone())))
             {
-                Some(anchor) => anchor,
+                Some(found) => found,
                 None => {
-                    let anchor = identity::trust_anchor(
-                        &spec.trust_domain,
-                        spec.trust_anchor_lifetime.into(),
-                        now,
-                    )?;
-                    create_secret(
-                        &secrets,
-                        cp,
-                        ANCHOR_SECRET,
-                        &[("ca.crt", &anchor.cert_pem), ("ca.key", &anchor.key_pem)],
-                    )
-                    .await?
-                    .and_then(|s| pair(&s, "ca.crt", "ca.key"))
-                    .unwrap_or(anchor)
+                    let anchor = new_anchor()?;
+                    let data = [
+                        ("ca.crt", anchor.cert_pem.as_str()),
+                        ("ca.key", anchor.key_pem.as_str()),
+                    ];
+                    let secret = create_secret(&secrets, cp, ANCHOR_SECRET, &data).await?;
+                    match secret
+                        .as_ref()
+                        .and_then(|s| stored_anchors(s).map(|a| (a, s.clone())))
+                    {
+                        Some(found) => found,
+                        None => {
+                            return Err(ReconcileError::AnchorUnreadable {
+                                namespace: ns.to_owned(),
+                            });
+                        }
+                    }
                 }
             };
+            let status_time = Time(
+                k8s_openapi::jiff::Timestamp::try_from(now)
+                    .unwrap_or_else(|_| k8s_openapi::jiff::Timestamp::now()),
+            );
+            let recorded = observed.status.and_then(|s| s.rotation.as_ref());
+            let bundle_sha = trust_root_sha256(&anchors.bundle());
+            let rolled = observed.control_plane_bundle == Some(bundle_sha.as_str());
+            // Listing every meshed pod costs; only a rotation under way
+            // whose control plane has rolled needs it.
+            let lagging = if rolled
+                && (recorded.is_some() || anchors.next.is_some() || anchors.previous.is_some())
+            {
+                Some(lagging_pods(client, &bundle_sha).await?)
+            } else {
+                None
+            };
+            let plan = rotation::plan(
+                &rotation::Input {
+                    rotation: recorded,
+                    anchors: &anchors,
+                    trigger: trigger(cp, observed.status, &anchors.active, now)?,
+                    control_plane_rolled: rolled,
+                    lagging: lagging.as_ref(),
+                    now: &status_time,
+                },
+                new_anchor,
+            )?;
+            let anchors = match &plan.store {
+                Some(next) => {
+                    store_anchors(&secrets, secret, next).await?;
+                    next.clone()
+                }
+                None => anchors,
+            };
             // The issuer Secret is rendered from this material, so what is
-            // stored there is reused until it is due for renewal. Linkerd's
+            // stored there is reused until it is due for renewal or no longer
+            // signed by the active anchor (a rotation switched it). Linkerd's
             // identity controller reloads the Secret, so renewal is hot.
             let stored = get(ISSUER_SECRET)
                 .await?
@@ -103,10 +192,10 @@ pub async fn load(
                 .and_then(|s| pair(s, "crt.pem", "key.pem"));
             let renew_at = spec.rotation.renew_at_percent;
             let issuer = match stored {
-                Some(issuer) if issuer_usable(&issuer, &anchor, renew_at, now) => issuer,
+                Some(issuer) if issuer_usable(&issuer, &anchors.active, renew_at, now) => issuer,
                 stale => {
                     let issuer = identity::issuer(
-                        &anchor,
+                        &anchors.active,
                         ns,
                         &spec.trust_domain,
                         spec.issuer_lifetime.into(),
@@ -114,7 +203,7 @@ pub async fn load(
                     )?;
                     // Never hand the identity controller an issuer that
                     // proxies holding this anchor would reject.
-                    identity::verify_signed_by(&issuer.cert_pem, &anchor.cert_pem)?;
+                    identity::verify_signed_by(&issuer.cert_pem, &anchors.active.cert_pem)?;
                     if stale.is_some() {
                         tracing::info!(namespace = ns, "renewing the identity issuer");
                     }
@@ -123,28 +212,25 @@ pub async fn load(
             };
             let issuer_renewal =
                 identity::validity_of(&issuer.cert_pem, "issuer")?.renew_at(renew_at);
+            let cert = issuer.cert_pem.clone();
             let material = IdentityMaterial {
-                trust_anchors_pem: anchor.cert_pem,
+                trust_anchors_pem: anchors.bundle(),
                 issuer: Some(issuer),
             };
-            (material, Some(issuer_renewal))
+            (material, Some(issuer_renewal), Some(cert), Some(plan))
         }
         IssuerMode::External => {
-            let secret =
-                get(ISSUER_SECRET)
-                    .await?
-                    .ok_or_else(|| ReconcileError::ExternalIssuerMissing {
-                        namespace: ns.to_owned(),
-                    })?;
-            let anchors =
-                key(&secret, "ca.crt").ok_or_else(|| ReconcileError::ExternalIssuerMissing {
-                    namespace: ns.to_owned(),
-                })?;
+            let missing = || ReconcileError::ExternalIssuerMissing {
+                namespace: ns.to_owned(),
+            };
+            let secret = get(ISSUER_SECRET).await?.ok_or_else(missing)?;
+            let anchors = key(&secret, "ca.crt").ok_or_else(missing)?;
+            // Trimmed as the ConfigMap holds it, like a managed bundle.
             let material = IdentityMaterial {
-                trust_anchors_pem: anchors,
+                trust_anchors_pem: anchors.trim().to_owned(),
                 issuer: None,
             };
-            (material, None)
+            (material, None, key(&secret, "tls.crt"), None)
         }
     };
     let webhook = |secret: &'static str, service: &'static str| {
@@ -177,11 +263,89 @@ pub async fn load(
         identity,
         webhooks,
         issuer_renewal,
+        issuer_cert_pem,
+        rotation,
     })
 }
 
+/// Stores a rotation phase's anchors in one write, only over the Secret as
+/// it was read: two writers never interleave phases.
+async fn store_anchors(
+    secrets: &Api<Secret>,
+    mut secret: Secret,
+    anchors: &Anchors,
+) -> Result<(), ReconcileError> {
+    let mut data = vec![
+        ("ca.crt", anchors.active.cert_pem.as_str()),
+        ("ca.key", anchors.active.key_pem.as_str()),
+    ];
+    if let Some(next) = &anchors.next {
+        data.push((NEXT_CERT, &next.cert_pem));
+        data.push((NEXT_KEY, &next.key_pem));
+    }
+    if let Some(previous) = &anchors.previous {
+        data.push((PREVIOUS_CERT, previous));
+    }
+    secret.data = Some(
+        data.into_iter()
+            .map(|(k, v)| (k.to_owned(), ByteString(v.as_bytes().to_vec())))
+            .collect(),
+    );
+    secret.metadata.managed_fields = None;
+    secrets
+        .replace(ANCHOR_SECRET, &PostParams::default(), &secret)
+        .await
+        .map_err(|e| {
+            ReconcileError::kube(
+                format!("storing the trust anchors in Secret {ANCHOR_SECRET}"),
+                e,
+            )
+        })?;
+    Ok(())
+}
+
+/// How many live meshed pods anywhere do not carry the bundle `sha256`,
+/// with a few names. Pods that finished hold no connections.
+async fn lagging_pods(client: &Client, sha256: &str) -> Result<Lagging, ReconcileError> {
+    const EXAMPLES: usize = 5;
+    let pods: Api<Pod> = Api::all(client.clone());
+    let params = ListParams::default()
+        .fields("status.phase!=Succeeded,status.phase!=Failed")
+        .limit(500);
+    let mut lagging = Lagging::default();
+    let mut continue_token: Option<String> = None;
+    loop {
+        let params = match &continue_token {
+            Some(token) => params.clone().continue_token(token),
+            None => params.clone(),
+        };
+        let page = pods
+            .list_metadata(&params)
+            .await
+            .map_err(|e| ReconcileError::kube("listing meshed pods", e))?;
+        for pod in &page.items {
+            let carried = pod.annotations().get(TRUST_ROOT_SHA256);
+            if carried.is_some_and(|c| c != sha256) {
+                lagging.count += 1;
+                if lagging.examples.len() < EXAMPLES {
+                    lagging.examples.push(format!(
+                        "{}/{}",
+                        pod.namespace().unwrap_or_default(),
+                        pod.name_any()
+                    ));
+                }
+            }
+        }
+        continue_token = page.metadata.continue_.filter(|t| !t.is_empty());
+        if continue_token.is_none() {
+            return Ok(lagging);
+        }
+    }
+}
+
 /// Creates a Secret that must not be overwritten once it exists. Returns the
-/// stored Secret when another writer created it first, so both agree.
+/// stored Secret: this one, or another writer's that came first, so both
+/// agree.
 async fn create_secret(
     secrets: &Api<Secret>,
     cp: &ControlPlane,
@@ -197,7 +361,7 @@ async fn create_secret(
             .collect(),
     );
     match secrets.create(&PostParams::default(), &secret).await {
-        Ok(_) => Ok(None),
+        Ok(created) => Ok(Some(created)),
         Err(kube::Error::Api(s)) if s.code == 409 => secrets
             .get_opt(name)
             .await

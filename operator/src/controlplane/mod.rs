@@ -1,6 +1,7 @@
 //! The ControlPlane reconciler: render the declared release, apply it with
 //! server-side apply under one field manager, then write status.
 
+mod identity;
 pub mod material;
 pub mod status;
 pub mod upgrade;
@@ -12,6 +13,7 @@ use crate::metrics::Metrics;
 use crate::render::{self, CONTROL_PLANE_LABEL, Stage};
 use futures::StreamExt;
 use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use keelson_crds::{ControlPlane, ControlPlaneStatus};
 use kube::api::{Api, Patch, PatchParams};
@@ -43,6 +45,10 @@ pub enum ReconcileError {
         "spec.identity.issuer is External, but Secret {namespace}/linkerd-identity-issuer with tls.crt, tls.key and ca.crt does not exist yet"
     )]
     ExternalIssuerMissing { namespace: String },
+    #[error(
+        "Secret {namespace}/keelson-identity-trust-anchor has no readable ca.crt and ca.key; restore it from a backup or delete it to make a new trust anchor (which restarts every meshed pod)"
+    )]
+    AnchorUnreadable { namespace: String },
 }
 
 impl ReconcileError {
@@ -80,8 +86,14 @@ pub async fn run(
         Api::<ControlPlane>::all(client.clone()),
         watcher::Config::default(),
     )
-    .watches(Api::<Deployment>::all(client), owned, |d| {
+    .watches(Api::<Deployment>::all(client.clone()), owned.clone(), |d| {
         d.labels()
+            .get(CONTROL_PLANE_LABEL)
+            .map(|cp| ObjectRef::new(cp))
+    })
+    // An issuer or anchor changed (or lost) by hand is checked at once.
+    .watches(Api::<Secret>::all(client), owned, |s| {
+        s.labels()
             .get(CONTROL_PLANE_LABEL)
             .map(|cp| ObjectRef::new(cp))
     })
@@ -99,6 +111,9 @@ fn error_policy(cp: Arc<ControlPlane>, error: &ReconcileError, _: Arc<Context>) 
     tracing::warn!(controlplane = %cp.name_any(), error = %error, "reconcile failed; retrying");
     Action::requeue(Duration::from_secs(10))
 }
+
+/// How often a trust-anchor rotation looks at the meshed pods again.
+const ROTATION_POLL: Duration = Duration::from_secs(5);
 
 /// Finalizer that lets Keelson remove what it installed before a deleted
 /// ControlPlane goes away.
@@ -223,13 +238,16 @@ async fn apply(cp: Arc<ControlPlane>, ctx: Arc<Context>) -> Result<Action, Recon
     // Observe first: the plan gates on what the last apply achieved.
     let deployments: Api<Deployment> = Api::namespaced(ctx.client.clone(), &cp.spec.namespace);
     let mut components = Vec::new();
+    let mut observed = Vec::new();
     for name in ["identity", "destination"] {
         let d = deployments
             .get_opt(&format!("linkerd-{name}"))
             .await
             .map_err(|e| ReconcileError::kube(format!("reading Deployment linkerd-{name}"), e))?;
         components.push(status::component(name, d.as_ref()));
+        observed.push(d);
     }
+    let control_plane_bundle = status::rolled_out_bundle(&observed);
     let plan = upgrade::plan(&cp.spec, generation, &previous, components, &now);
     let Ok(applying) = catalog::find(&plan.version) else {
         let message = format!(
@@ -253,7 +271,17 @@ async fn apply(cp: Arc<ControlPlane>, ctx: Arc<Context>) -> Result<Action, Recon
             .apply(&render::namespace(&cp.name_any(), &cp.spec))
             .await?,
     );
-    let material = material::load(&ctx.client, &cp, SystemTime::now()).await?;
+    let identity_status = previous.identity.as_ref();
+    let material = material::load(
+        &ctx.client,
+        &cp,
+        &material::Observed {
+            status: identity_status,
+            control_plane_bundle: control_plane_bundle.as_deref(),
+        },
+        SystemTime::now(),
+    )
+    .await?;
     let objects = render::render(&render::Context {
         name: &cp.name_any(),
         spec: &cp.spec,
@@ -293,6 +321,8 @@ async fn apply(cp: Arc<ControlPlane>, ctx: Arc<Context>) -> Result<Action, Recon
     tracing::debug!(writes, version = %plan.version, through = ?plan.through, ?establishing, "applied");
 
     let mut next = plan.status;
+    let rotating =
+        identity::record(&ctx, &cp, &mut next, &material, control_plane_bundle, &now).await;
     let (ok, reason, message) = if supported {
         (
             true,
@@ -337,6 +367,12 @@ async fn apply(cp: Arc<ControlPlane>, ctx: Arc<Context>) -> Result<Action, Recon
         );
         // The API server establishes a new CRD within a second or two.
         Duration::from_secs(2)
+    };
+    // A rotation gates on pods that no watch here follows.
+    let requeue = if rotating {
+        requeue.min(ROTATION_POLL)
+    } else {
+        requeue
     };
     // Back in time to renew the issuer, however long the plan would wait.
     let requeue = match material.issuer_renewal {

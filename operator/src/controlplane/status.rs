@@ -1,6 +1,7 @@
 //! Status of a ControlPlane, computed from what was observed. Pure: the
 //! reconciler writes the result only when it differs from what is stored.
 
+use crate::render::proxy::TRUST_ROOT_SHA256;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use keelson_crds::ControlPlaneStatus;
@@ -10,6 +11,7 @@ pub const READY: &str = "Ready";
 pub const PROGRESSING: &str = "Progressing";
 pub const DEGRADED: &str = "Degraded";
 pub const KUBERNETES_SUPPORTED: &str = "KubernetesVersionSupported";
+pub const CERTIFICATES_EXPIRING_SOON: &str = "CertificatesExpiringSoon";
 
 /// A component's state from its Deployment: available once every replica of
 /// the current template is updated and available.
@@ -38,6 +40,27 @@ pub fn component(name: &str, deployment: Option<&Deployment>) -> ComponentStatus
         available_replicas: available,
         available: current && available >= desired,
     }
+}
+
+/// The trust-bundle digest the control plane runs with: the one every
+/// component's template carries, once all of them are rolled out and
+/// available with it.
+pub fn rolled_out_bundle(deployments: &[Option<Deployment>]) -> Option<String> {
+    let mut digests = deployments.iter().map(|d| {
+        let d = d.as_ref()?;
+        component("", Some(d)).available.then_some(())?;
+        d.spec
+            .as_ref()?
+            .template
+            .metadata
+            .as_ref()?
+            .annotations
+            .as_ref()?
+            .get(TRUST_ROOT_SHA256)
+            .cloned()
+    });
+    let first = digests.next()??;
+    digests.all(|d| d.as_ref() == Some(&first)).then_some(first)
 }
 
 /// Sets a condition, keeping its transition time while its status holds.
@@ -275,6 +298,31 @@ mod tests {
                 .as_deref(),
             Some("edge-25.4.4")
         );
+    }
+
+    #[test]
+    fn the_control_plane_runs_a_bundle_once_every_component_is_rolled_out_with_it() {
+        let with = |sha: &str, d: Deployment| {
+            let mut d = d;
+            let meta = d.spec.as_mut().unwrap().template.metadata.as_mut().unwrap();
+            meta.annotations
+                .get_or_insert_default()
+                .insert(TRUST_ROOT_SHA256.into(), sha.into());
+            Some(d)
+        };
+        let up = || deployment(1, 1, 1, 1, 1);
+        assert_eq!(
+            rolled_out_bundle(&[with("a", up()), with("a", up())]).as_deref(),
+            Some("a")
+        );
+        // Mid-rollout (the controller has not seen the new template), two
+        // bundles, or a missing component: not yet.
+        assert_eq!(rolled_out_bundle(&[with("a", up()), with("b", up())]), None);
+        assert_eq!(
+            rolled_out_bundle(&[with("a", up()), with("a", deployment(1, 1, 1, 2, 1))]),
+            None
+        );
+        assert_eq!(rolled_out_bundle(&[with("a", up()), None]), None);
     }
 
     #[test]

@@ -2,6 +2,7 @@
 //! and its selected meshed workloads as the planner's facts. Pure.
 
 use crate::render::CONTROL_PLANE_LABEL;
+pub use crate::render::proxy::TRUST_ROOT_SHA256;
 use crate::render::proxy::trust_root_sha256;
 use crate::rollout::{Desired, Kind, PodProxy, RESTARTED_AT, Strategy, Target, Workload};
 use k8s_openapi::api::apps::v1::{DaemonSet, Deployment, StatefulSet};
@@ -16,7 +17,6 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
 pub const PROXY_VERSION: &str = "linkerd.io/proxy-version";
-pub const TRUST_ROOT_SHA256: &str = "linkerd.io/trust-root-sha256";
 pub const INJECT: &str = "linkerd.io/inject";
 /// The trust bundle proxies get, in the control plane's namespace.
 pub const TRUST_ROOTS: &str = "linkerd-identity-trust-roots";
@@ -68,21 +68,42 @@ pub fn desired(
         },
     };
     let namespace = &cp.spec.namespace;
-    let bundle =
-        trust_roots(namespace).and_then(|cm| cm.data.as_ref()?.get(TRUST_ROOTS_KEY).cloned());
-    // Hashed as the injector hashes the bundle it hands to proxies.
-    match bundle {
-        Some(pem) => Desired::Target(Target {
+    // The target is the bundle the control plane reports running with; the
+    // ConfigMap the injector reads only says whether a new one is on its way
+    // (then proxies wait, so none gets a certificate from an identity
+    // controller that has not loaded the matching issuer yet).
+    let running = cp
+        .status
+        .as_ref()
+        .and_then(|s| s.identity.as_ref())
+        .and_then(|i| i.trust_root_sha256.clone());
+    let published = trust_roots(namespace)
+        .and_then(|cm| cm.data.as_ref()?.get(TRUST_ROOTS_KEY).cloned())
+        .map(|pem| trust_root_sha256(&pem));
+    match (running, published) {
+        (Some(running), Some(published)) if running == published => Desired::Target(Target {
             proxy_version: version,
-            trust_root_sha256: trust_root_sha256(&pem),
+            trust_root_sha256: running,
         }),
-        None => Desired::Held {
+        (Some(running), Some(published)) => Desired::Held {
+            reason: "TrustBundleRolling",
+            message: format!(
+                "ControlPlane {cp_name} is rolling out trust bundle sha256 {} (it runs with {})",
+                short(&published),
+                short(&running)
+            ),
+        },
+        _ => Desired::Held {
             reason: "NoTrustBundle",
             message: format!(
-                "waiting for ConfigMap {namespace}/{TRUST_ROOTS} (key {TRUST_ROOTS_KEY}) of ControlPlane {cp_name}"
+                "waiting for ControlPlane {cp_name} to run with the trust bundle in ConfigMap {namespace}/{TRUST_ROOTS} (key {TRUST_ROOTS_KEY})"
             ),
         },
     }
+}
+
+fn short(sha: &str) -> &str {
+    crate::identity::rotation::short(sha)
 }
 
 /// The ControlPlane a DataPlane names, or the cluster's only one.
@@ -498,7 +519,8 @@ mod tests {
     fn ready(version: &str) -> Value {
         json!({"currentVersion": version, "phase": "Ready", "conditions": [{
             "type": "Ready", "status": "True", "reason": "ComponentsAvailable", "message": "ok",
-            "lastTransitionTime": "2025-01-01T00:00:00Z"}]})
+            "lastTransitionTime": "2025-01-01T00:00:00Z"}],
+            "identity": {"trustRootSha256": trust_root_sha256("PEM")}})
     }
 
     fn data_plane(spec: Value) -> DataPlane {
@@ -538,8 +560,9 @@ mod tests {
         ));
         let pinned =
             data_plane(json!({"proxyVersion": {"policy": "Pinned", "version": "edge-24.11.8"}}));
+        let unready = json!({"identity": {"trustRootSha256": trust_root_sha256("PEM")}});
         assert_eq!(
-            desired(&pinned, &[control_plane(json!({}))], roots),
+            desired(&pinned, &[control_plane(unready)], roots),
             Desired::Target(Target {
                 proxy_version: "edge-24.11.8".into(),
                 trust_root_sha256: sha
@@ -547,6 +570,30 @@ mod tests {
         );
         assert!(matches!(
             desired(&follow, &[control_plane(ready("edge-25.4.4"))], |_| None),
+            Desired::Held {
+                reason: "NoTrustBundle",
+                ..
+            }
+        ));
+        // A new bundle in the ConfigMap waits until the control plane runs
+        // with it; a control plane that reports none holds everything.
+        let rolling = |_: &str| {
+            Some(Arc::new(from(json!({
+                "metadata": {"name": TRUST_ROOTS, "namespace": "linkerd"},
+                "data": {"ca-bundle.crt": "NEW PEM"},
+            }))))
+        };
+        assert!(matches!(
+            desired(&follow, &[control_plane(ready("edge-25.4.4"))], rolling),
+            Desired::Held {
+                reason: "TrustBundleRolling",
+                ..
+            }
+        ));
+        let mut unreported = ready("edge-25.4.4");
+        unreported["identity"] = json!({});
+        assert!(matches!(
+            desired(&follow, &[control_plane(unreported)], roots),
             Desired::Held {
                 reason: "NoTrustBundle",
                 ..

@@ -7,7 +7,11 @@
 //! Keelson makes P-256 ones. Key material never leaves these values except
 //! into Secrets; nothing here logs it.
 
+pub mod rotation;
+
 use crate::render::TlsPair;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use keelson_crds::controlplane::CertificateSummary;
 use rcgen::{
     BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
     KeyUsagePurpose,
@@ -146,6 +150,49 @@ pub fn validity_of(pem: &str, what: &'static str) -> Result<Validity, IdentityEr
         not_before: at(cert.validity().not_before),
         not_after: at(cert.validity().not_after),
     })
+}
+
+/// The public facts of every certificate in `pem`, in order: what status
+/// shows and the expiry checks read.
+pub fn summaries(pem: &str, what: &'static str) -> Result<Vec<CertificateSummary>, IdentityError> {
+    let unreadable = || IdentityError::Unreadable { what };
+    let time = |t: x509_parser::time::ASN1Time| {
+        k8s_openapi::jiff::Timestamp::from_second(t.timestamp())
+            .map(Time)
+            .map_err(|_| unreadable())
+    };
+    let mut out = Vec::new();
+    for block in x509_parser::pem::Pem::iter_from_buffer(pem.as_bytes()) {
+        let block = block.map_err(|_| unreadable())?;
+        let cert = block.parse_x509().map_err(|_| unreadable())?;
+        let subject = cert
+            .subject()
+            .iter_common_name()
+            .next()
+            .and_then(|cn| cn.as_str().ok())
+            .map_or_else(|| cert.subject().to_string(), str::to_owned);
+        out.push(CertificateSummary {
+            subject,
+            sha256: fingerprint_der(&block.contents),
+            not_before: time(cert.validity().not_before)?,
+            not_after: time(cert.validity().not_after)?,
+        });
+    }
+    if out.is_empty() {
+        return Err(unreadable());
+    }
+    Ok(out)
+}
+
+/// SHA-256 fingerprint of the first certificate in `pem`, hex.
+pub fn fingerprint(pem: &str, what: &'static str) -> Result<String, IdentityError> {
+    let (_, block) = x509_parser::pem::parse_x509_pem(pem.as_bytes())
+        .map_err(|_| IdentityError::Unreadable { what })?;
+    Ok(fingerprint_der(&block.contents))
+}
+
+fn fingerprint_der(der: &[u8]) -> String {
+    crate::render::proxy::sha256_hex(der)
 }
 
 /// Checks that `cert_pem` is signed by `anchor_pem`'s key and names it as

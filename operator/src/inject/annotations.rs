@@ -13,7 +13,7 @@ use std::collections::BTreeMap;
 pub(super) const INJECT: &str = "linkerd.io/inject";
 pub(super) const CREATED_BY: &str = "linkerd.io/created-by";
 pub(super) const PROXY_VERSION: &str = "linkerd.io/proxy-version";
-pub(super) const TRUST_ROOT_SHA: &str = "linkerd.io/trust-root-sha256";
+pub(super) use crate::render::proxy::TRUST_ROOT_SHA256 as TRUST_ROOT_SHA;
 
 const ADMIN_PORT: &str = "config.linkerd.io/admin-port";
 const CONTROL_PORT: &str = "config.linkerd.io/control-port";

@@ -836,13 +836,17 @@ pub fn created_by() -> String {
     format!("keelson/{}", env!("CARGO_PKG_VERSION"))
 }
 
+/// Annotation the injector gives a pod: the digest of the trust bundle its
+/// proxy was given.
+pub const TRUST_ROOT_SHA256: &str = "linkerd.io/trust-root-sha256";
+
 /// SHA-256 (hex) of the trust bundle exactly as proxies get it, the value of
 /// `linkerd.io/trust-root-sha256`.
 pub fn trust_root_sha256(anchors_pem: &str) -> String {
     sha256_hex(anchors_pem.as_bytes())
 }
 
-pub(super) fn sha256_hex(data: &[u8]) -> String {
+pub(crate) fn sha256_hex(data: &[u8]) -> String {
     ring::digest::digest(&ring::digest::SHA256, data)
         .as_ref()
         .iter()

@@ -71,8 +71,10 @@ fn deployment(ctx: &Context<'_>, w: Workload<'_>) -> Value {
             "true".into(),
         ),
         (
-            "linkerd.io/trust-root-sha256",
-            proxy::trust_root_sha256(&ctx.identity.trust_anchors_pem),
+            proxy::TRUST_ROOT_SHA256,
+            // Of the bundle exactly as the ConfigMap holds it, as the
+            // injector hashes it for every other pod.
+            proxy::trust_root_sha256(ctx.identity.trust_anchors_pem.trim()),
         ),
         (
             "config.linkerd.io/default-inbound-policy",

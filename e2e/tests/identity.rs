@@ -1,0 +1,408 @@
+//! End-to-end tests of managed identity on the real test cluster: a full
+//! trust-anchor rotation across the control plane and a meshed DataPlane,
+//! with the operator killed and restarted in every phase, watched by a
+//! monitor that fails the test if a published bundle ever lacks an anchor a
+//! running pod needs; and an expired issuer replaced on its own. In its own
+//! test binary: a rotation gates on every meshed pod of the cluster.
+
+mod common;
+
+use anyhow::{Context, ensure};
+use common::{
+    Operator, WAIT, WAVE_LABEL, condition, control_plane, data_plane, deployment, dp_status,
+    injected_namespace, remove_control_plane, wait_converged, wait_until, with_dumps,
+};
+use k8s_openapi::ByteString;
+use k8s_openapi::api::core::v1::{ConfigMap, Event, Pod, Secret};
+use keelson_crds::controlplane::{ROTATE_TRUST_ANCHOR, RotationPhase};
+use keelson_crds::{ControlPlane, DataPlane};
+use keelson_e2e::shared::{env, install_keelson_crds};
+use kube::api::{ListParams, Patch, PatchParams, PostParams};
+use kube::{Api, Client, ResourceExt};
+use serde_json::json;
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
+
+const VERSION: &str = "edge-25.10.7";
+const TRUST_ROOT_SHA256: &str = "linkerd.io/trust-root-sha256";
+const ROTATION_WAIT: Duration = Duration::from_secs(600);
+
+fn sha256_hex(data: &[u8]) -> String {
+    ring::digest::digest(&ring::digest::SHA256, data)
+        .as_ref()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+fn der_certificates(pem: &str) -> anyhow::Result<Vec<Vec<u8>>> {
+    x509_parser::pem::Pem::iter_from_buffer(pem.as_bytes())
+        .map(|p| Ok(p?.contents))
+        .collect()
+}
+
+fn text(secret: &Secret, key: &str) -> anyhow::Result<String> {
+    let bytes = secret
+        .data
+        .as_ref()
+        .and_then(|d| d.get(key))
+        .with_context(|| format!("Secret {} has no {key}", secret.name_any()))?;
+    Ok(String::from_utf8(bytes.0.clone())?)
+}
+
+/// Whether `issuer` (DER) is signed by `anchor` (DER).
+fn signs(anchor: &[u8], issuer: &[u8]) -> bool {
+    let (Ok((_, anchor)), Ok((_, issuer))) = (
+        x509_parser::parse_x509_certificate(anchor),
+        x509_parser::parse_x509_certificate(issuer),
+    ) else {
+        return false;
+    };
+    issuer.issuer() == anchor.subject()
+        && issuer.verify_signature(Some(anchor.public_key())).is_ok()
+}
+
+/// Watches the published bundle, the issuer and the meshed pods by polling
+/// them in that order, and records every violation of what a rotation must
+/// never do:
+/// - publish a bundle that lacks the anchor a running pod's certificate
+///   chains to (the first anchor of the bundle the pod was started with);
+/// - use an issuer that a running pod's bundle cannot verify.
+///
+/// Pods are listed after the bundle and issuer are read, so a pod seen was
+/// running when they were in force (or started later, with a newer bundle,
+/// whose signer the older one holds).
+#[derive(Clone, Default)]
+struct Monitor {
+    /// Every bundle seen, by digest: its certificates in order.
+    bundles: Arc<Mutex<BTreeMap<String, Vec<Vec<u8>>>>>,
+    violations: Arc<Mutex<Vec<String>>>,
+    /// Digests of the issuers seen.
+    issuers: Arc<Mutex<BTreeSet<String>>>,
+}
+
+impl Monitor {
+    fn start(client: Client, cp_ns: String, app_ns: String) -> (Self, tokio::task::JoinHandle<()>) {
+        let this = Self::default();
+        let me = this.clone();
+        let task = tokio::spawn(async move {
+            loop {
+                if let Err(e) = me.check(&client, &cp_ns, &app_ns).await {
+                    tracing::debug!(error = %e, "monitor poll failed");
+                }
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        });
+        (this, task)
+    }
+
+    async fn check(&self, client: &Client, cp_ns: &str, app_ns: &str) -> anyhow::Result<()> {
+        let roots: Api<ConfigMap> = Api::namespaced(client.clone(), cp_ns);
+        let bundle = roots
+            .get("linkerd-identity-trust-roots")
+            .await?
+            .data
+            .and_then(|d| d.get("ca-bundle.crt").cloned())
+            .context("no bundle")?;
+        let secrets: Api<Secret> = Api::namespaced(client.clone(), cp_ns);
+        let issuer = text(&secrets.get("linkerd-identity-issuer").await?, "crt.pem")?;
+        let issuer = der_certificates(&issuer)?
+            .into_iter()
+            .next()
+            .context("no issuer")?;
+        let published = der_certificates(&bundle)?;
+        self.bundles
+            .lock()
+            .unwrap()
+            .insert(sha256_hex(bundle.as_bytes()), published.clone());
+        self.issuers.lock().unwrap().insert(sha256_hex(&issuer));
+
+        let mut pods = Vec::new();
+        for ns in [cp_ns, app_ns] {
+            pods.extend(
+                Api::<Pod>::namespaced(client.clone(), ns)
+                    .list(&ListParams::default())
+                    .await?,
+            );
+        }
+        let bundles = self.bundles.lock().unwrap().clone();
+        let mut violations = self.violations.lock().unwrap();
+        for pod in pods {
+            let Some(carried) = pod.annotations().get(TRUST_ROOT_SHA256) else {
+                continue;
+            };
+            let name = format!("{}/{}", pod.namespace().unwrap_or_default(), pod.name_any());
+            let Some(carried) = bundles.get(carried) else {
+                violations.push(format!(
+                    "{name} carries a bundle never published: {carried}"
+                ));
+                continue;
+            };
+            if !published.contains(&carried[0]) {
+                violations.push(format!(
+                    "bundle {} published while {name} still needs an anchor it lacks",
+                    sha256_hex(bundle.as_bytes())
+                ));
+            }
+            if !carried.iter().any(|anchor| signs(anchor, &issuer)) {
+                violations.push(format!(
+                    "issuer {} in use while {name} cannot verify it",
+                    sha256_hex(&issuer)
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+async fn rotation_phase(
+    cps: &Api<ControlPlane>,
+    name: &str,
+) -> anyhow::Result<Option<RotationPhase>> {
+    let cp = cps.get(name).await?;
+    Ok(cp
+        .status
+        .and_then(|s| s.identity)
+        .and_then(|i| i.rotation)
+        .map(|r| r.phase))
+}
+
+/// An on-demand rotation of the trust anchor completes across the control
+/// plane and a DataPlane's workloads, although the operator is killed in
+/// each of its phases; no bundle it publishes ever lacks an anchor some
+/// running pod needs.
+#[tokio::test]
+async fn a_trust_anchor_rotation_survives_operator_kills_in_every_phase() {
+    let _serial = common::SERIAL.lock().await;
+    env()
+        .in_namespace("rotate", |client, ns| async move {
+            install_keelson_crds(&client).await?;
+            let first = Operator::start(client.clone());
+            first.webhooks_registered(&client).await?;
+            let mut operator = Some(first);
+            let cps: Api<ControlPlane> = Api::all(client.clone());
+            cps.create(
+                &PostParams::default(),
+                &control_plane(&ns, &ns, VERSION, json!({})),
+            )
+            .await?;
+            wait_converged(&cps, &ns, VERSION).await?;
+
+            let app = format!("{ns}-app");
+            with_dumps(&client, std::slice::from_ref(&app), async {
+                injected_namespace(&client, &app).await?;
+                let deployments = Api::namespaced(client.clone(), &app);
+                for i in 0..3 {
+                    let d = deployment(&format!("web-{i}"), &ns, 1 + i % 2, "example.com/web:1", false)?;
+                    deployments.create(&PostParams::default(), &d).await?;
+                }
+                let dps: Api<DataPlane> = Api::namespaced(client.clone(), &app);
+                let dp = data_plane(
+                    "apps",
+                    json!({"rollout": {"batchSize": 3, "maxUnavailable": "100%", "interval": "0s"}}),
+                )?;
+                dps.create(&PostParams::default(), &dp).await?;
+                wait_until("the DataPlane to be up to date", ROTATION_WAIT, || async {
+                    let s = dp_status(&dps.get("apps").await?);
+                    anyhow::Ok((s.workloads == 3 && s.up_to_date == 3).then_some(()))
+                })
+                .await?;
+
+                let secrets: Api<Secret> = Api::namespaced(client.clone(), &ns);
+                let old = text(&secrets.get("keelson-identity-trust-anchor").await?, "ca.crt")?;
+                let (monitor, watch) = Monitor::start(client.clone(), ns.clone(), app.clone());
+                // The monitor knows the bundle pods carry now before it changes.
+                wait_until("the monitor's first look", WAIT, || async {
+                    anyhow::Ok((!monitor.bundles.lock().unwrap().is_empty()).then_some(()))
+                })
+                .await?;
+
+                cps.patch(
+                    &ns,
+                    &PatchParams::default(),
+                    &Patch::Merge(json!({"metadata": {"annotations": {ROTATE_TRUST_ANCHOR: "e2e-1"}}})),
+                )
+                .await?;
+                for phase in [
+                    RotationPhase::AddAnchor,
+                    RotationPhase::SwitchIssuer,
+                    RotationPhase::RemoveAnchor,
+                ] {
+                    // A phase can pass between two looks; the kill then
+                    // lands in a later one, which must be survived as well.
+                    let reached = wait_until(&format!("rotation phase {phase:?}"), ROTATION_WAIT, || async {
+                        let now = rotation_phase(&cps, &ns).await?;
+                        anyhow::Ok(now.filter(|p| *p >= phase).map(|p| p == phase))
+                    })
+                    .await?;
+                    tracing::info!(?phase, reached, "killing the operator mid-rotation");
+                    if let Some(killed) = operator.take() {
+                        killed.kill().await;
+                    }
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                    operator = Some(Operator::start(client.clone()));
+                }
+                let cp = wait_until("the rotation to finish", ROTATION_WAIT, || async {
+                    let cp = cps.get(&ns).await?;
+                    let identity = cp.status.clone().and_then(|s| s.identity).unwrap_or_default();
+                    anyhow::Ok(
+                        (identity.rotation.is_none() && identity.last_rotation.is_some())
+                            .then_some(cp),
+                    )
+                })
+                .await?;
+                watch.abort();
+
+                let violations = monitor.violations.lock().unwrap().clone();
+                ensure!(violations.is_empty(), "{violations:#?}");
+                let bundles = monitor.bundles.lock().unwrap().len();
+                ensure!(bundles >= 4, "the monitor saw {bundles} bundles, not each phase's");
+                ensure!(monitor.issuers.lock().unwrap().len() >= 2, "the issuer never changed");
+
+                // The new anchor alone is trusted and signs the issuer; the
+                // pods and the DataPlane carry its bundle.
+                let anchor_secret = secrets.get("keelson-identity-trust-anchor").await?;
+                let new = text(&anchor_secret, "ca.crt")?;
+                ensure!(new != old, "the anchor did not change");
+                let keys: BTreeSet<&String> = anchor_secret.data.iter().flat_map(|d| d.keys()).collect();
+                ensure!(keys.len() == 2, "left-over anchors in the Secret: {keys:?}");
+                let bundle = Api::<ConfigMap>::namespaced(client.clone(), &ns)
+                    .get("linkerd-identity-trust-roots")
+                    .await?
+                    .data
+                    .and_then(|d| d.get("ca-bundle.crt").cloned())
+                    .context("no bundle")?;
+                ensure!(bundle == new.trim(), "the bundle is not the new anchor alone");
+                let issuer = text(&secrets.get("linkerd-identity-issuer").await?, "crt.pem")?;
+                ensure!(signs(&der_certificates(&new)?[0], &der_certificates(&issuer)?[0]));
+                let digest = sha256_hex(bundle.as_bytes());
+                let identity = cp.status.and_then(|s| s.identity).context("no identity status")?;
+                ensure!(identity.trust_root_sha256.as_deref() == Some(digest.as_str()));
+                ensure!(identity.trust_anchors.len() == 1, "{:?}", identity.trust_anchors);
+                ensure!(identity.rotation_request.as_deref() == Some("e2e-1"));
+                wait_until("the DataPlane on the new bundle", ROTATION_WAIT, || async {
+                    let s = dp_status(&dps.get("apps").await?);
+                    anyhow::Ok(
+                        (s.target_trust_root_sha256.as_deref() == Some(digest.as_str())
+                            && s.up_to_date == 3)
+                            .then_some(()),
+                    )
+                })
+                .await?;
+                let pods = Api::<Pod>::namespaced(client.clone(), &app)
+                    .list(&ListParams::default().labels(&format!("{WAVE_LABEL}={ns}")))
+                    .await?;
+                for pod in pods.items.iter().filter(|p| p.metadata.deletion_timestamp.is_none()) {
+                    ensure!(
+                        pod.annotations().get(TRUST_ROOT_SHA256) == Some(&digest),
+                        "pod {} carries {:?}",
+                        pod.name_any(),
+                        pod.annotations().get(TRUST_ROOT_SHA256)
+                    );
+                }
+                // Every phase left an Event.
+                let events = Api::<Event>::namespaced(client.clone(), "default")
+                    .list(&ListParams::default())
+                    .await?;
+                let reasons: BTreeSet<String> = events
+                    .items
+                    .into_iter()
+                    .filter(|e| e.involved_object.name.as_deref() == Some(ns.as_str()))
+                    .filter_map(|e| e.reason)
+                    .collect();
+                for reason in ["RotationStarted", "IssuerSwitched", "AnchorRemoved", "RotationFinished"] {
+                    ensure!(reasons.contains(reason), "no {reason} event: {reasons:?}");
+                }
+                Ok(())
+            })
+            .await?;
+            remove_control_plane(&cps, &ns).await?;
+            Ok(())
+        })
+        .await;
+}
+
+/// An issuer that expired (replaced by hand, or left by a stopped operator)
+/// is replaced by one the anchor signs, and status says so.
+#[tokio::test]
+async fn an_expired_issuer_is_replaced() {
+    let _serial = common::SERIAL.lock().await;
+    env()
+        .in_namespace("issuer", |client, ns| async move {
+            install_keelson_crds(&client).await?;
+            let operator = Operator::start(client.clone());
+            operator.webhooks_registered(&client).await?;
+            let cps: Api<ControlPlane> = Api::all(client.clone());
+            cps.create(
+                &PostParams::default(),
+                &control_plane(&ns, &ns, VERSION, json!({})),
+            )
+            .await?;
+            wait_converged(&cps, &ns, VERSION).await?;
+
+            // An issuer the anchor signed, valid ten days until an hour ago.
+            let secrets: Api<Secret> = Api::namespaced(client.clone(), &ns);
+            let anchor = secrets.get("keelson-identity-trust-anchor").await?;
+            let anchor_key = rcgen::KeyPair::from_pem(&text(&anchor, "ca.key")?)?;
+            let signer = rcgen::Issuer::from_ca_cert_pem(&text(&anchor, "ca.crt")?, anchor_key)?;
+            let key = rcgen::KeyPair::generate()?;
+            let mut params = rcgen::CertificateParams::default();
+            params.distinguished_name.push(
+                rcgen::DnType::CommonName,
+                format!("identity.{ns}.cluster.local"),
+            );
+            params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Constrained(0));
+            let now = SystemTime::now();
+            params.not_before = (now - Duration::from_secs(10 * 86400)).into();
+            params.not_after = (now - Duration::from_secs(3600)).into();
+            let expired = params.signed_by(&key, &signer)?;
+            let expired_pem = expired.pem();
+            secrets
+                .patch(
+                    "linkerd-identity-issuer",
+                    &PatchParams::default(),
+                    &Patch::Merge(json!({"data": {
+                        "crt.pem": ByteString(expired_pem.trim().as_bytes().to_vec()),
+                        "key.pem": ByteString(key.serialize_pem().trim().as_bytes().to_vec()),
+                    }})),
+                )
+                .await?;
+
+            let replaced = wait_until("the expired issuer to be replaced", WAIT, || async {
+                let pem = text(&secrets.get("linkerd-identity-issuer").await?, "crt.pem")?;
+                anyhow::Ok((pem.trim() != expired_pem.trim()).then_some(pem))
+            })
+            .await?;
+            let der = der_certificates(&replaced)?;
+            let (_, cert) = x509_parser::parse_x509_certificate(&der[0])?;
+            ensure!(
+                cert.validity().is_valid(),
+                "the new issuer is not valid now"
+            );
+            ensure!(signs(
+                &der_certificates(&text(&anchor, "ca.crt")?)?[0],
+                &der[0]
+            ));
+            let cp = wait_until("status to show the new issuer", WAIT, || async {
+                let cp = cps.get(&ns).await?;
+                let shown = cp
+                    .status
+                    .as_ref()
+                    .and_then(|s| s.identity.as_ref())
+                    .and_then(|i| i.issuer.as_ref())
+                    .map(|i| i.sha256.clone());
+                anyhow::Ok((shown.as_deref() == Some(sha256_hex(&der[0]).as_str())).then_some(cp))
+            })
+            .await?;
+            let expiring = condition(&cp, "CertificatesExpiringSoon");
+            ensure!(
+                expiring.as_ref().is_some_and(|(s, _)| s == "False"),
+                "{expiring:?}"
+            );
+            remove_control_plane(&cps, &ns).await?;
+            operator.kill().await;
+            Ok(())
+        })
+        .await;
+}
