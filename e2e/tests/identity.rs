@@ -156,16 +156,24 @@ impl Monitor {
     }
 }
 
-async fn rotation_phase(
+/// Whether the rotation reached `phase`: `Some(true)` in it, `Some(false)`
+/// past it (or finished), `None` not yet.
+async fn reached(
     cps: &Api<ControlPlane>,
     name: &str,
-) -> anyhow::Result<Option<RotationPhase>> {
-    let cp = cps.get(name).await?;
-    Ok(cp
+    phase: RotationPhase,
+) -> anyhow::Result<Option<bool>> {
+    let identity = cps
+        .get(name)
+        .await?
         .status
         .and_then(|s| s.identity)
-        .and_then(|i| i.rotation)
-        .map(|r| r.phase))
+        .unwrap_or_default();
+    Ok(match identity.rotation {
+        Some(r) if r.phase >= phase => Some(r.phase == phase),
+        Some(_) => None,
+        None => identity.last_rotation.map(|_| false),
+    })
 }
 
 /// An on-demand rotation of the trust anchor completes across the control
@@ -231,9 +239,8 @@ async fn a_trust_anchor_rotation_survives_operator_kills_in_every_phase() {
                 ] {
                     // A phase can pass between two looks; the kill then
                     // lands in a later one, which must be survived as well.
-                    let reached = wait_until(&format!("rotation phase {phase:?}"), ROTATION_WAIT, || async {
-                        let now = rotation_phase(&cps, &ns).await?;
-                        anyhow::Ok(now.filter(|p| *p >= phase).map(|p| p == phase))
+                    let reached = wait_until(&format!("rotation phase {phase:?}"), ROTATION_WAIT, || {
+                        reached(&cps, &ns, phase)
                     })
                     .await?;
                     tracing::info!(?phase, reached, "killing the operator mid-rotation");
