@@ -62,7 +62,7 @@ where
             }
         }
     };
-    match serde_json::to_vec(&answer.into_review()) {
+    match encode(answer) {
         Ok(body) => Response::builder()
             .status(StatusCode::OK)
             .header(header::CONTENT_TYPE, "application/json")
@@ -73,6 +73,18 @@ where
             &format!("encoding the AdmissionReview: {e}"),
         ),
     }
+}
+
+/// The review the API server expects back. kube-core writes `patch` as a
+/// JSON array of numbers; the API documents a base64 string (what Go's
+/// `[]byte` encodes to), four times smaller, so it is written as one.
+fn encode(mut answer: AdmissionResponse) -> serde_json::Result<Vec<u8>> {
+    let patch = answer.patch.take();
+    let mut review = serde_json::to_value(answer.into_review())?;
+    if let (Some(patch), Some(response)) = (patch, review.get_mut("response")) {
+        response["patch"] = serde_json::to_value(k8s_openapi::ByteString(patch))?;
+    }
+    serde_json::to_vec(&review)
 }
 
 fn plain(status: StatusCode, message: &str) -> Response<Bytes> {
@@ -131,6 +143,26 @@ mod tests {
             body["response"]["status"]["message"],
             "spec.version: no such release"
         );
+    }
+
+    #[tokio::test]
+    async fn a_patch_is_sent_as_base64_with_its_type() {
+        let pod = json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "web"}});
+        let ops: json_patch::Patch = serde_json::from_value(
+            json!([{"op": "add", "path": "/metadata/labels", "value": {"meshed": "yes"}}]),
+        )
+        .unwrap();
+        let expected = serde_json::to_vec(&ops).unwrap();
+        let response = review::<DynamicObject, _, _>(post(review_of(pod)), |req| async move {
+            AdmissionResponse::from(&req).with_patch(ops).unwrap()
+        })
+        .await;
+        let body = body_json(response).await;
+        let encoded = body["response"]["patch"].as_str().expect("a base64 string");
+        let decoded: k8s_openapi::ByteString = serde_json::from_value(json!(encoded)).unwrap();
+        assert_eq!(decoded.0, expected);
+        assert_eq!(body["response"]["patchType"], "JSONPatch");
+        assert_eq!(body["response"]["allowed"], true);
     }
 
     #[tokio::test]

@@ -56,6 +56,11 @@ impl Injector {
         let Some(submitted) = &req.object else {
             return allow.deny("the request carries no pod");
         };
+        // The API server always sends a name or generateName; a patch for a
+        // pod without metadata could not be applied to what was sent.
+        if submitted.metadata == ObjectMeta::default() {
+            return allow.deny("the pod has no metadata");
+        }
         // Pods created through a controller have no namespace in the body
         // yet; the request names it.
         let namespace = req

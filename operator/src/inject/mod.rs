@@ -107,7 +107,7 @@ pub enum SkipReason {
         "the pod already has a sidecar proxy or its init container ({container:?}); remove it to let Keelson inject"
     )]
     SidecarPresent { container: String },
-    #[error("the pod has no spec")]
+    #[error("the pod has no spec or no containers")]
     NoPodSpec,
     #[error(
         "the trust bundle is empty, so the proxy could not verify any peer; check the control plane's identity"
@@ -155,7 +155,13 @@ fn plan(req: &Request<'_>) -> Result<json_patch::Patch, SkipReason> {
     let ns_ann = req.namespace.annotations.as_ref().unwrap_or(&none);
 
     enabled(ns_ann.get(INJECT), pod_ann.get(INJECT))?;
-    let spec = pod.spec.as_ref().ok_or(SkipReason::NoPodSpec)?;
+    // The API server validates pods after mutating webhooks, so an invalid
+    // one can arrive here; a patch into its missing containers would fail.
+    let spec = pod
+        .spec
+        .as_ref()
+        .filter(|s| !s.containers.is_empty())
+        .ok_or(SkipReason::NoPodSpec)?;
     if spec.host_network == Some(true) {
         return Err(SkipReason::HostNetwork);
     }

@@ -224,6 +224,9 @@ fn pods_without_spec_or_trust_bundle_are_skipped() {
     let mut p = pod();
     p.spec = None;
     assert_eq!(fixture.skipped(&p), SkipReason::NoPodSpec);
+    let mut empty = pod();
+    empty.spec.as_mut().unwrap().containers.clear();
+    assert_eq!(fixture.skipped(&empty), SkipReason::NoPodSpec);
     let decision = inject(&Request {
         control_plane: "linkerd",
         spec: &fixture.spec,
