@@ -47,6 +47,7 @@ fn admission() -> Admission {
         keelson_namespace: "keelson".into(),
         notices,
         client: None,
+        memo: Default::default(),
     };
     Admission::new(injector, Default::default())
 }

@@ -3,8 +3,9 @@
 //! no round trip), asks [`crate::inject`], and answers with the patch.
 
 use super::events::Notice;
+use super::memo::{Memo, Remembered};
 use crate::catalog::{self, KubeVersion, Release};
-use crate::inject::{self, Decision, Owner};
+use crate::inject::{self, Owner};
 use k8s_openapi::api::apps::v1::ReplicaSet;
 use k8s_openapi::api::core::v1::{ConfigMap, Namespace, ObjectReference, Pod};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
@@ -42,6 +43,8 @@ pub struct Injector {
     /// For the owner of a pod whose ReplicaSet is newer than the cache (the
     /// ReplicaSet controller creates pods right after their ReplicaSet).
     pub client: Option<Client>,
+    /// Decisions already made, by their inputs.
+    pub memo: Memo,
 }
 
 impl Injector {
@@ -121,7 +124,7 @@ impl Injector {
                 ..ObjectMeta::default()
             });
         let name = cp.name_any();
-        let decision = inject::inject(&inject::Request {
+        let decision = self.memo.decide(&inject::Request {
             control_plane: &name,
             spec: &cp.spec,
             release,
@@ -135,7 +138,8 @@ impl Injector {
             }),
         });
         match decision {
-            Decision::Inject(patch) => {
+            Err(e) => allow.deny(format!("encoding the injection patch: {e}")),
+            Ok(Remembered::Patch(patch)) => {
                 self.notify(
                     owner.as_ref(),
                     &namespace,
@@ -143,12 +147,17 @@ impl Injector {
                     "Injected",
                     format!("Linkerd sidecar proxy {} injected", release.version),
                 );
-                match allow.clone().with_patch(patch) {
-                    Ok(patched) => patched,
+                // `with_patch` is the only way to set the patch type; the
+                // patch itself is already encoded.
+                match allow.clone().with_patch(json_patch::Patch(Vec::new())) {
+                    Ok(mut patched) => {
+                        patched.patch = Some(patch.as_ref().clone());
+                        patched
+                    }
                     Err(e) => allow.deny(format!("encoding the injection patch: {e}")),
                 }
             }
-            Decision::Skip(reason) => {
+            Ok(Remembered::Skip(reason)) => {
                 if reason != inject::SkipReason::NotEnabled {
                     self.notify(
                         owner.as_ref(),
@@ -391,6 +400,7 @@ mod tests {
                 keelson_namespace: "keelson".into(),
                 notices,
                 client: None,
+                memo: Default::default(),
             };
             (injector, queued)
         }
@@ -444,6 +454,36 @@ mod tests {
             (Some("Deployment"), Some("web"))
         );
         assert_eq!(notice.reference.uid.as_deref(), Some("d-1"));
+    }
+
+    #[tokio::test]
+    async fn identical_pods_share_a_decision_and_any_difference_makes_a_new_one() {
+        let (injector, mut queued) = Fixture::default().injector();
+        let patch_of = |r: AdmissionResponse| r.patch.map(|p| String::from_utf8(p).unwrap());
+        let web = pod("web-abc", json!({}));
+        let first = patch_of(injector.admit(&request("apps", &web)).await);
+        let second = patch_of(injector.admit(&request("apps", &web)).await);
+        assert!(first.is_some());
+        assert_eq!(first, second);
+        // Each pod is still told about, remembered or not.
+        assert_eq!(queued.try_recv().unwrap().reason, "Injected");
+        assert_eq!(queued.try_recv().unwrap().reason, "Injected");
+
+        let mut tuned = web.clone();
+        tuned.metadata.annotations = Some(
+            [(
+                "config.linkerd.io/proxy-cpu-request".to_owned(),
+                "250m".to_owned(),
+            )]
+            .into(),
+        );
+        let third = patch_of(injector.admit(&request("apps", &tuned)).await).unwrap();
+        assert!(third.contains("250m"), "{third}");
+        let mut disabled = web;
+        disabled.metadata.annotations =
+            Some([("linkerd.io/inject".to_owned(), "disabled".to_owned())].into());
+        let response = injector.admit(&request("apps", &disabled)).await;
+        assert!(response.allowed && response.patch.is_none());
     }
 
     #[tokio::test]

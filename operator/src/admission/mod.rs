@@ -6,6 +6,7 @@ pub mod certs;
 pub mod configurations;
 mod events;
 pub mod injector;
+pub mod memo;
 pub mod validate;
 
 use crate::apply::{Applier, ApplyError};
@@ -260,6 +261,7 @@ pub async fn run(
         keelson_namespace: config.namespace.clone(),
         notices,
         client: Some(client.clone()),
+        memo: Default::default(),
     };
 
     let ready = Arc::new(AtomicBool::new(false));
