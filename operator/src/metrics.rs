@@ -9,6 +9,7 @@ use http::{Method, Request, Response, StatusCode, header};
 use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
+use keelson_crds::DataPlaneStatus;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -55,6 +56,20 @@ pub struct CertificateLabels {
     pub certificate: String,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct DataPlaneLabels {
+    pub namespace: String,
+    pub dataplane: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct WorkloadStateLabels {
+    pub namespace: String,
+    pub dataplane: String,
+    /// `up_to_date`, `restarting`, `pending` or `failed`.
+    pub state: &'static str,
+}
+
 /// Every metric Keelson exports.
 pub struct Metrics {
     registry: Registry,
@@ -63,6 +78,8 @@ pub struct Metrics {
     pub webhook_requests: Family<WebhookDecisionLabels, Counter>,
     pub webhook_duration: Family<WebhookLabels, Histogram>,
     certificate_expiry: Family<CertificateLabels, Gauge<f64, AtomicU64>>,
+    dataplane_workloads: Family<WorkloadStateLabels, Gauge>,
+    dataplane_wave: Family<DataPlaneLabels, Gauge>,
     /// Expiry times; the gauge is computed from them at every scrape so it
     /// never goes stale between certificate changes.
     not_after: Mutex<BTreeMap<String, SystemTime>>,
@@ -107,8 +124,22 @@ impl Default for Metrics {
             "Seconds until a certificate Keelson manages expires (negative once expired)",
             certificate_expiry.clone(),
         );
+        let dataplane_workloads = Family::<WorkloadStateLabels, Gauge>::default();
+        registry.register(
+            "dataplane_workloads",
+            "Workloads a DataPlane selects, by rollout state",
+            dataplane_workloads.clone(),
+        );
+        let dataplane_wave = Family::<DataPlaneLabels, Gauge>::default();
+        registry.register(
+            "dataplane_wave",
+            "Number of a DataPlane's current wave of restarts",
+            dataplane_wave.clone(),
+        );
         Self {
             registry,
+            dataplane_workloads,
+            dataplane_wave,
             reconciles,
             reconcile_duration,
             webhook_requests,
@@ -132,6 +163,30 @@ impl Metrics {
         self.reconcile_duration
             .get_or_create(&ReconcileLabels { controller })
             .observe(took.as_secs_f64());
+    }
+
+    /// Records a DataPlane's rollout progress from its status.
+    pub fn dataplane_progress(&self, namespace: &str, dataplane: &str, status: &DataPlaneStatus) {
+        for (state, n) in [
+            ("up_to_date", status.up_to_date),
+            ("restarting", status.restarting),
+            ("pending", status.pending),
+            ("failed", status.failed),
+        ] {
+            self.dataplane_workloads
+                .get_or_create(&WorkloadStateLabels {
+                    namespace: namespace.to_owned(),
+                    dataplane: dataplane.to_owned(),
+                    state,
+                })
+                .set(i64::from(n));
+        }
+        self.dataplane_wave
+            .get_or_create(&DataPlaneLabels {
+                namespace: namespace.to_owned(),
+                dataplane: dataplane.to_owned(),
+            })
+            .set(status.wave.as_ref().map_or(0, |w| w.number));
     }
 
     /// Records when a certificate expires; scrapes see seconds from then.
@@ -284,6 +339,39 @@ mod tests {
             .unwrap();
         let seconds: f64 = expired.rsplit(' ').next().unwrap().parse().unwrap();
         assert!((-70.0..=-60.0).contains(&seconds), "{expired}");
+    }
+
+    #[test]
+    fn rollout_progress_and_identity_certificates_follow_status() {
+        let m = Metrics::default();
+        let status: DataPlaneStatus = serde_json::from_value(serde_json::json!({
+            "upToDate": 7, "restarting": 2, "pending": 1, "failed": 0,
+            "wave": {"number": 3, "generation": 1, "startedAt": "2026-01-01T00:00:00Z"},
+        }))
+        .unwrap();
+        m.dataplane_progress("shop", "apps", &status);
+        let later = SystemTime::now() + Duration::from_secs(3600);
+        m.identity_certificates(vec![
+            ("trust-anchor/aaaa".into(), later),
+            ("trust-anchor/bbbb".into(), later),
+            ("issuer".into(), later),
+        ]);
+        // The old anchor left the bundle: it is no longer reported.
+        m.identity_certificates(vec![
+            ("trust-anchor/bbbb".into(), later),
+            ("issuer".into(), later),
+        ]);
+        let text = m.encode();
+        for line in [
+            r#"keelson_dataplane_workloads{namespace="shop",dataplane="apps",state="up_to_date"} 7"#,
+            r#"keelson_dataplane_workloads{namespace="shop",dataplane="apps",state="restarting"} 2"#,
+            r#"keelson_dataplane_wave{namespace="shop",dataplane="apps"} 3"#,
+            r#"keelson_certificate_expiry_seconds{certificate="trust-anchor/bbbb"}"#,
+            r#"keelson_certificate_expiry_seconds{certificate="issuer"}"#,
+        ] {
+            assert!(text.contains(line), "{line} missing from\n{text}");
+        }
+        assert!(!text.contains("trust-anchor/aaaa"), "{text}");
     }
 
     #[test]

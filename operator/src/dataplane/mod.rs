@@ -267,6 +267,8 @@ async fn reconcile(dp: Arc<DataPlane>, ctx: Arc<Context>) -> Result<Action, Reco
     // Status first: the restarts it lists are then re-issued by whichever
     // operator reconciles next, should this one stop in between.
     write_status(&ctx, &dp, &previous, &plan.status).await?;
+    ctx.metrics
+        .dataplane_progress(&namespace, &dp.name_any(), &plan.status);
 
     let version = plan.status.target_proxy_version.clone().unwrap_or_default();
     let wave = plan.status.wave.as_ref().map_or(0, |w| w.number);
