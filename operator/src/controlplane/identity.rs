@@ -102,11 +102,10 @@ fn identity_status(
         out.trust_root_sha256 = control_plane_bundle;
     }
     if let Some(plan) = &material.rotation {
-        if plan
-            .event
-            .as_ref()
-            .is_some_and(|(r, _)| *r == "RotationStarted")
-        {
+        // A resumed rotation may be the requested one whose start was
+        // stored but not recorded: the request counts as handled either way.
+        let began = ["RotationStarted", "RotationResumed"];
+        if plan.event.as_ref().is_some_and(|(r, _)| began.contains(r)) {
             out.rotation_request = requested.cloned().or(out.rotation_request);
         }
         if plan.finished {
