@@ -7,11 +7,13 @@ use anyhow::{Context, bail, ensure};
 use common::{Operator, WAIT, control_plane, wait_converged};
 use k8s_openapi::api::admissionregistration::v1::MutatingWebhookConfiguration;
 use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{Event, Namespace, Pod};
 use keelson_crds::{ControlPlane, DataPlane};
 use keelson_e2e::shared::{env, install_keelson_crds};
 use keelson_operator::admission::configurations::INJECTOR;
 use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams};
+use kube::core::{ApiResource, DynamicObject, GroupVersionKind};
 use kube::{Api, Client, ResourceExt};
 use serde_json::{Value, json};
 use std::time::Duration;
@@ -252,6 +254,42 @@ async fn pods_in_injected_namespaces_get_the_proxy() {
                 for pod in pods_of(&client, &plain, "opt-in", 1).await? {
                     ensure!(has_proxy(&pod), "an annotated pod was not injected");
                 }
+                // A CronJob's pods are attributed to the CronJob, as
+                // Linkerd's injector does (1.20 serves CronJobs as v1beta1).
+                let cron_jobs: Api<DynamicObject> = Api::namespaced_with(
+                    client.clone(),
+                    &meshed,
+                    &ApiResource::from_gvk(&GroupVersionKind::gvk("batch", "v1beta1", "CronJob")),
+                );
+                let job_spec = json!({"template": {
+                    "metadata": {"labels": {"app": "nightly"}},
+                    "spec": {"restartPolicy": "Never", "automountServiceAccountToken": false,
+                        "containers": [{"name": "task", "image": "example.com/task:1"}]}}});
+                let cron: DynamicObject = serde_json::from_value(json!({
+                    "apiVersion": "batch/v1beta1", "kind": "CronJob",
+                    "metadata": {"name": "nightly"},
+                    "spec": {"schedule": "0 3 * * *", "suspend": true,
+                        "jobTemplate": {"spec": job_spec}},
+                }))?;
+                let cron = cron_jobs.create(&pp, &cron).await?;
+                let job: Job = serde_json::from_value(json!({
+                    "metadata": {"name": "nightly-1", "ownerReferences": [{
+                        "apiVersion": "batch/v1beta1", "kind": "CronJob", "name": "nightly",
+                        "uid": cron.metadata.uid, "controller": true}]},
+                    "spec": job_spec,
+                }))?;
+                Api::<Job>::namespaced(client.clone(), &meshed)
+                    .create(&pp, &job)
+                    .await?;
+                for pod in pods_of(&client, &meshed, "nightly", 1).await? {
+                    ensure!(has_proxy(&pod), "the CronJob's pod has no proxy");
+                    ensure!(
+                        !pod.labels().contains_key("linkerd.io/proxy-job"),
+                        "a CronJob's pod is labelled with its Job: {:?}",
+                        pod.labels()
+                    );
+                }
+
                 // The Deployment gets an Event, as with Linkerd's injector.
                 let events: Api<Event> = Api::namespaced(client.clone(), &meshed);
                 tokio::time::timeout(WAIT, async {
@@ -268,6 +306,21 @@ async fn pods_in_injected_namespaces_get_the_proxy() {
                 })
                 .await
                 .context("no Injected event on Deployment web")??;
+                tokio::time::timeout(WAIT, async {
+                    loop {
+                        let list = events.list(&ListParams::default()).await?.items;
+                        if list.iter().any(|e| {
+                            e.reason.as_deref() == Some("Injected")
+                                && e.involved_object.kind.as_deref() == Some("CronJob")
+                                && e.involved_object.name.as_deref() == Some("nightly")
+                        }) {
+                            return anyhow::Ok(());
+                        }
+                        tokio::time::sleep(Duration::from_millis(250)).await;
+                    }
+                })
+                .await
+                .context("no Injected event on CronJob nightly")??;
                 Ok(())
             }
             .await;

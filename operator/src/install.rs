@@ -125,6 +125,8 @@ fn rules() -> Value {
         rule(&[""], &["pods"], &READ),
         rule(&["apps"], &["deployments"], &MANAGE),
         rule(&["apps"], &["replicasets"], &READ),
+        // A Job's pods are labelled with its CronJob, as Linkerd does.
+        rule(&["batch"], &["jobs"], &["get"]),
         rule(
             &["apps"],
             &["statefulsets", "daemonsets"],

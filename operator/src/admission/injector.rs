@@ -7,6 +7,7 @@ use super::memo::{Memo, Remembered};
 use crate::catalog::{self, KubeVersion, Release};
 use crate::inject::{self, Owner};
 use k8s_openapi::api::apps::v1::ReplicaSet;
+use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{ConfigMap, Namespace, ObjectReference, Pod};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
 use keelson_crds::dataplane::VersionPolicy;
@@ -235,10 +236,27 @@ impl Injector {
         cm.data.as_ref()?.get(TRUST_ROOTS_KEY).cloned()
     }
 
-    /// The workload that owns the pod: a ReplicaSet's Deployment when the
-    /// cache knows it, else the pod's controller itself.
+    /// The workload that owns the pod, as Linkerd's injector resolves it: a
+    /// ReplicaSet's Deployment, a Job's CronJob, else the pod's controller.
     async fn owner(&self, pod: &Pod, namespace: &str) -> Option<OwnerReference> {
         let controller = controller_of(pod.owner_references())?;
+        if controller.kind == "Job" {
+            // Jobs are few and short-lived: asked for, not cached.
+            let job = match &self.client {
+                Some(client) => Api::<Job>::namespaced(client.clone(), namespace)
+                    .get_metadata_opt(&controller.name)
+                    .await
+                    .ok()
+                    .flatten(),
+                None => None,
+            };
+            let cron_job = job
+                .as_ref()
+                .and_then(|j| j.metadata.owner_references.as_deref())
+                .and_then(controller_of)
+                .filter(|o| o.kind == "CronJob");
+            return Some(cron_job.unwrap_or(controller).clone());
+        }
         if controller.kind != "ReplicaSet" {
             return Some(controller.clone());
         }
