@@ -9,6 +9,7 @@ pub mod controlplane;
 pub mod identity;
 pub mod inject;
 pub mod install;
+pub mod leader;
 pub mod metrics;
 pub mod render;
 pub mod runtime;
