@@ -4,7 +4,7 @@ use anyhow::Context as _;
 use clap::{Parser, Subcommand};
 use futures::FutureExt;
 use keelson_operator::leader::lease;
-use keelson_operator::{admission, catalog, render};
+use keelson_operator::{admission, catalog, check, render};
 use std::future::Future;
 use std::io::Write;
 use std::path::PathBuf;
@@ -49,6 +49,15 @@ enum Command {
     },
     /// List the Linkerd releases in Keelson's catalog.
     Versions,
+    /// Check the health of the mesh in the cluster of the current kubeconfig:
+    /// ControlPlanes and their Deployments, certificate expiry, proxy
+    /// versions against the control plane's, and Keelson's webhooks. Exits
+    /// non-zero when a check fails.
+    Check {
+        /// Warn about certificates that expire within this many days.
+        #[arg(long, default_value_t = 30)]
+        warn_within_days: u64,
+    },
     /// Print the manifests that install Keelson itself (namespace `keelson`).
     Manifests,
 }
@@ -168,6 +177,17 @@ impl Cli {
             Command::Manifests => {
                 out().write_all(keelson_operator::install::plain_yaml().as_bytes())?;
             }
+            Command::Check { warn_within_days } => {
+                let options = check::cluster::Options {
+                    warn_within: std::time::Duration::from_secs(warn_within_days * 86_400),
+                    timeout: std::time::Duration::from_secs(5),
+                };
+                let report = check(&options)?;
+                out().write_all(report.render().as_bytes())?;
+                if report.failed() {
+                    std::process::exit(1);
+                }
+            }
             Command::Versions => {
                 let mut out = out();
                 for r in catalog::releases() {
@@ -181,6 +201,19 @@ impl Cli {
         }
         Ok(())
     }
+}
+
+fn check(options: &check::cluster::Options) -> anyhow::Result<check::Report> {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(async {
+        let client = kube::Client::try_default()
+            .await
+            .context("connecting to Kubernetes")?;
+        Ok(check::cluster::run(&client, options).await)
+    })
 }
 
 fn run(

@@ -5,6 +5,7 @@
 pub mod admission;
 pub mod apply;
 pub mod catalog;
+pub mod check;
 pub mod controlplane;
 pub mod identity;
 pub mod inject;

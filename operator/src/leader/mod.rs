@@ -20,13 +20,16 @@ use tokio::task::JoinSet;
 pub struct Leadership(watch::Receiver<bool>);
 
 impl Leadership {
+    /// An elector that is gone (its task ended or was aborted) leads no
+    /// more, whatever it said last.
     pub fn is_leading(&self) -> bool {
-        *self.0.borrow()
+        *self.0.borrow() && self.0.has_changed().is_ok()
     }
 
     /// Completes once this replica leads; never once the elector is gone.
     pub async fn acquired(&mut self) {
-        if self.0.wait_for(|leading| *leading).await.is_err() {
+        let led = self.0.wait_for(|leading| *leading).await.is_ok();
+        if !led || self.0.has_changed().is_err() {
             std::future::pending::<()>().await;
         }
     }

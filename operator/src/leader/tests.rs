@@ -144,3 +144,16 @@ async fn a_task_that_ends_while_leading_stops_the_others_and_is_named() {
         "{result:?}"
     );
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_gone_elector_leads_no_more() {
+    let (leading, rx) = watch::channel(true);
+    let mut leadership = Leadership(rx);
+    assert!(leadership.is_leading());
+    // Its task aborted: the last word was "leading", but nobody renews.
+    drop(leading);
+    assert!(!leadership.is_leading());
+    leadership.lost().await;
+    let acquired = tokio::time::timeout(Duration::from_secs(600), leadership.acquired()).await;
+    assert!(acquired.is_err(), "a gone elector was taken for a leader");
+}
