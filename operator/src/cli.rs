@@ -54,8 +54,11 @@ enum Command {
     /// versions against the control plane's, and Keelson's webhooks. Exits
     /// non-zero when a check fails.
     Check {
-        /// Warn about certificates that expire within this many days.
-        #[arg(long, default_value_t = 30)]
+        /// Warn about certificates that expire within this many days. Keelson
+        /// renews a managed issuer (30-day default lifetime, renewed at 70 %)
+        /// 9 days before it expires, so by default a warning means renewal
+        /// is not happening.
+        #[arg(long, default_value_t = 7)]
         warn_within_days: u64,
     },
     /// Print the manifests that install Keelson itself (namespace `keelson`).
