@@ -141,20 +141,9 @@ impl Cluster {
                 .await
                 .map_err(Box::new)?;
         let client = self.client()?;
-        self.wait(
-            "kube-apiserver /readyz",
-            Duration::from_secs(90),
-            || async {
-                client
-                    .request_text(
-                        http::Request::get("/readyz")
-                            .body(Vec::new())
-                            .expect("static request"),
-                    )
-                    .await
-                    .is_ok_and(|body| body.trim() == "ok")
-            },
-        )
+        self.wait("kube-apiserver /readyz", Duration::from_secs(90), || {
+            serves(&client)
+        })
         .await?;
 
         let kubeconfig = self.kubeconfig.display().to_string();
@@ -216,6 +205,30 @@ impl Cluster {
             started.elapsed().as_secs_f32(),
             self.kubeconfig.display()
         ));
+        Ok(())
+    }
+
+    /// Restarts `component` in place, as an operator of the cluster would
+    /// (SIGTERM, then the same command line: same ports, same data), and
+    /// waits until the API server serves again. The other processes and the
+    /// hollow-node agent ride it out on their own.
+    pub async fn restart(&mut self, component: Component) -> Result<(), Error> {
+        let name = component.process();
+        progress(format!("restarting {name}"));
+        let process = self
+            .processes
+            .iter_mut()
+            .find(|p| p.name == name)
+            .expect("every component is started at boot");
+        process.restart(Duration::from_secs(10)).await?;
+        let client = self.client()?;
+        self.wait(
+            &format!("kube-apiserver /readyz after restarting {name}"),
+            Duration::from_secs(90),
+            || serves(&client),
+        )
+        .await?;
+        progress(format!("{name} restarted"));
         Ok(())
     }
 
@@ -323,6 +336,35 @@ impl Cluster {
         std::fs::write(&self.kubeconfig, yaml)
             .map_err(Error::io(format!("writing {}", self.kubeconfig.display())))
     }
+}
+
+/// A control-plane process tests can restart.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Component {
+    Etcd,
+    ApiServer,
+}
+
+impl Component {
+    fn process(self) -> &'static str {
+        match self {
+            Self::Etcd => "etcd",
+            Self::ApiServer => "kube-apiserver",
+        }
+    }
+}
+
+/// Whether the API server answers `/readyz` with `ok` (which includes its
+/// etcd connection).
+async fn serves(client: &Client) -> bool {
+    client
+        .request_text(
+            http::Request::get("/readyz")
+                .body(Vec::new())
+                .expect("static request"),
+        )
+        .await
+        .is_ok_and(|body| body.trim() == "ok")
 }
 
 impl Drop for Cluster {

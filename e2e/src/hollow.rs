@@ -8,7 +8,7 @@
 //! fail on purpose.
 
 use crate::Error;
-use futures::{StreamExt, TryStreamExt};
+use futures::StreamExt;
 use k8s_openapi::api::core::v1::{ConfigMap, Node, Pod};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::api::{DeleteParams, Patch, PatchParams, PostParams, Preconditions};
@@ -126,17 +126,24 @@ pub async fn run_agent(client: Client, nodes: Vec<String>) -> Result<(), Error> 
         )
         .default_backoff()
         .applied_objects()
-        .map_err(|e| Error::AgentStopped(format!("pod watch: {e}")))
-        .try_for_each_concurrent(CONCURRENCY, move |pod| {
+        // A watch error (the API server restarting) is retried after a
+        // backoff; the relist that follows brings every pod back.
+        .filter_map(|pod| async move {
+            pod.inspect_err(
+                |e| tracing::warn!(error = %e, "hollow nodes: pod watch failed; retrying"),
+            )
+            .ok()
+        })
+        .for_each_concurrent(CONCURRENCY, move |pod| {
             let agent = agent.clone();
-            async move {
-                agent.sync(&pod).await;
-                Ok(())
-            }
+            async move { agent.sync(&pod).await }
         })
     };
     let faults = watch_faults(client, agent, store);
-    futures::future::try_join(pods, faults).await.map(|_| ())
+    tokio::select! {
+        () = pods => Err(Error::AgentStopped("pod watch ended".into())),
+        stopped = faults => stopped,
+    }
 }
 
 /// Keeps the list of failing images current, and re-reports every known pod
@@ -149,7 +156,14 @@ async fn watch_faults(client: Client, agent: Arc<Agent>, store: Store<Pod>) -> R
     // complete, so a ConfigMap deleted while the watch was down is noticed.
     let mut relisted = Vec::new();
     while let Some(event) = events.next().await {
-        let images = match event.map_err(|e| Error::AgentStopped(format!("fault watch: {e}")))? {
+        let event = match event {
+            Ok(event) => event,
+            Err(e) => {
+                tracing::warn!(error = %e, "hollow nodes: fault watch failed; retrying");
+                continue;
+            }
+        };
+        let images = match event {
             watcher::Event::Init => {
                 relisted.clear();
                 continue;

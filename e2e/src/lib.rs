@@ -14,7 +14,7 @@ pub mod pki;
 mod process;
 pub mod shared;
 
-pub use cluster::{Cluster, ClusterOptions};
+pub use cluster::{Cluster, ClusterOptions, Component};
 pub use error::Error;
 
 /// Installs ring as rustls's process-wide crypto provider; kube's TLS client

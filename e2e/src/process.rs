@@ -6,12 +6,15 @@
 //! that lives as long as the cluster (see [`crate::shared`]).
 
 use crate::Error;
-use std::fs::File;
+use std::fs::{File, OpenOptions};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::time::Duration;
 
 pub(crate) struct Process {
-    name: &'static str,
+    pub(crate) name: &'static str,
+    program: PathBuf,
+    args: Vec<String>,
     child: Child,
     log: PathBuf,
 }
@@ -24,19 +27,38 @@ impl Process {
         log: PathBuf,
     ) -> Result<Self, Error> {
         let out = File::create(&log).map_err(Error::io(format!("creating {}", log.display())))?;
-        let err = out
-            .try_clone()
-            .map_err(Error::io(format!("opening {}", log.display())))?;
-        let child = Command::new("setpriv")
-            .args(["--pdeathsig", "KILL", "--"])
-            .arg(program)
-            .args(args)
-            .stdin(Stdio::null())
-            .stdout(out)
-            .stderr(err)
-            .spawn()
-            .map_err(Error::io(format!("starting {}", program.display())))?;
-        Ok(Self { name, child, log })
+        let child = start(program, args, out, &log)?;
+        Ok(Self {
+            name,
+            program: program.to_owned(),
+            args: args.to_vec(),
+            child,
+            log,
+        })
+    }
+
+    /// Stops the process as an init system would (SIGTERM, SIGKILL after
+    /// `grace`) and starts it again with the same command line, so on the
+    /// same ports and data. Its log continues in the same file.
+    pub(crate) async fn restart(&mut self, grace: Duration) -> Result<(), Error> {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+        let deadline = tokio::time::Instant::now() + grace;
+        while self.child.try_wait().ok().flatten().is_none() {
+            if tokio::time::Instant::now() > deadline {
+                let _ = self.child.kill();
+                let _ = self.child.wait();
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let out = OpenOptions::new()
+            .append(true)
+            .open(&self.log)
+            .map_err(Error::io(format!("opening {}", self.log.display())))?;
+        self.child = start(&self.program, &self.args, out, &self.log)?;
+        Ok(())
     }
 
     /// Fails with the end of the process's log if it has exited.
@@ -60,6 +82,21 @@ impl Drop for Process {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+fn start(program: &Path, args: &[String], out: File, log: &Path) -> Result<Child, Error> {
+    let err = out
+        .try_clone()
+        .map_err(Error::io(format!("opening {}", log.display())))?;
+    Command::new("setpriv")
+        .args(["--pdeathsig", "KILL", "--"])
+        .arg(program)
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(out)
+        .stderr(err)
+        .spawn()
+        .map_err(Error::io(format!("starting {}", program.display())))
 }
 
 pub(crate) fn log_tail(path: &Path, lines: usize) -> String {

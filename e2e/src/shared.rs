@@ -5,7 +5,7 @@
 //! `KEELSON_E2E_KUBECONFIG` to run the tests against a cluster that is already
 //! up (`make cluster`) instead of starting one.
 
-use crate::{Cluster, ClusterOptions};
+use crate::{Cluster, ClusterOptions, Component};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{Event, Namespace, Pod};
 use kube::api::{DeleteParams, ListParams, PostParams};
@@ -24,7 +24,12 @@ pub const TEST_NAMESPACE_LABEL: &str = "keelson.dev/e2e";
 pub struct TestEnv {
     pub kubeconfig: PathBuf,
     config: kube::Config,
+    /// Restart requests for the cluster's thread; `None` for a cluster
+    /// the harness did not start.
+    restarts: Option<tokio::sync::mpsc::UnboundedSender<Restart>>,
 }
+
+type Restart = (Component, tokio::sync::oneshot::Sender<Result<(), String>>);
 
 static ENV: OnceLock<Result<TestEnv, String>> = OnceLock::new();
 
@@ -60,6 +65,7 @@ fn existing(kubeconfig: PathBuf) -> Result<TestEnv, String> {
                 Ok(TestEnv {
                     config: config.map_err(|e| e.to_string())?,
                     kubeconfig: kubeconfig.clone(),
+                    restarts: None,
                 })
             })
             .join()
@@ -81,14 +87,20 @@ fn start_shared() -> Result<TestEnv, String> {
             };
             rt.block_on(async move {
                 match Cluster::start(ClusterOptions::default()).await {
-                    Ok(cluster) => {
+                    Ok(mut cluster) => {
+                        let (restarts, mut requests) = tokio::sync::mpsc::unbounded_channel();
                         let _ = tx.send(Ok(TestEnv {
                             kubeconfig: cluster.kubeconfig().to_owned(),
                             config: cluster.config().clone(),
+                            restarts: Some(restarts),
                         }));
                         // Keep the cluster, and this thread, alive until the
-                        // test binary exits.
-                        std::future::pending::<()>().await;
+                        // test binary exits; restarted processes are children
+                        // of this thread too, so they live as long.
+                        while let Some((component, done)) = requests.recv().await {
+                            let restarted = cluster.restart(component).await;
+                            let _ = done.send(restarted.map_err(|e| e.to_string()));
+                        }
                         drop(cluster);
                     }
                     Err(e) => drop(tx.send(Err(format!("{e}")))),
@@ -101,6 +113,23 @@ fn start_shared() -> Result<TestEnv, String> {
 }
 
 impl TestEnv {
+    /// Restarts a process of the cluster in place (same ports, same data)
+    /// and returns once the API server serves again. Only for the cluster
+    /// the harness started itself.
+    pub async fn restart(&self, component: Component) -> anyhow::Result<()> {
+        let restarts = self.restarts.as_ref().ok_or_else(|| {
+            anyhow::anyhow!("restarting {component:?} needs the harness's own cluster (unset KEELSON_E2E_KUBECONFIG)")
+        })?;
+        let (done, restarted) = tokio::sync::oneshot::channel();
+        restarts
+            .send((component, done))
+            .map_err(|_| anyhow::anyhow!("the cluster thread is gone"))?;
+        restarted
+            .await
+            .map_err(|_| anyhow::anyhow!("the cluster thread is gone"))?
+            .map_err(|e| anyhow::anyhow!("restarting {component:?}: {e}"))
+    }
+
     /// A fresh admin client for the calling test's runtime.
     pub fn client(&self) -> Client {
         Client::try_from(self.config.clone()).expect("client from a loaded kubeconfig")

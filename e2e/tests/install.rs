@@ -26,11 +26,17 @@ async fn the_operator_works_with_only_its_install_rbac() {
             });
             let applier = Applier::new(client.clone());
             // Everything but the operator's own Deployment and Service (the
-            // operator runs in this process, as the ServiceAccount) and the
-            // CRDs (applied and awaited below).
+            // operator runs in this process, as the ServiceAccount), the
+            // CRDs (applied and awaited below) and the PodDisruptionBudget
+            // (policy/v1 needs Kubernetes 1.21).
             for o in objects.iter().filter(|o| {
-                !["Deployment", "Service", "CustomResourceDefinition"]
-                    .contains(&o["kind"].as_str().unwrap_or_default())
+                ![
+                    "Deployment",
+                    "Service",
+                    "CustomResourceDefinition",
+                    "PodDisruptionBudget",
+                ]
+                .contains(&o["kind"].as_str().unwrap_or_default())
             }) {
                 applier.apply(o).await?;
             }

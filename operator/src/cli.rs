@@ -2,7 +2,10 @@
 
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
-use keelson_operator::{admission, catalog, render};
+use futures::FutureExt;
+use keelson_operator::leader::lease;
+use keelson_operator::{admission, catalog, check, render};
+use std::future::Future;
 use std::io::Write;
 use std::path::PathBuf;
 
@@ -17,15 +20,18 @@ pub struct Cli {
 
 #[derive(Subcommand, Debug)]
 enum Command {
-    /// Run the operator: reconcile ControlPlanes in the cluster of the current
-    /// kubeconfig (or the in-cluster service account) and serve the admission
-    /// webhooks, until SIGINT/SIGTERM.
+    /// Run the operator: serve the admission webhooks and, while this
+    /// replica holds the leader Lease, reconcile ControlPlanes in the cluster
+    /// of the current kubeconfig (or the in-cluster service account), until
+    /// SIGINT/SIGTERM. The first signal drains, a second one aborts.
     Run {
         /// Log format: `plain` or `json`.
         #[arg(long, default_value = "plain", value_parser = ["plain", "json"])]
         log_format: String,
         #[command(flatten)]
         webhooks: WebhookArgs,
+        #[command(flatten)]
+        election: ElectionArgs,
     },
     /// Print the CustomResourceDefinitions of Keelson's API (keelson.dev) as YAML.
     Crds,
@@ -43,6 +49,18 @@ enum Command {
     },
     /// List the Linkerd releases in Keelson's catalog.
     Versions,
+    /// Check the health of the mesh in the cluster of the current kubeconfig:
+    /// ControlPlanes and their Deployments, certificate expiry, proxy
+    /// versions against the control plane's, and Keelson's webhooks. Exits
+    /// non-zero when a check fails.
+    Check {
+        /// Warn about certificates that expire within this many days. Keelson
+        /// renews a managed issuer (30-day default lifetime, renewed at 70 %)
+        /// 9 days before it expires, so by default a warning means renewal
+        /// is not happening.
+        #[arg(long, default_value_t = 7)]
+        warn_within_days: u64,
+    },
     /// Print the manifests that install Keelson itself (namespace `keelson`).
     Manifests,
 }
@@ -67,6 +85,33 @@ struct WebhookArgs {
     /// Address of the admin server (`/metrics`, `/live`; plain HTTP).
     #[arg(long, default_value = "0.0.0.0:9990")]
     admin_listen: std::net::SocketAddr,
+}
+
+/// Leader election among the operator's replicas (Lease `keelson` in
+/// Keelson's namespace, holder: `POD_NAME`, else host name and a random suffix).
+#[derive(clap::Args, Debug)]
+struct ElectionArgs {
+    /// Seconds a leader's record stays valid without a renewal.
+    #[arg(long, default_value_t = 15)]
+    lease_duration_secs: u64,
+    /// Seconds the leader keeps leading without a successful renewal.
+    #[arg(long, default_value_t = 10)]
+    lease_renew_deadline_secs: u64,
+    /// Seconds between attempts to acquire or renew the lease.
+    #[arg(long, default_value_t = 2)]
+    lease_retry_period_secs: u64,
+}
+
+impl ElectionArgs {
+    fn config(self, namespace: &str) -> lease::Config {
+        let secs = std::time::Duration::from_secs;
+        lease::Config {
+            lease_duration: secs(self.lease_duration_secs),
+            renew_deadline: secs(self.lease_renew_deadline_secs),
+            retry_period: secs(self.lease_retry_period_secs),
+            ..lease::Config::new(namespace, lease::default_identity())
+        }
+    }
 }
 
 impl WebhookArgs {
@@ -105,9 +150,11 @@ impl Cli {
             Command::Run {
                 log_format,
                 webhooks,
+                election,
             } => {
+                let election = election.config(&webhooks.namespace);
                 let (listen, admin, config) = webhooks.config();
-                run(&log_format, listen, admin, config)?
+                run(&log_format, listen, admin, config, election)?
             }
             Command::Crds => out().write_all(keelson_crds::crds_yaml().as_bytes())?,
             Command::Render {
@@ -133,6 +180,17 @@ impl Cli {
             Command::Manifests => {
                 out().write_all(keelson_operator::install::plain_yaml().as_bytes())?;
             }
+            Command::Check { warn_within_days } => {
+                let options = check::cluster::Options {
+                    warn_within: std::time::Duration::from_secs(warn_within_days * 86_400),
+                    timeout: std::time::Duration::from_secs(5),
+                };
+                let report = check(&options)?;
+                out().write_all(report.render().as_bytes())?;
+                if report.failed() {
+                    std::process::exit(1);
+                }
+            }
             Command::Versions => {
                 let mut out = out();
                 for r in catalog::releases() {
@@ -148,11 +206,25 @@ impl Cli {
     }
 }
 
+fn check(options: &check::cluster::Options) -> anyhow::Result<check::Report> {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(async {
+        let client = kube::Client::try_default()
+            .await
+            .context("connecting to Kubernetes")?;
+        Ok(check::cluster::run(&client, options).await)
+    })
+}
+
 fn run(
     log_format: &str,
     listen: std::net::SocketAddr,
     admin: std::net::SocketAddr,
     webhooks: admission::Config,
+    election: lease::Config,
 ) -> anyhow::Result<()> {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| "info,kube_runtime=warn".into());
@@ -169,7 +241,8 @@ fn run(
         let client = kube::Client::try_default()
             .await
             .context("connecting to Kubernetes")?;
-        tracing::info!("keelson operator starting");
+        tracing::info!(identity = %election.identity, "keelson operator starting");
+        let (drain, abort) = signals().context("installing signal handlers")?;
         let listener = tokio::net::TcpListener::bind(listen)
             .await
             .with_context(|| format!("listening on {listen} for webhooks"))?;
@@ -180,19 +253,37 @@ fn run(
             webhooks: listener,
             admin: Some(admin),
         };
-        keelson_operator::runtime::run(client, webhooks, listeners, shutdown_signal()).await?;
+        let operator = keelson_operator::runtime::run(client, webhooks, election, listeners, drain);
+        tokio::select! {
+            stopped = operator => stopped?,
+            () = abort => anyhow::bail!("a second signal: stopping without draining"),
+        }
         tracing::info!("keelson operator stopped");
         Ok(())
     })
 }
 
-/// Completes on the first SIGINT or SIGTERM; the controller then finishes
-/// the reconciles under way.
-async fn shutdown_signal() {
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-        .expect("installing a SIGTERM handler");
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = term.recv() => {}
-    }
+/// The first SIGINT or SIGTERM completes the first future: the reconcilers
+/// finish their work, the lease is handed back and the webhooks drain. A
+/// second signal completes the other one, to give up on draining.
+fn signals() -> std::io::Result<(impl Future<Output = ()>, impl Future<Output = ()>)> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    let (first_tx, first) = tokio::sync::oneshot::channel::<()>();
+    let (second_tx, second) = tokio::sync::oneshot::channel::<()>();
+    tokio::spawn(async move {
+        for (n, tx) in [first_tx, second_tx].into_iter().enumerate() {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = int.recv() => {}
+            }
+            if n == 0 {
+                tracing::info!("shutting down: draining (a second signal stops at once)");
+            }
+            let _ = tx.send(());
+        }
+    });
+    // A sender is never dropped unsent: the task above outlives both.
+    Ok((first.map(|_| ()), second.map(|_| ())))
 }

@@ -5,11 +5,13 @@
 pub mod admission;
 pub mod apply;
 pub mod catalog;
+pub mod check;
 pub mod controlplane;
 pub mod dataplane;
 pub mod identity;
 pub mod inject;
 pub mod install;
+pub mod leader;
 pub mod metrics;
 pub mod render;
 pub mod rollout;

@@ -80,6 +80,8 @@ pub struct Metrics {
     certificate_expiry: Family<CertificateLabels, Gauge<f64, AtomicU64>>,
     dataplane_workloads: Family<WorkloadStateLabels, Gauge>,
     dataplane_wave: Family<DataPlaneLabels, Gauge>,
+    /// 1 while this replica holds the leader Lease and runs the reconcilers.
+    pub leader: Gauge,
     /// Expiry times; the gauge is computed from them at every scrape so it
     /// never goes stale between certificate changes.
     not_after: Mutex<BTreeMap<String, SystemTime>>,
@@ -136,6 +138,12 @@ impl Default for Metrics {
             "Number of a DataPlane's current wave of restarts",
             dataplane_wave.clone(),
         );
+        let leader = Gauge::default();
+        registry.register(
+            "leader",
+            "1 while this replica holds the leader Lease and runs the reconcilers",
+            leader.clone(),
+        );
         Self {
             registry,
             dataplane_workloads,
@@ -145,6 +153,7 @@ impl Default for Metrics {
             webhook_requests,
             webhook_duration,
             certificate_expiry,
+            leader,
             not_after: Mutex::default(),
         }
     }
@@ -316,12 +325,14 @@ mod tests {
             .inc();
         m.certificate_expires("webhook-ca", SystemTime::now() + Duration::from_secs(3600));
         m.certificate_expires("old", SystemTime::now() - Duration::from_secs(60));
+        m.leader.set(1);
         let text = m.encode();
         for line in [
             r#"keelson_reconciles_total{controller="controlplane",outcome="ok"} 1"#,
             r#"keelson_reconciles_total{controller="controlplane",outcome="error"} 1"#,
             r#"keelson_reconcile_duration_seconds_count{controller="controlplane"} 2"#,
             r#"keelson_webhook_requests_total{webhook="inject",decision="patched"} 1"#,
+            "keelson_leader 1",
         ] {
             assert!(text.contains(line), "{line} missing from\n{text}");
         }

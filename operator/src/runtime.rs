@@ -1,9 +1,10 @@
-//! Everything `keelson run` runs, wired together: the ControlPlane and
-//! DataPlane controllers and the admission webhooks, stopped by one shutdown
-//! signal.
+//! Everything `keelson run` runs, wired together: the admission webhooks on
+//! every replica, the reconcilers (ControlPlane, DataPlane) on the elected
+//! leader only, stopped by one shutdown signal.
 
 use crate::admission;
 use crate::catalog::KubeVersion;
+use crate::leader::{self, LeaderOnly, lease};
 use crate::metrics::{self, Metrics};
 use futures::FutureExt;
 use kube::Client;
@@ -18,10 +19,16 @@ pub enum RuntimeError {
     Version(String),
     #[error(transparent)]
     Admission(#[from] admission::AdmissionError),
+    #[error(transparent)]
+    Lease(#[from] lease::LeaseError),
+    #[error(transparent)]
+    Leader(#[from] leader::LeaderError),
 }
 
-/// Runs the operator until `shutdown` completes: the controllers finish the
-/// reconciles under way, and the webhook server drains.
+/// How long the reconcilers may take to finish on shutdown, within
+/// Kubernetes' default 30 s termination grace period.
+const DRAIN: std::time::Duration = std::time::Duration::from_secs(20);
+
 /// The sockets the operator serves on, bound by the caller (so a port
 /// conflict is reported before anything starts).
 pub struct Listeners {
@@ -31,15 +38,23 @@ pub struct Listeners {
     pub admin: Option<TcpListener>,
 }
 
+/// Runs the operator until `shutdown` completes: the reconcilers finish the
+/// work under way and hand the lease back, and the webhook server drains.
 pub async fn run(
     client: Client,
     admission: admission::Config,
+    election: lease::Config,
     listeners: Listeners,
     shutdown: impl Future<Output = ()> + Send + Sync + 'static,
 ) -> Result<(), RuntimeError> {
+    election.validate()?;
     let kubernetes = kubernetes_version(&client).await?;
     let metrics = Arc::new(Metrics::default());
-    let shutdown = shutdown.shared();
+    // A reconciler that stops by itself stops the whole replica.
+    let (failed, stopped) = tokio::sync::oneshot::channel::<()>();
+    let shutdown = futures::future::select(Box::pin(shutdown), stopped)
+        .map(|_| ())
+        .shared();
     if let Some(admin) = listeners.admin {
         tokio::spawn(metrics::serve_admin(
             admin,
@@ -47,23 +62,43 @@ pub async fn run(
             shutdown.clone(),
         ));
     }
-    let controller =
-        crate::controlplane::run(client.clone(), Arc::clone(&metrics), shutdown.clone());
-    let dataplanes = crate::dataplane::run(
-        client.clone(),
-        kubernetes,
-        Arc::clone(&metrics),
-        shutdown.clone(),
-    );
+    let (elector, leadership) = lease::elector(client.clone(), election, Arc::clone(&metrics));
+    let reconcilers = LeaderOnly::new(DRAIN)
+        .task("controlplane", {
+            let (client, metrics) = (client.clone(), Arc::clone(&metrics));
+            move |stop| crate::controlplane::run(client.clone(), Arc::clone(&metrics), stop)
+        })
+        .task("dataplane", {
+            let (client, metrics) = (client.clone(), Arc::clone(&metrics));
+            move |stop| {
+                crate::dataplane::run(client.clone(), kubernetes, Arc::clone(&metrics), stop)
+            }
+        });
+    // The lease is handed back only once the reconcilers have stopped.
+    let (release, released) = tokio::sync::oneshot::channel::<()>();
+    let electing = elector.run(released.map(|_| ()));
+    let leading = {
+        let (leadership, shutdown) = (leadership.clone(), shutdown.clone());
+        async move {
+            let result = reconcilers.run(leadership, shutdown).await;
+            if result.is_err() {
+                let _ = failed.send(());
+            }
+            let _ = release.send(());
+            result
+        }
+    };
     let webhooks = admission::run(
         client,
         admission,
         listeners.webhooks,
         kubernetes,
         metrics,
+        leadership,
         shutdown,
     );
-    let ((), (), served) = tokio::join!(controller, dataplanes, webhooks);
+    let ((), led, served) = tokio::join!(electing, leading, webhooks);
+    led?;
     served?;
     Ok(())
 }

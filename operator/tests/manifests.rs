@@ -57,6 +57,11 @@ fn every_object_is_a_valid_kubernetes_object() {
             "ClusterRoleBinding" => {
                 serde_json::from_value::<k8s_openapi::api::rbac::v1::ClusterRoleBinding>(o.clone()).is_ok()
             }
+            "Role" => serde_json::from_value::<k8s_openapi::api::rbac::v1::Role>(o.clone()).is_ok(),
+            "RoleBinding" => serde_json::from_value::<k8s_openapi::api::rbac::v1::RoleBinding>(o.clone()).is_ok(),
+            "PodDisruptionBudget" => {
+                serde_json::from_value::<k8s_openapi::api::policy::v1::PodDisruptionBudget>(o.clone()).is_ok()
+            }
             "Deployment" => serde_json::from_value::<k8s_openapi::api::apps::v1::Deployment>(o.clone()).is_ok(),
             "Service" => serde_json::from_value::<k8s_openapi::api::core::v1::Service>(o.clone()).is_ok(),
             other => panic!("unexpected kind {other}"),

@@ -8,6 +8,7 @@ use k8s_openapi::api::core::v1::{ConfigMap, Namespace};
 use keelson_crds::{ControlPlane, DataPlane, DataPlaneStatus};
 use keelson_e2e::hollow;
 use keelson_e2e::shared::{TEST_NAMESPACE_LABEL, dump_namespace};
+use keelson_operator::leader::lease;
 use kube::api::{DeleteParams, PostParams};
 use kube::api::{Patch, PatchParams};
 use kube::runtime::wait::await_condition;
@@ -15,6 +16,7 @@ use kube::{Api, Client};
 use serde_json::json;
 use std::future::Future;
 use std::sync::OnceLock;
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
 pub const WAIT: Duration = Duration::from_secs(120);
@@ -30,19 +32,37 @@ pub const KEELSON_NAMESPACE: &str = "keelson";
 /// The port the operators of this test binary serve webhooks on. One port
 /// for all of them, so the webhook configurations a previous operator left
 /// (with the CA kept in its Secret) stay right for the next one.
-fn webhook_port() -> u16 {
+pub fn webhook_port() -> u16 {
     static PORT: OnceLock<u16> = OnceLock::new();
-    *PORT.get_or_init(|| {
-        std::net::TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .expect("a free loopback port")
-            .port()
-    })
+    *PORT.get_or_init(free_port)
+}
+
+/// A loopback port nothing listens on, e.g. for a second operator's webhooks.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free loopback port")
+        .port()
 }
 
 /// The base URL the API server calls the test operators' webhooks at.
 pub fn webhook_url() -> String {
-    format!("https://127.0.0.1:{}", webhook_port())
+    url(webhook_port())
+}
+
+fn url(port: u16) -> String {
+    format!("https://127.0.0.1:{port}")
+}
+
+/// Leader election settings for the test operators: short, so a killed
+/// leader's lease (never handed back) expires within seconds.
+fn election(identity: &str) -> lease::Config {
+    lease::Config {
+        lease_duration: Duration::from_secs(6),
+        renew_deadline: Duration::from_secs(4),
+        retry_period: Duration::from_secs(1),
+        ..lease::Config::new(KEELSON_NAMESPACE, identity)
+    }
 }
 
 /// The operator (`keelson run`: controllers and admission webhooks), running
@@ -51,10 +71,27 @@ pub fn webhook_url() -> String {
 /// wrote to the cluster.
 pub struct Operator {
     task: tokio::task::JoinHandle<()>,
+    /// Its name in the leader Lease.
+    pub identity: String,
+    port: u16,
+    /// Completes the operator's shutdown future.
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
 }
 
 impl Operator {
     pub fn start(client: Client) -> Self {
+        Self::start_on(client, webhook_port())
+    }
+
+    /// An operator serving its webhooks on `port`: a second replica in the
+    /// same process needs a port of its own.
+    pub fn start_on(client: Client, port: u16) -> Self {
+        static NEXT: AtomicU32 = AtomicU32::new(0);
+        let identity = format!(
+            "e2e-{}-{}",
+            std::process::id(),
+            NEXT.fetch_add(1, Ordering::Relaxed)
+        );
         // The operator's logs, shown with a failing test's output.
         let _ = tracing_subscriber::fmt()
             .with_test_writer()
@@ -65,15 +102,17 @@ impl Operator {
             .try_init();
         // Bound before returning, so the API server's webhook calls wait in
         // the backlog instead of being refused while the operator starts.
-        let listener = std::net::TcpListener::bind(("127.0.0.1", webhook_port()))
-            .expect("binding the webhook port");
+        let listener =
+            std::net::TcpListener::bind(("127.0.0.1", port)).expect("binding the webhook port");
         listener
             .set_nonblocking(true)
             .expect("a non-blocking listener");
         let config = keelson_operator::admission::Config {
             namespace: KEELSON_NAMESPACE.into(),
-            endpoint: keelson_operator::admission::configurations::Endpoint::Url(webhook_url()),
+            endpoint: keelson_operator::admission::configurations::Endpoint::Url(url(port)),
         };
+        let election = election(&identity);
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let task = tokio::spawn(async move {
             let namespaces: Api<Namespace> = Api::all(client.clone());
             let ns = serde_json::from_value(json!({"metadata": {"name": KEELSON_NAMESPACE,
@@ -88,21 +127,28 @@ impl Operator {
                 webhooks: tokio::net::TcpListener::from_std(listener).expect("a tokio listener"),
                 admin: None,
             };
+            let shutdown = async {
+                let _ = stopped.await;
+            };
             if let Err(e) =
-                keelson_operator::runtime::run(client, config, listeners, std::future::pending())
-                    .await
+                keelson_operator::runtime::run(client, config, election, listeners, shutdown).await
             {
                 panic!("the operator stopped: {e}");
             }
         });
-        Self { task }
+        Self {
+            task,
+            identity,
+            port,
+            stop: Some(stop),
+        }
     }
 
-    /// Waits until the webhook configurations point at this binary's
-    /// operators (the first operator of a cluster registers them).
+    /// Waits until the webhook configurations point at this operator (the
+    /// leader registers them).
     pub async fn webhooks_registered(&self, client: &Client) -> anyhow::Result<()> {
         let api: Api<ValidatingWebhookConfiguration> = Api::all(client.clone());
-        let url = format!("{}/validate", webhook_url());
+        let url = format!("{}/validate", url(self.port));
         tokio::time::timeout(WAIT, async {
             loop {
                 let registered = api
@@ -123,6 +169,18 @@ impl Operator {
     pub async fn kill(mut self) {
         self.task.abort();
         let _ = (&mut self.task).await;
+    }
+
+    /// Stops the operator as SIGTERM would: the reconcilers finish, the
+    /// lease is handed back, the webhooks drain.
+    pub async fn stop(mut self) -> anyhow::Result<()> {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        tokio::time::timeout(WAIT, &mut self.task)
+            .await
+            .context("the operator did not stop")?
+            .context("the operator failed")
     }
 }
 

@@ -1,6 +1,7 @@
 //! Keelson's admission webhooks, run by every operator replica (no leader:
 //! the API server may call any of them): the proxy injector and the
 //! validator for keelson.dev objects, served over TLS by `keelson-webhooks`.
+//! Only the leader writes the webhook configurations.
 
 pub mod certs;
 pub mod configurations;
@@ -11,6 +12,7 @@ pub mod validate;
 
 use crate::apply::{Applier, ApplyError};
 use crate::catalog::KubeVersion;
+use crate::leader::Leadership;
 use crate::metrics::{Metrics, WebhookDecisionLabels, WebhookLabels};
 use crate::render::CONTROL_PLANE_LABEL;
 use bytes::Bytes;
@@ -210,7 +212,8 @@ fn decode<K: DeserializeOwned>(
 
 /// Runs the admission server on `listener` until `shutdown`: loads the CA,
 /// fills the caches, keeps the webhook configurations pointed at this
-/// server, and serves. Readiness turns true once the caches are filled.
+/// server while `leadership` says so, and serves. Readiness turns true once
+/// the caches are filled.
 ///
 /// The caller binds the listener, so the API server's calls queue in its
 /// backlog from that moment on, even while the CA is still being loaded.
@@ -220,6 +223,7 @@ pub async fn run(
     listener: TcpListener,
     kubernetes: KubeVersion,
     metrics: Arc<Metrics>,
+    leadership: Leadership,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), AdmissionError> {
     let ca = certs::ca(&client, &config.namespace).await?;
@@ -285,7 +289,7 @@ pub async fn run(
             caches.wait_ready().await;
             ready.store(true, Ordering::Release);
             tracing::info!("admission caches synced; webhooks ready");
-            configure(client, config, ca_pem, caches, changed).await;
+            configure(client, config, ca_pem, caches, changed, leadership).await;
         }
     });
     if let Ok(addr) = listener.local_addr() {
@@ -363,14 +367,17 @@ where
 
 /// Keeps the webhook configurations current (once the caches are filled): the validator always, the
 /// injector while a ControlPlane exists (following its failure policy and
-/// namespace). Every replica does this; they render the same objects, so
-/// the applies after the first are no-ops.
+/// namespace). Only the leader writes them: replicas of different versions
+/// (a rolling update) or endpoints (operators outside the cluster) would
+/// otherwise overwrite each other, and deleting the injector must not race
+/// another replica's apply.
 async fn configure(
     client: Client,
     config: Config,
     ca_pem: String,
     caches: Caches,
     changed: Arc<Notify>,
+    mut leadership: Leadership,
 ) {
     let applier = Applier::new(client.clone());
     let webhooks = Webhooks {
@@ -379,12 +386,19 @@ async fn configure(
         keelson_namespace: &config.namespace,
     };
     loop {
+        leadership.acquired().await;
         if let Err(e) = configure_once(&client, &applier, &webhooks, &caches.control_planes).await {
             tracing::warn!(error = %e, "updating the webhook configurations; retrying");
-            tokio::time::sleep(std::time::Duration::from_secs(5)).await;
+            tokio::select! {
+                () = tokio::time::sleep(std::time::Duration::from_secs(5)) => {}
+                () = leadership.lost() => {}
+            }
             continue;
         }
-        changed.notified().await;
+        tokio::select! {
+            () = changed.notified() => {}
+            () = leadership.lost() => {}
+        }
     }
 }
 

@@ -140,16 +140,34 @@ impl Validity {
 
 /// The validity window of the first certificate in `pem`.
 pub fn validity_of(pem: &str, what: &'static str) -> Result<Validity, IdentityError> {
+    certificates_in(pem, what)?
+        .into_iter()
+        .next()
+        .map(|(_, validity)| validity)
+        .ok_or(IdentityError::Unreadable { what })
+}
+
+/// Subject and validity of every certificate in `pem`, in order: a trust
+/// bundle holds several during an anchor rotation.
+pub fn certificates_in(
+    pem: &str,
+    what: &'static str,
+) -> Result<Vec<(String, Validity)>, IdentityError> {
     let unreadable = || IdentityError::Unreadable { what };
-    let (_, block) = x509_parser::pem::parse_x509_pem(pem.as_bytes()).map_err(|_| unreadable())?;
-    let cert = block.parse_x509().map_err(|_| unreadable())?;
     let at = |t: x509_parser::time::ASN1Time| {
         SystemTime::UNIX_EPOCH + Duration::from_secs(t.timestamp().try_into().unwrap_or(0))
     };
-    Ok(Validity {
-        not_before: at(cert.validity().not_before),
-        not_after: at(cert.validity().not_after),
-    })
+    let mut out = Vec::new();
+    for block in x509_parser::pem::Pem::iter_from_buffer(pem.as_bytes()) {
+        let block = block.map_err(|_| unreadable())?;
+        let cert = block.parse_x509().map_err(|_| unreadable())?;
+        let validity = Validity {
+            not_before: at(cert.validity().not_before),
+            not_after: at(cert.validity().not_after),
+        };
+        out.push((cert.subject().to_string(), validity));
+    }
+    Ok(out)
 }
 
 /// The public facts of every certificate in `pem`, in order: what status

@@ -1,0 +1,119 @@
+//! Faults in the cluster itself: the API server, then etcd, restarted in
+//! place while a ControlPlane is being installed. The install converges and
+//! nothing the operator had written is lost or replaced (the generated
+//! trust anchor above all: a new one would break every meshed proxy).
+
+mod common;
+
+use anyhow::{Context, ensure};
+use common::{Operator, WAIT, control_plane, set_fault, wait_converged, wait_for};
+use k8s_openapi::api::coordination::v1::Lease;
+use k8s_openapi::api::core::v1::{ConfigMap, Secret};
+use keelson_crds::ControlPlane;
+use keelson_crds::controlplane::ControlPlanePhase;
+use keelson_e2e::Component;
+use keelson_e2e::shared::{env, install_keelson_crds};
+use keelson_operator::leader::lease::LEASE_NAME;
+use kube::api::PostParams;
+use kube::runtime::wait::{await_condition, conditions::is_deleted};
+use kube::{Api, Client};
+use serde_json::json;
+use std::time::Duration;
+
+async fn anchor(client: &Client, ns: &str) -> anyhow::Result<Option<String>> {
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), ns);
+    Ok(secrets
+        .get_opt("keelson-identity-trust-anchor")
+        .await?
+        .and_then(|s| s.data?.get("ca.crt").cloned())
+        .map(|b| String::from_utf8_lossy(&b.0).into_owned()))
+}
+
+/// Installs a control plane held at its first health gate (the hollow
+/// nodes crash-loop Linkerd's controller image), restarts `component`
+/// mid-install, lifts the fault and checks that the install converges on
+/// what was written before the restart.
+async fn install_across_a_restart(component: Component, prefix: &str) {
+    let _serial = common::SERIAL.lock().await;
+    env()
+        .in_namespace(prefix, |client, ns| async move {
+            install_keelson_crds(&client).await?;
+            let operator = Operator::start(client.clone());
+            set_fault(&client, Some("controller:edge-25.4.4")).await?;
+            let cps: Api<ControlPlane> = Api::all(client.clone());
+            let created = cps
+                .create(
+                    &PostParams::default(),
+                    &control_plane(&ns, &ns, "edge-25.4.4", json!({})),
+                )
+                .await?;
+            wait_for(&cps, &ns, "not installing", |cp| {
+                cp.status.as_ref().and_then(|s| s.phase) == Some(ControlPlanePhase::Installing)
+            })
+            .await?;
+            let before = tokio::time::timeout(WAIT, async {
+                loop {
+                    if let Some(pem) = anchor(&client, &ns).await? {
+                        return anyhow::Ok(pem);
+                    }
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+            })
+            .await
+            .context("no trust anchor was generated")??;
+
+            env().restart(component).await?;
+            set_fault(&client, None).await?;
+            let cp = wait_converged(&cps, &ns, "edge-25.4.4").await?;
+
+            ensure!(
+                cp.metadata.uid == created.metadata.uid,
+                "the ControlPlane was replaced"
+            );
+            ensure!(
+                anchor(&client, &ns).await?.as_deref() == Some(before.as_str()),
+                "the trust anchor changed across the restart"
+            );
+            let roots: Api<ConfigMap> = Api::namespaced(client.clone(), &ns);
+            let bundle = roots
+                .get("linkerd-identity-trust-roots")
+                .await?
+                .data
+                .and_then(|d| d.get("ca-bundle.crt").cloned())
+                .context("no trust bundle")?;
+            ensure!(
+                bundle == before.trim(),
+                "the trust bundle is not the anchor"
+            );
+            let leases: Api<Lease> = Api::namespaced(client.clone(), common::KEELSON_NAMESPACE);
+            let holder = leases
+                .get(LEASE_NAME)
+                .await?
+                .spec
+                .and_then(|s| s.holder_identity);
+            ensure!(
+                holder.as_deref() == Some(operator.identity.as_str()),
+                "the operator does not lead after the restart: {holder:?}"
+            );
+
+            // Linkerd's cluster-scoped objects have fixed names: remove this
+            // control plane before the next test installs one.
+            let uid = cp.metadata.uid.clone().unwrap_or_default();
+            cps.delete(&ns, &Default::default()).await?;
+            tokio::time::timeout(WAIT, await_condition(cps.clone(), &ns, is_deleted(&uid)))
+                .await
+                .context("the ControlPlane was not finalized")??;
+            Ok(())
+        })
+        .await;
+}
+
+#[tokio::test]
+async fn an_install_converges_across_an_apiserver_restart() {
+    install_across_a_restart(Component::ApiServer, "apiserver").await;
+}
+
+#[tokio::test]
+async fn an_install_converges_across_an_etcd_restart() {
+    install_across_a_restart(Component::Etcd, "etcd").await;
+}
