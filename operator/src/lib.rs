@@ -10,5 +10,6 @@ pub mod identity;
 pub mod inject;
 pub mod install;
 pub mod metrics;
+pub mod policy;
 pub mod render;
 pub mod runtime;

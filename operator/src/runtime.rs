@@ -4,6 +4,7 @@
 use crate::admission;
 use crate::catalog::KubeVersion;
 use crate::metrics::{self, Metrics};
+use crate::policy;
 use futures::FutureExt;
 use kube::Client;
 use std::future::Future;
@@ -36,6 +37,25 @@ pub async fn run(
     listeners: Listeners,
     shutdown: impl Future<Output = ()> + Send + Sync + 'static,
 ) -> Result<(), RuntimeError> {
+    run_with(
+        client,
+        admission,
+        listeners,
+        policy::Config::default(),
+        shutdown,
+    )
+    .await
+}
+
+/// [`run`] with the policy controller's proxy-metrics source and interval
+/// chosen by the caller (tests stand in for proxies).
+pub async fn run_with(
+    client: Client,
+    admission: admission::Config,
+    listeners: Listeners,
+    policy: policy::Config,
+    shutdown: impl Future<Output = ()> + Send + Sync + 'static,
+) -> Result<(), RuntimeError> {
     let kubernetes = kubernetes_version(&client).await?;
     let metrics = Arc::new(Metrics::default());
     let shutdown = shutdown.shared();
@@ -48,6 +68,12 @@ pub async fn run(
     }
     let controller =
         crate::controlplane::run(client.clone(), Arc::clone(&metrics), shutdown.clone());
+    let policy = policy::run(
+        client.clone(),
+        Arc::clone(&metrics),
+        policy,
+        shutdown.clone(),
+    );
     let webhooks = admission::run(
         client,
         admission,
@@ -56,7 +82,7 @@ pub async fn run(
         metrics,
         shutdown,
     );
-    let ((), served) = tokio::join!(controller, webhooks);
+    let ((), (), served) = tokio::join!(controller, policy, webhooks);
     served?;
     Ok(())
 }

@@ -1,0 +1,1 @@
+//! What the validating webhook refuses in policy objects.
