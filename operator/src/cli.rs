@@ -45,6 +45,23 @@ enum Command {
     Versions,
     /// Print the manifests that install Keelson itself (namespace `keelson`).
     Manifests,
+    /// Linkerd authorization policy as Keelson sees it.
+    Policy {
+        #[command(subcommand)]
+        command: PolicyCommand,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum PolicyCommand {
+    /// Per Server: its mode, the authorizations that apply and the
+    /// would-be denials seen in audit; then broken references. Read from
+    /// the reports the operator keeps (ConfigMaps `keelson-policy-report`).
+    Report {
+        /// Only this namespace (default: all).
+        #[arg(short = 'n', long)]
+        namespace: Option<String>,
+    },
 }
 
 /// Where the admission webhooks are served and how the API server reaches them.
@@ -132,6 +149,22 @@ impl Cli {
             }
             Command::Manifests => {
                 out().write_all(keelson_operator::install::plain_yaml().as_bytes())?;
+            }
+            Command::Policy {
+                command: PolicyCommand::Report { namespace },
+            } => {
+                let _ = rustls::crypto::ring::default_provider().install_default();
+                tokio::runtime::Runtime::new()?.block_on(async {
+                    let client = kube::Client::try_default()
+                        .await
+                        .context("connecting to Kubernetes")?;
+                    keelson_operator::policy::print_reports(
+                        client,
+                        namespace.as_deref(),
+                        &mut out(),
+                    )
+                    .await
+                })?;
             }
             Command::Versions => {
                 let mut out = out();

@@ -52,6 +52,12 @@ pub struct Operator {
 
 impl Operator {
     pub fn start(client: Client) -> Self {
+        Self::start_with(client, keelson_operator::policy::Config::default())
+    }
+
+    /// [`Self::start`] with the policy controller's proxy-metrics source
+    /// and scrape interval chosen by the test.
+    pub fn start_with(client: Client, policy: keelson_operator::policy::Config) -> Self {
         // The operator's logs, shown with a failing test's output.
         let _ = tracing_subscriber::fmt()
             .with_test_writer()
@@ -85,9 +91,14 @@ impl Operator {
                 webhooks: tokio::net::TcpListener::from_std(listener).expect("a tokio listener"),
                 admin: None,
             };
-            if let Err(e) =
-                keelson_operator::runtime::run(client, config, listeners, std::future::pending())
-                    .await
+            if let Err(e) = keelson_operator::runtime::run_with(
+                client,
+                config,
+                listeners,
+                policy,
+                std::future::pending(),
+            )
+            .await
             {
                 panic!("the operator stopped: {e}");
             }

@@ -81,6 +81,8 @@ pub enum PolicyError {
         #[source]
         source: Box<kube::Error>,
     },
+    #[error("printing the report: {0}")]
+    Io(#[from] std::io::Error),
     #[error("Server {namespace}/{name}: spec.podSelector: {message}")]
     Selector {
         namespace: String,
@@ -682,4 +684,37 @@ fn kube_error(what: &'static str, namespace: &str, name: &str, source: kube::Err
         name: name.into(),
         source: Box::new(source),
     }
+}
+
+/// Prints the policy reports of `namespace` (every namespace if `None`),
+/// as `keelson policy report` does.
+pub async fn print_reports(
+    client: Client,
+    namespace: Option<&str>,
+    out: &mut impl std::io::Write,
+) -> Result<(), PolicyError> {
+    let api: Api<ConfigMap> = match namespace {
+        Some(ns) => Api::namespaced(client, ns),
+        None => Api::all(client),
+    };
+    let mut found = api
+        .list(&ListParams::default().labels(report::LABEL))
+        .await
+        .map_err(|e| kube_error("listing policy reports in", namespace.unwrap_or("all namespaces"), report::NAME, e))?
+        .items;
+    found.sort_by_key(|cm| cm.namespace());
+    if found.is_empty() {
+        writeln!(
+            out,
+            "no policy reports: no policy objects, or the Keelson operator is not running"
+        )?;
+    }
+    for cm in found.iter().filter(|cm| cm.name_any() == report::NAME) {
+        let ns = cm.namespace().unwrap_or_default();
+        match cm.data.as_ref().and_then(report::read) {
+            Some(r) => out.write_all(report::text(&ns, &r).as_bytes())?,
+            None => writeln!(out, "namespace {ns}: the report is unreadable")?,
+        }
+    }
+    Ok(())
 }

@@ -176,6 +176,68 @@ pub fn read(data: &BTreeMap<String, String>) -> Option<Report> {
     serde_yaml::from_str(data.get(KEY)?).ok()
 }
 
+/// The report of namespace `ns` as text, for `keelson policy report`: per
+/// Server its mode, the authorizations that apply and the would-be denials
+/// seen, then the broken references.
+pub fn text(ns: &str, report: &Report) -> String {
+    use std::fmt::Write as _;
+    let mut out = format!("namespace {ns}\n");
+    for s in &report.servers {
+        let _ = write!(out, "  Server {}: accessPolicy {}", s.name, s.access_policy);
+        match &s.rollout {
+            Some(r) if r.phase == "Invalid" => {
+                let _ = write!(
+                    out,
+                    ", rollout annotations invalid: {}",
+                    r.problems.join("; ")
+                );
+            }
+            Some(r) => {
+                let _ = write!(
+                    out,
+                    ", audit-first {} since {} (clean since {})",
+                    r.phase,
+                    r.since.as_deref().unwrap_or("?"),
+                    r.clean_since.as_deref().unwrap_or("?")
+                );
+            }
+            None => {}
+        }
+        out.push('\n');
+        if s.authorizations.is_empty() {
+            out.push_str("    authorizations: none\n");
+        }
+        for a in &s.authorizations {
+            let _ = writeln!(
+                out,
+                "    authorization: {} (via {})",
+                a.authorization, a.via
+            );
+        }
+        for d in s.rollout.iter().flat_map(|r| &r.would_be_denials) {
+            let _ = writeln!(
+                out,
+                "    would-be denied: {}{}: {} (last {})",
+                d.client,
+                d.route
+                    .as_ref()
+                    .map(|r| format!(" on {r}"))
+                    .unwrap_or_default(),
+                d.count,
+                d.last_seen.0
+            );
+        }
+    }
+    for b in &report.broken_references {
+        let _ = writeln!(
+            out,
+            "  broken: {} {}: {} does not exist",
+            b.object, b.field, b.missing
+        );
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -243,6 +305,20 @@ mod tests {
         );
         let data: BTreeMap<String, String> = serde_json::from_value(cm["data"].clone()).unwrap();
         assert_eq!(read(&data).as_ref(), Some(r));
+    }
+
+    #[test]
+    fn the_text_report_names_modes_authorizations_and_denials() {
+        let s = snapshot();
+        let reports = reports(&s, &broken(&s));
+        assert_eq!(
+            text("apps", &reports["apps"]),
+            "namespace apps\n\
+             \x20 Server api: accessPolicy audit, audit-first Auditing since 2026-01-01T00:00:00Z (clean since 2026-01-01T00:05:00Z)\n\
+             \x20   authorization: AuthorizationPolicy/web (via Server)\n\
+             \x20   would-be denied: web.apps: 3 (last 2026-01-01T00:05:00Z)\n\
+             \x20 broken: AuthorizationPolicy/web spec.requiredAuthenticationRefs[0]: MeshTLSAuthentication gone in namespace apps does not exist\n"
+        );
     }
 
     #[test]
