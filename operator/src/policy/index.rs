@@ -119,8 +119,40 @@ pub struct Broken {
     pub referrer: Referrer,
     /// Path of the field, as `kubectl explain` spells it.
     pub field: String,
-    /// What is missing, e.g. `Server api in namespace apps`.
-    pub missing: String,
+    pub missing: Missing,
+}
+
+/// The object a broken reference names.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Missing {
+    /// API group as the reference spells it (empty: core).
+    pub group: String,
+    pub kind: String,
+    /// `None` for a Namespace.
+    pub namespace: Option<String>,
+    pub name: String,
+}
+
+impl Missing {
+    fn namespace(name: &str) -> Self {
+        Self {
+            group: String::new(),
+            kind: "Namespace".into(),
+            namespace: None,
+            name: name.to_owned(),
+        }
+    }
+}
+
+/// `Server api in namespace apps`, `Namespace apps`.
+impl fmt::Display for Missing {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} {}", self.kind, self.name)?;
+        match &self.namespace {
+            Some(ns) => write!(f, " in namespace {ns}"),
+            None => Ok(()),
+        }
+    }
 }
 
 impl fmt::Display for Broken {
@@ -213,7 +245,7 @@ struct Checker<'a> {
 }
 
 impl Checker<'_> {
-    fn missing(&mut self, field: &str, missing: String) {
+    fn missing(&mut self, field: &str, missing: Missing) {
         self.out.push(Broken {
             referrer: self.referrer.clone(),
             field: field.to_owned(),
@@ -234,11 +266,19 @@ impl Checker<'_> {
         let own = self.referrer.namespace.clone();
         let ns = ns.filter(|n| !n.is_empty()).unwrap_or(&own);
         if ns != own && self.snapshot.has_namespace(ns) == Some(false) {
-            self.missing(&format!("{field}.namespace"), format!("Namespace {ns}"));
+            self.missing(&format!("{field}.namespace"), Missing::namespace(ns));
             return;
         }
         if self.snapshot.exists(group, kind, ns, name) == Some(false) {
-            self.missing(field, format!("{kind} {name} in namespace {ns}"));
+            self.missing(
+                field,
+                Missing {
+                    group: group.unwrap_or_default().to_owned(),
+                    kind: kind.to_owned(),
+                    namespace: Some(ns.to_owned()),
+                    name: name.to_owned(),
+                },
+            );
         }
     }
 }
@@ -297,7 +337,7 @@ pub fn broken(snapshot: &Snapshot) -> Vec<Broken> {
             if let Some(ns) = ns
                 && snapshot.has_namespace(ns) == Some(false)
             {
-                c.missing(&field, format!("Namespace {ns}"));
+                c.missing(&field, Missing::namespace(ns));
             }
         }
     }

@@ -183,7 +183,10 @@ impl Dynamic {
                 .filter_map(|o| {
                     let value = serde_json::to_value(o.as_ref()).ok()?;
                     serde_json::from_value(value)
-                        .inspect_err(|e| tracing::debug!(object = %o.name_any(), error = %e, "skipping an undecodable policy object"))
+                        .inspect_err(|e| {
+                            let object = o.name_any();
+                            tracing::debug!(%object, error = %e, "skipping an undecodable policy object");
+                        })
                         .ok()
                 })
                 .collect(),
@@ -409,9 +412,11 @@ async fn round(ctx: &Context, caches: &Caches, memory: &mut Memory, tick: bool) 
     for b in now.difference(&memory.announced) {
         tracing::info!(%b, "broken policy reference");
         let note = format!("{}: {} does not exist", b.field, b.missing);
+        let related = Some(&b.missing);
         publish(
             ctx,
             &b.referrer,
+            related,
             EventType::Warning,
             "BrokenReference",
             note,
@@ -420,9 +425,11 @@ async fn round(ctx: &Context, caches: &Caches, memory: &mut Memory, tick: bool) 
     }
     for b in memory.announced.difference(&now) {
         let note = format!("{}: {} exists now", b.field, b.missing);
+        let related = Some(&b.missing);
         publish(
             ctx,
             &b.referrer,
+            related,
             EventType::Normal,
             "ReferenceResolved",
             note,
@@ -520,7 +527,10 @@ async fn write_reports(
 
 /// One audit-first step for a Server. Returns the Server's new
 /// resourceVersion if Keelson wrote it.
-#[tracing::instrument(skip_all, fields(server = %server.name_any(), namespace = server.namespace().unwrap_or_default()))]
+#[tracing::instrument(skip_all, fields(
+    server = %server.name_any(),
+    namespace = server.namespace().unwrap_or_default(),
+))]
 async fn rollout(ctx: &Context, server: &Server) -> Result<Option<String>, PolicyError> {
     let Ok(settings) = audit::settings(server.annotations()) else {
         // The report names the wrong annotations; the webhook refuses them.
@@ -560,7 +570,7 @@ async fn rollout(ctx: &Context, server: &Server) -> Result<Option<String>, Polic
         } else {
             EventType::Normal
         };
-        publish(ctx, &reference, type_, reason, note).await;
+        publish(ctx, &reference, None, type_, reason, note).await;
     }
     Ok(written)
 }
@@ -655,7 +665,18 @@ fn referrer_of(server: &Server) -> index::Referrer {
     }
 }
 
-async fn publish(ctx: &Context, r: &index::Referrer, type_: EventType, reason: &str, note: String) {
+/// Records an Event on `r`. `related` names the missing object of a
+/// reference: Kubernetes folds Events with the same object, reason and
+/// related object into one series, so without it the second broken
+/// reference of an object would only bump the first one's count.
+async fn publish(
+    ctx: &Context,
+    r: &index::Referrer,
+    related: Option<&index::Missing>,
+    type_: EventType,
+    reason: &str,
+    note: String,
+) {
     let reference = ObjectReference {
         api_version: Some(r.api_version.clone()),
         kind: Some(r.kind.clone()),
@@ -669,7 +690,16 @@ async fn publish(ctx: &Context, r: &index::Referrer, type_: EventType, reason: &
         reason: reason.into(),
         note: Some(note),
         action: "CheckPolicy".into(),
-        secondary: None,
+        secondary: related.map(|m| ObjectReference {
+            api_version: Some(match m.group.as_str() {
+                "" | "core" => "v1".to_owned(),
+                g => g.to_owned(),
+            }),
+            kind: Some(m.kind.clone()),
+            name: Some(m.name.clone()),
+            namespace: m.namespace.clone(),
+            ..ObjectReference::default()
+        }),
     };
     // An Event is a courtesy; the report holds the same facts.
     if let Err(e) = ctx.recorder.publish(&event, &reference).await {
@@ -700,7 +730,14 @@ pub async fn print_reports(
     let mut found = api
         .list(&ListParams::default().labels(report::LABEL))
         .await
-        .map_err(|e| kube_error("listing policy reports in", namespace.unwrap_or("all namespaces"), report::NAME, e))?
+        .map_err(|e| {
+            kube_error(
+                "listing policy reports in",
+                namespace.unwrap_or("all namespaces"),
+                report::NAME,
+                e,
+            )
+        })?
         .items;
     found.sort_by_key(|cm| cm.namespace());
     if found.is_empty() {

@@ -103,7 +103,7 @@ pub fn reports(snapshot: &Snapshot, broken: &[Broken]) -> BTreeMap<String, Repor
             .push(BrokenReference {
                 object: format!("{}/{}", b.referrer.kind, b.referrer.name),
                 field: b.field.clone(),
-                missing: b.missing.clone(),
+                missing: b.missing.to_string(),
             });
     }
     for server in snapshot.servers.iter().flatten() {
