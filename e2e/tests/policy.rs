@@ -440,7 +440,8 @@ async fn audit_first_promotes_only_after_a_clean_soak() {
             install_policy_crds(&client).await?;
             let proxy = Arc::new(Mutex::new(Proxy { denying: true, ..Proxy::default() }));
             let source = Arc::new(StandIns::default());
-            source.0.lock().expect("not poisoned").insert("api-0".into(), stand_in(Arc::clone(&proxy)).await?);
+            let addr = stand_in(Arc::clone(&proxy)).await?;
+            source.0.lock().expect("not poisoned").insert("api-0".into(), addr);
             let operator = Operator::start_with(
                 client.clone(),
                 keelson_operator::policy::Config {

@@ -164,6 +164,7 @@ impl Cli {
                         &mut out(),
                     )
                     .await
+                    .map_err(anyhow::Error::from)
                 })?;
             }
             Command::Versions => {
