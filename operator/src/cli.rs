@@ -63,6 +63,23 @@ enum Command {
     },
     /// Print the manifests that install Keelson itself (namespace `keelson`).
     Manifests,
+    /// Linkerd authorization policy as Keelson sees it.
+    Policy {
+        #[command(subcommand)]
+        command: PolicyCommand,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum PolicyCommand {
+    /// Per Server: its mode, the authorizations that apply and the
+    /// would-be denials seen in audit; then broken references. Read from
+    /// the reports the operator keeps (ConfigMaps `keelson-policy-report`).
+    Report {
+        /// Only this namespace (default: all).
+        #[arg(short = 'n', long)]
+        namespace: Option<String>,
+    },
 }
 
 /// Where the admission webhooks are served and how the API server reaches them.
@@ -191,6 +208,23 @@ impl Cli {
                     std::process::exit(1);
                 }
             }
+            Command::Policy {
+                command: PolicyCommand::Report { namespace },
+            } => {
+                let _ = rustls::crypto::ring::default_provider().install_default();
+                tokio::runtime::Runtime::new()?.block_on(async {
+                    let client = kube::Client::try_default()
+                        .await
+                        .context("connecting to Kubernetes")?;
+                    keelson_operator::policy::print_reports(
+                        client,
+                        namespace.as_deref(),
+                        &mut out(),
+                    )
+                    .await
+                    .map_err(anyhow::Error::from)
+                })?;
+            }
             Command::Versions => {
                 let mut out = out();
                 for r in catalog::releases() {
@@ -253,7 +287,14 @@ fn run(
             webhooks: listener,
             admin: Some(admin),
         };
-        let operator = keelson_operator::runtime::run(client, webhooks, election, listeners, drain);
+        let operator = keelson_operator::runtime::run(
+            client,
+            webhooks,
+            election,
+            keelson_operator::policy::Config::default(),
+            listeners,
+            drain,
+        );
         tokio::select! {
             stopped = operator => stopped?,
             () = abort => anyhow::bail!("a second signal: stopping without draining"),

@@ -184,6 +184,24 @@ fn rules() -> Value {
             &MANAGE,
         ),
         rule(&["events.k8s.io"], &["events"], &["create", "patch"]),
+        // Policy checks read every policy kind; audit-first rollouts patch
+        // Servers (annotations and spec.accessPolicy).
+        rule(
+            &["policy.linkerd.io"],
+            &[
+                "authorizationpolicies",
+                "meshtlsauthentications",
+                "networkauthentications",
+                "httproutes"
+            ],
+            &READ
+        ),
+        rule(
+            &["policy.linkerd.io"],
+            &["servers"],
+            &["get", "list", "watch", "patch"]
+        ),
+        rule(&["gateway.networking.k8s.io"], &["httproutes"], &READ),
     ])
 }
 

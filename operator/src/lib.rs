@@ -13,6 +13,7 @@ pub mod inject;
 pub mod install;
 pub mod leader;
 pub mod metrics;
+pub mod policy;
 pub mod render;
 pub mod rollout;
 pub mod runtime;

@@ -6,6 +6,7 @@ use crate::admission;
 use crate::catalog::KubeVersion;
 use crate::leader::{self, LeaderOnly, lease};
 use crate::metrics::{self, Metrics};
+use crate::policy;
 use futures::FutureExt;
 use kube::Client;
 use std::future::Future;
@@ -44,6 +45,7 @@ pub async fn run(
     client: Client,
     admission: admission::Config,
     election: lease::Config,
+    policy: policy::Config,
     listeners: Listeners,
     shutdown: impl Future<Output = ()> + Send + Sync + 'static,
 ) -> Result<(), RuntimeError> {
@@ -73,6 +75,10 @@ pub async fn run(
             move |stop| {
                 crate::dataplane::run(client.clone(), kubernetes, Arc::clone(&metrics), stop)
             }
+        })
+        .task("policy", {
+            let (client, metrics) = (client.clone(), Arc::clone(&metrics));
+            move |stop| policy::run(client.clone(), Arc::clone(&metrics), policy.clone(), stop)
         });
     // The lease is handed back only once the reconcilers have stopped.
     let (release, released) = tokio::sync::oneshot::channel::<()>();

@@ -80,12 +80,22 @@ pub struct Operator {
 
 impl Operator {
     pub fn start(client: Client) -> Self {
-        Self::start_on(client, webhook_port())
+        Self::launch(client, webhook_port(), Default::default())
     }
 
     /// An operator serving its webhooks on `port`: a second replica in the
     /// same process needs a port of its own.
     pub fn start_on(client: Client, port: u16) -> Self {
+        Self::launch(client, port, Default::default())
+    }
+
+    /// [`Self::start`] with the policy controller's proxy-metrics source
+    /// and scrape interval chosen by the test.
+    pub fn start_with(client: Client, policy: keelson_operator::policy::Config) -> Self {
+        Self::launch(client, webhook_port(), policy)
+    }
+
+    fn launch(client: Client, port: u16, policy: keelson_operator::policy::Config) -> Self {
         static NEXT: AtomicU32 = AtomicU32::new(0);
         let identity = format!(
             "e2e-{}-{}",
@@ -130,8 +140,10 @@ impl Operator {
             let shutdown = async {
                 let _ = stopped.await;
             };
-            if let Err(e) =
-                keelson_operator::runtime::run(client, config, election, listeners, shutdown).await
+            if let Err(e) = keelson_operator::runtime::run(
+                client, config, election, policy, listeners, shutdown,
+            )
+            .await
             {
                 panic!("the operator stopped: {e}");
             }

@@ -1,6 +1,6 @@
 //! The webhook configurations that point the API server at Keelson's
 //! admission server: the proxy injector (mutating, pods) and the validator
-//! (keelson.dev objects). Pure rendering; the runtime applies them.
+//! (keelson.dev and policy objects). Pure rendering; the runtime applies them.
 
 use crate::render::object;
 use keelson_crds::ControlPlane;
@@ -9,7 +9,7 @@ use serde_json::{Value, json};
 
 /// Name of the MutatingWebhookConfiguration that injects proxies.
 pub const INJECTOR: &str = "keelson-proxy-injector";
-/// Name of the ValidatingWebhookConfiguration for keelson.dev objects.
+/// Name of the ValidatingWebhookConfiguration for keelson.dev and policy objects.
 pub const VALIDATOR: &str = "keelson-validator";
 /// Paths the admission server answers on.
 pub const INJECT_PATH: &str = "/inject";
@@ -69,10 +69,12 @@ fn meta(name: &str) -> Value {
     json!({"name": name, "labels": {COMPONENT_LABEL: "webhook"}})
 }
 
-/// The validating webhook for ControlPlanes and DataPlanes.
+/// The validating webhook for ControlPlanes, DataPlanes and Linkerd's
+/// policy objects (policy.linkerd.io kinds and Gateway API HTTPRoutes).
 ///
 /// It fails closed: a keelson.dev object nobody validated could be a
-/// half-applicable upgrade. Deletes are not validated, so a broken webhook
+/// half-applicable upgrade, and a policy object Linkerd would refuse breaks
+/// traffic. Deletes are not validated, so a broken webhook
 /// never blocks removing objects, and the reconciler refuses bad specs on its
 /// own as a second line.
 pub fn validating(w: &Webhooks<'_>) -> Value {
@@ -88,13 +90,29 @@ pub fn validating(w: &Webhooks<'_>) -> Value {
             "matchPolicy": "Equivalent",
             "namespaceSelector": {},
             "objectSelector": {},
-            "rules": [{
-                "apiGroups": ["keelson.dev"],
-                "apiVersions": ["*"],
-                "operations": ["CREATE", "UPDATE"],
-                "resources": ["controlplanes", "dataplanes"],
-                "scope": "*",
-            }],
+            "rules": [
+                {
+                    "apiGroups": ["keelson.dev"],
+                    "apiVersions": ["*"],
+                    "operations": ["CREATE", "UPDATE"],
+                    "resources": ["controlplanes", "dataplanes"],
+                    "scope": "*",
+                },
+                {
+                    "apiGroups": ["policy.linkerd.io"],
+                    "apiVersions": ["*"],
+                    "operations": ["CREATE", "UPDATE"],
+                    "resources": ["servers", "authorizationpolicies", "meshtlsauthentications", "networkauthentications", "httproutes"],
+                    "scope": "Namespaced",
+                },
+                {
+                    "apiGroups": ["gateway.networking.k8s.io"],
+                    "apiVersions": ["*"],
+                    "operations": ["CREATE", "UPDATE"],
+                    "resources": ["httproutes"],
+                    "scope": "Namespaced",
+                },
+            ],
             "sideEffects": "None",
             "timeoutSeconds": TIMEOUT_SECONDS,
         }]}),
@@ -238,10 +256,36 @@ mod tests {
             Some("https://127.0.0.1:9443/validate")
         );
         assert_eq!(hook.failure_policy.as_deref(), Some("Fail"));
-        let rule = &hook.rules.as_ref().unwrap()[0];
-        assert_eq!(
-            rule.resources.as_deref(),
-            Some(&["controlplanes".to_owned(), "dataplanes".to_owned()][..])
+        let rules = hook.rules.as_ref().unwrap();
+        let resources: Vec<(String, String)> = rules
+            .iter()
+            .flat_map(|r| {
+                let group = r.api_groups.clone().unwrap_or_default().join(",");
+                r.resources
+                    .clone()
+                    .unwrap_or_default()
+                    .into_iter()
+                    .map(move |res| (group.clone(), res))
+            })
+            .collect();
+        for (group, resource) in [
+            ("keelson.dev", "controlplanes"),
+            ("keelson.dev", "dataplanes"),
+            ("policy.linkerd.io", "servers"),
+            ("policy.linkerd.io", "authorizationpolicies"),
+            ("policy.linkerd.io", "meshtlsauthentications"),
+            ("policy.linkerd.io", "networkauthentications"),
+            ("policy.linkerd.io", "httproutes"),
+            ("gateway.networking.k8s.io", "httproutes"),
+        ] {
+            assert!(
+                resources.contains(&(group.to_owned(), resource.to_owned())),
+                "{group}/{resource} missing from {resources:?}"
+            );
+        }
+        assert!(
+            rules.iter().all(|r| r.operations.as_deref()
+                == Some(&["CREATE".to_owned(), "UPDATE".to_owned()][..]))
         );
     }
 }

@@ -1,7 +1,7 @@
 //! Keelson's admission webhooks, run by every operator replica (no leader:
 //! the API server may call any of them): the proxy injector and the
-//! validator for keelson.dev objects, served over TLS by `keelson-webhooks`.
-//! Only the leader writes the webhook configurations.
+//! validator for keelson.dev and Linkerd policy objects, served over TLS by
+//! `keelson-webhooks`. Only the leader writes the webhook configurations.
 
 pub mod certs;
 pub mod configurations;
@@ -167,8 +167,8 @@ impl Admission {
         if !matches!(req.operation, Operation::Create | Operation::Update) {
             return response;
         }
-        let problems = match req.kind.kind.as_str() {
-            "ControlPlane" => decode::<ControlPlane>(req).map(|(new, old)| {
+        let problems = match (req.kind.group.as_str(), req.kind.kind.as_str()) {
+            ("keelson.dev", "ControlPlane") => decode::<ControlPlane>(req).map(|(new, old)| {
                 let others: Vec<String> = self
                     .injector
                     .caches
@@ -179,8 +179,20 @@ impl Admission {
                     .collect();
                 validate::control_plane(&new, old.as_ref(), &others)
             }),
-            "DataPlane" => decode::<DataPlane>(req).map(|(new, _)| validate::data_plane(&new)),
-            _ => return response,
+            ("keelson.dev", "DataPlane") => {
+                decode::<DataPlane>(req).map(|(new, _)| validate::data_plane(&new))
+            }
+            (group, kind) => {
+                let Some(object) = &req.object else {
+                    return response.deny("the request carries no object");
+                };
+                let namespace = req.namespace.clone().unwrap_or_default();
+                let value = serde_json::to_value(object).expect("objects serialize");
+                match crate::policy::validate::object(group, kind, &namespace, &value) {
+                    Some(problems) => Ok(problems),
+                    None => return response,
+                }
+            }
         };
         match problems {
             Ok(problems) if problems.is_empty() => response,

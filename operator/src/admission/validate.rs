@@ -29,17 +29,17 @@ impl fmt::Display for Invalid {
 
 /// Collects every problem of an object, so one round trip shows them all.
 #[derive(Default)]
-struct Problems(Vec<Invalid>);
+pub(crate) struct Problems(pub(crate) Vec<Invalid>);
 
 impl Problems {
-    fn add(&mut self, field: &str, message: impl Into<String>) {
+    pub(crate) fn add(&mut self, field: &str, message: impl Into<String>) {
         self.0.push(Invalid {
             field: field.into(),
             message: message.into(),
         });
     }
 
-    fn check(&mut self, ok: bool, field: &str, message: impl FnOnce() -> String) {
+    pub(crate) fn check(&mut self, ok: bool, field: &str, message: impl FnOnce() -> String) {
         if !ok {
             self.add(field, message());
         }
@@ -236,7 +236,7 @@ pub fn data_plane(dp: &DataPlane) -> Vec<Invalid> {
     p.0
 }
 
-fn selector(s: &LabelSelector, field: &str, p: &mut Problems) {
+pub(crate) fn selector(s: &LabelSelector, field: &str, p: &mut Problems) {
     for (i, req) in s.match_expressions.iter().flatten().enumerate() {
         let at = format!("{field}.matchExpressions[{i}]");
         let values = req.values.as_deref().unwrap_or_default();

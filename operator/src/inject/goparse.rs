@@ -35,7 +35,7 @@ pub(super) fn parse_float(s: &str) -> Option<f64> {
 const NANOS_PER_SEC: i64 = 1_000_000_000;
 
 /// `time.ParseDuration`, in nanoseconds.
-pub(super) fn parse_duration(s: &str) -> Option<i64> {
+pub(crate) fn parse_duration(s: &str) -> Option<i64> {
     const LIMIT: u64 = 1 << 63;
     let (neg, mut rest) = match s.as_bytes().first() {
         Some(b'-') => (true, &s[1..]),

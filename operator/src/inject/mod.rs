@@ -10,7 +10,7 @@
 //! plane as well.
 
 mod annotations;
-mod goparse;
+pub(crate) mod goparse;
 mod patch;
 #[cfg(test)]
 mod tests;
