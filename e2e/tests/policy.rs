@@ -17,6 +17,7 @@ use keelson_crds::policy::{
 use keelson_e2e::shared::{env, install_keelson_crds};
 use keelson_operator::apply::Applier;
 use keelson_operator::catalog::KubeVersion;
+use keelson_operator::install;
 use keelson_operator::policy::audit::{self, Phase};
 use keelson_operator::policy::report::{self, Report};
 use keelson_operator::policy::scrape::{PodTarget, ProxyMetrics, ScrapeError, get_metrics};
@@ -61,6 +62,34 @@ async fn install_policy_crds(client: &Client) -> anyhow::Result<()> {
         .with_context(|| format!("CRD {name} not Established"))??;
     }
     Ok(())
+}
+
+/// The operator, running as its ServiceAccount with nothing but the RBAC of
+/// its install manifests (impersonated), so the tests prove that RBAC too.
+async fn operator_with_install_rbac(
+    client: &Client,
+    policy: keelson_operator::policy::Config,
+) -> anyhow::Result<Operator> {
+    let objects = install::objects(&install::Install {
+        namespace: common::KEELSON_NAMESPACE,
+        image: "example.com/keelson:test",
+        replicas: 1.into(),
+    });
+    let applier = Applier::new(client.clone());
+    for o in objects.iter().filter(|o| {
+        !["Deployment", "Service", "CustomResourceDefinition"]
+            .contains(&o["kind"].as_str().unwrap_or_default())
+    }) {
+        applier.apply(o).await?;
+    }
+    let as_operator = env().impersonating(&format!(
+        "system:serviceaccount:{}:{}",
+        common::KEELSON_NAMESPACE,
+        install::NAME
+    ));
+    let operator = Operator::start_with(as_operator, policy);
+    operator.webhooks_registered(client).await?;
+    Ok(operator)
 }
 
 fn object<K: DeserializeOwned>(
@@ -184,8 +213,9 @@ async fn broken_references_are_reported_until_fixed() {
     env()
         .in_namespace("policy-refs", |client, ns| async move {
             install_policy_crds(&client).await?;
-            let operator = Operator::start(client.clone());
-            operator.webhooks_registered(&client).await?;
+            let _operator =
+                operator_with_install_rbac(&client, keelson_operator::policy::Config::default())
+                    .await?;
             let pp = PostParams::default();
 
             Api::<Server>::namespaced(client.clone(), &ns)
@@ -442,14 +472,11 @@ async fn audit_first_promotes_only_after_a_clean_soak() {
             let source = Arc::new(StandIns::default());
             let addr = stand_in(Arc::clone(&proxy)).await?;
             source.0.lock().expect("not poisoned").insert("api-0".into(), addr);
-            let operator = Operator::start_with(
-                client.clone(),
-                keelson_operator::policy::Config {
-                    proxy_metrics: source,
-                    interval: Duration::from_millis(500),
-                },
-            );
-            operator.webhooks_registered(&client).await?;
+            let config = keelson_operator::policy::Config {
+                proxy_metrics: source,
+                interval: Duration::from_millis(500),
+            };
+            let _operator = operator_with_install_rbac(&client, config).await?;
             let pp = PostParams::default();
 
             let pod: Pod = object("v1", "Pod", "api-0", &ns, json!({
@@ -490,6 +517,15 @@ async fn audit_first_promotes_only_after_a_clean_soak() {
             })
             .await?;
             wait_event(&client, &ns, "api", "WouldBeDenied", WEB_IDENTITY).await?;
+            // `keelson policy report` shows the same.
+            let mut printed = Vec::new();
+            keelson_operator::policy::print_reports(client.clone(), Some(&ns), &mut printed).await?;
+            let printed = String::from_utf8(printed)?;
+            ensure!(
+                printed.contains("Server api: accessPolicy audit, audit-first Auditing")
+                    && printed.contains(&format!("would-be denied: {WEB_IDENTITY} on default/default")),
+                "{printed}"
+            );
             // While every scrape finds a new denial, no soak completes:
             // let more than a soak's worth of scrapes (4 s / 0.5 s) pass.
             let seen = proxy.lock().expect("not poisoned").scrapes;

@@ -646,11 +646,27 @@ async fn observe(ctx: &Context, server: &Server) -> Result<audit::Observation, P
         .collect();
     let scrapes = targets.iter().map(|t| ctx.config.proxy_metrics.scrape(t));
     for (target, result) in targets.iter().zip(futures::future::join_all(scrapes).await) {
-        match result.map(|text| prom::parse(&text)) {
-            Ok(Ok(samples)) => observation.add(&target.name, &name, &samples),
-            Ok(Err(e)) => observation.unreachable(&target.name, format!("unreadable metrics: {e}")),
-            Err(e) => observation.unreachable(&target.name, e.to_string()),
-        }
+        let outcome = match result.map(|text| prom::parse(&text)) {
+            Ok(Ok(samples)) => {
+                observation.add(&target.name, &name, &samples);
+                "ok"
+            }
+            Ok(Err(e)) => {
+                observation.unreachable(&target.name, format!("unreadable metrics: {e}"));
+                "unreadable"
+            }
+            Err(e) => {
+                observation.unreachable(&target.name, e.to_string());
+                match e {
+                    scrape::ScrapeError::Timeout { .. } => "timeout",
+                    scrape::ScrapeError::Failed { .. } => "error",
+                }
+            }
+        };
+        ctx.metrics
+            .proxy_scrapes
+            .get_or_create(&crate::metrics::ScrapeLabels { outcome })
+            .inc();
     }
     Ok(observation)
 }
