@@ -41,6 +41,8 @@ pub const POLICY_GROUP: &str = "policy.linkerd.io";
 pub const GATEWAY_GROUP: &str = "gateway.networking.k8s.io";
 /// Keelson's field manager.
 const MANAGER: &str = "keelson";
+/// Proxies scraped at once per Server.
+const SCRAPE_CONCURRENCY: usize = 16;
 
 /// Whether a reference's (group, kind) names `want_group`/`want_kind`, as
 /// Linkerd compares them: an empty or absent group, or `core`, is the core
@@ -481,7 +483,17 @@ async fn write_reports(
     snapshot: &Snapshot,
     broken: &[Broken],
 ) -> Result<(), PolicyError> {
-    let desired = report::reports(snapshot, broken);
+    let mut desired = report::reports(snapshot, broken);
+    // A namespace being deleted takes its report with it, and refuses writes.
+    let terminating: BTreeSet<String> = caches
+        .namespaces
+        .store
+        .state()
+        .iter()
+        .filter(|n| n.metadata.deletion_timestamp.is_some())
+        .map(|n| n.name_any())
+        .collect();
+    desired.retain(|ns, _| !terminating.contains(ns));
     let live: BTreeMap<String, Arc<ConfigMap>> = caches
         .reports
         .store
@@ -507,7 +519,10 @@ async fn write_reports(
         .await
         .map_err(|e| kube_error("writing policy report ConfigMap", ns, report::NAME, e))?;
     }
-    for ns in live.keys().filter(|ns| !desired.contains_key(*ns)) {
+    for ns in live
+        .keys()
+        .filter(|ns| !desired.contains_key(*ns) && !terminating.contains(*ns))
+    {
         let api: Api<ConfigMap> = Api::namespaced(ctx.client.clone(), ns);
         match api.delete(report::NAME, &DeleteParams::default()).await {
             Ok(_) => {}
@@ -644,8 +659,13 @@ async fn observe(ctx: &Context, server: &Server) -> Result<audit::Observation, P
             })
         })
         .collect();
-    let scrapes = targets.iter().map(|t| ctx.config.proxy_metrics.scrape(t));
-    for (target, result) in targets.iter().zip(futures::future::join_all(scrapes).await) {
+    // A few at a time: a Server may select hundreds of pods.
+    let results: Vec<_> =
+        futures::stream::iter(targets.iter().map(|t| ctx.config.proxy_metrics.scrape(t)))
+            .buffered(SCRAPE_CONCURRENCY)
+            .collect()
+            .await;
+    for (target, result) in targets.iter().zip(results) {
         let outcome = match result.map(|text| prom::parse(&text)) {
             Ok(Ok(samples)) => {
                 observation.add(&target.name, &name, &samples);
