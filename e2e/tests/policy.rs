@@ -476,7 +476,7 @@ async fn audit_first_promotes_only_after_a_clean_soak() {
                 proxy_metrics: source,
                 interval: Duration::from_millis(500),
             };
-            let _operator = operator_with_install_rbac(&client, config).await?;
+            let operator = operator_with_install_rbac(&client, config.clone()).await?;
             let pp = PostParams::default();
 
             let pod: Pod = object("v1", "Pod", "api-0", &ns, json!({
@@ -543,14 +543,23 @@ async fn audit_first_promotes_only_after_a_clean_soak() {
                 s.metadata.annotations
             );
 
-            // The client is authorized (no more would-be denials): after a
-            // clean soak, enforcement.
+            let before = rollout(&s).context("no rollout state")?;
+
+            // The operator dies; the client gets authorized (no more
+            // would-be denials); a new operator resumes the same audit from
+            // the Server's state and, after a clean soak, enforces.
+            operator.kill().await;
             proxy.lock().expect("not poisoned").denying = false;
+            let _operator = operator_with_install_rbac(&client, config).await?;
             let s = wait_server(&servers, "not promoted to deny after a clean soak", |s| {
                 s.spec.access_policy.as_deref() == Some("deny")
             })
             .await?;
-            ensure!(rollout(&s).is_some_and(|st| st.phase == Phase::Enforced), "{:?}", s.metadata.annotations);
+            let after = rollout(&s).context("no rollout state")?;
+            ensure!(
+                after.phase == Phase::Enforced && after.since == before.since && after.denials.iter().any(|d| d.client == WEB_IDENTITY),
+                "the same audit, resumed and promoted: {after:?}"
+            );
             wait_event(&client, &ns, "api", "PolicyEnforced", "accessPolicy set to deny").await?;
 
             // Rolling back is one annotation.

@@ -660,11 +660,11 @@ async fn observe(ctx: &Context, server: &Server) -> Result<audit::Observation, P
         })
         .collect();
     // A few at a time: a Server may select hundreds of pods.
-    let results: Vec<_> =
-        futures::stream::iter(targets.iter().map(|t| ctx.config.proxy_metrics.scrape(t)))
-            .buffered(SCRAPE_CONCURRENCY)
-            .collect()
-            .await;
+    let mut results = Vec::with_capacity(targets.len());
+    for chunk in targets.chunks(SCRAPE_CONCURRENCY) {
+        let scrapes = chunk.iter().map(|t| ctx.config.proxy_metrics.scrape(t));
+        results.extend(futures::future::join_all(scrapes).await);
+    }
     for (target, result) in targets.iter().zip(results) {
         let outcome = match result.map(|text| prom::parse(&text)) {
             Ok(Ok(samples)) => {
