@@ -102,7 +102,11 @@ pub fn validating(w: &Webhooks<'_>) -> Value {
                     "apiGroups": ["policy.linkerd.io"],
                     "apiVersions": ["*"],
                     "operations": ["CREATE", "UPDATE"],
-                    "resources": ["servers", "authorizationpolicies", "meshtlsauthentications", "networkauthentications", "httproutes"],
+                    "resources": [
+                        "servers", "authorizationpolicies", "meshtlsauthentications",
+                        "networkauthentications", "httproutes", "serverauthorizations",
+                        "egressnetworks",
+                    ],
                     "scope": "Namespaced",
                 },
                 {
@@ -276,6 +280,8 @@ mod tests {
             ("policy.linkerd.io", "meshtlsauthentications"),
             ("policy.linkerd.io", "networkauthentications"),
             ("policy.linkerd.io", "httproutes"),
+            ("policy.linkerd.io", "serverauthorizations"),
+            ("policy.linkerd.io", "egressnetworks"),
             ("gateway.networking.k8s.io", "httproutes"),
         ] {
             assert!(
