@@ -112,13 +112,17 @@ where
         api: Api<K>,
         config: watcher::Config,
         dyntype: K::DynamicType,
-        what: &'static str,
+        what: String,
         changed: &Arc<Notify>,
     ) -> Self {
         let writer = reflector::store::Writer::new(dyntype);
         let store = writer.as_reader();
         let synced = Arc::new(AtomicBool::new(false));
-        let stream = reflector::reflector(writer, watcher(api, config).default_backoff());
+        // managedFields are often most of an object and never read here.
+        let events = watcher(api, config)
+            .default_backoff()
+            .modify(|o| o.managed_fields_mut().clear());
+        let stream = reflector::reflector(writer, events);
         let (flag, changed) = (Arc::clone(&synced), Arc::clone(changed));
         tokio::spawn(async move {
             let mut stream = std::pin::pin!(stream);
@@ -135,7 +139,7 @@ where
                     // A CRD that is not installed (Gateway API is optional)
                     // fails here until it is; nothing is judged against it.
                     Err(e) => {
-                        tracing::debug!(cache = what, error = %e, "policy watch failed; retrying")
+                        tracing::debug!(cache = %what, error = %e, "policy watch failed; retrying")
                     }
                 }
             }
@@ -173,7 +177,7 @@ impl Dynamic {
             api,
             watcher::Config::default().page_size(50),
             ar,
-            kind_label(group, kind),
+            format!("{plural}.{group}"),
             changed,
         )
     }
@@ -210,17 +214,6 @@ impl Dynamic {
                 })
                 .collect(),
         )
-    }
-}
-
-fn kind_label(group: &str, kind: &str) -> &'static str {
-    match (group, kind) {
-        (GATEWAY_GROUP, _) => "gateway-httproutes",
-        (_, "Server") => "servers",
-        (_, "AuthorizationPolicy") => "authorizationpolicies",
-        (_, "MeshTLSAuthentication") => "meshtlsauthentications",
-        (_, "NetworkAuthentication") => "networkauthentications",
-        _ => "httproutes",
     }
 }
 
@@ -291,21 +284,21 @@ impl Caches {
                 Api::all(client.clone()),
                 watcher::Config::default().page_size(50),
                 (),
-                "services",
+                "services".into(),
                 changed,
             ),
             namespaces: Cache::start(
                 Api::all(client.clone()),
                 watcher::Config::default().page_size(50),
                 (),
-                "namespaces",
+                "namespaces".into(),
                 changed,
             ),
             reports: Cache::start(
                 Api::all(client.clone()),
                 watcher::Config::default().labels(report::LABEL),
                 (),
-                "reports",
+                "reports".into(),
                 changed,
             ),
         }
