@@ -331,6 +331,17 @@ async fn the_webhook_refuses_what_linkerd_would() {
             let message = denial(routes.create(&pp, &route).await)?;
             ensure!(message.contains("spec.rules[0].matches[0].path.value"), "{message}");
 
+            let mtls: MeshTLSAuthentication = object("policy.linkerd.io/v1alpha1", "MeshTLSAuthentication", "caps", &ns,
+                json!({"spec": {"identities": ["Web.apps.serviceaccount.identity.linkerd.cluster.local"]}}));
+            let message = denial(Api::<MeshTLSAuthentication>::namespaced(client.clone(), &ns).create(&pp, &mtls).await)?;
+            ensure!(message.contains("spec.identities[0]"), "{message}");
+            let linkerd_route: keelson_crds::policy::HttpRoute = object("policy.linkerd.io/v1beta3", "HTTPRoute", "rewrite", &ns, json!({"spec": {
+                "parentRefs": [{"group": "policy.linkerd.io", "kind": "Server", "name": "api"}],
+                "rules": [{"filters": [{"type": "URLRewrite", "urlRewrite": {"hostname": "x"}}]}],
+            }}));
+            let message = denial(Api::<keelson_crds::policy::HttpRoute>::namespaced(client.clone(), &ns).create(&pp, &linkerd_route).await)?;
+            ensure!(message.contains("spec.rules[0].filters[0].type"), "{message}");
+
             // The good ones are accepted, and updates are validated too.
             servers
                 .create(&pp, &server(&ns, "api", json!({"spec": {"podSelector": {"matchLabels": {"app": "api"}}, "port": 8080, "accessPolicy": "audit"}})))
