@@ -23,7 +23,7 @@ use keelson_operator::policy::report::{self, Report};
 use keelson_operator::policy::scrape::{PodTarget, ProxyMetrics, ScrapeError, get_metrics};
 use keelson_operator::render::{self, Stage};
 use kube::api::{Patch, PatchParams, PostParams};
-use kube::{Api, Client, ResourceExt};
+use kube::{Api, Client};
 use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
 use std::collections::HashMap;
@@ -454,10 +454,6 @@ impl ProxyMetrics for StandIns {
     }
 }
 
-fn rollout(s: &Server) -> Option<audit::State> {
-    serde_json::from_str(s.annotations().get(audit::STATE)?).ok()
-}
-
 async fn wait_server(
     api: &Api<Server>,
     what: &str,
@@ -518,7 +514,7 @@ async fn audit_first_promotes_only_after_a_clean_soak() {
             // Would-be denials: the client is named, in the Server's state
             // and in the report, with an Event.
             wait_server(&servers, "the would-be denied client is not listed", |s| {
-                rollout(s).is_some_and(|st| st.denials.iter().any(|d| d.client == WEB_IDENTITY && d.route.as_deref() == Some("default/default")))
+                report::state(s).is_some_and(|st| st.denials.iter().any(|d| d.client == WEB_IDENTITY && d.route.as_deref() == Some("default/default")))
             })
             .await?;
             wait_report(&client, &ns, "the offending client is not in the report", |r| {
@@ -549,12 +545,12 @@ async fn audit_first_promotes_only_after_a_clean_soak() {
             .context("the operator stopped scraping")?;
             let s = servers.get("api").await?;
             ensure!(
-                s.spec.access_policy.as_deref() == Some("audit") && rollout(&s).is_some_and(|st| st.phase == Phase::Auditing),
+                s.spec.access_policy.as_deref() == Some("audit") && report::state(&s).is_some_and(|st| st.phase == Phase::Auditing),
                 "promoted despite would-be denials: {:?}",
                 s.metadata.annotations
             );
 
-            let before = rollout(&s).context("no rollout state")?;
+            let before = report::state(&s).context("no rollout state")?;
 
             // The operator dies; the client gets authorized (no more
             // would-be denials); a new operator resumes the same audit from
@@ -566,7 +562,7 @@ async fn audit_first_promotes_only_after_a_clean_soak() {
                 s.spec.access_policy.as_deref() == Some("deny")
             })
             .await?;
-            let after = rollout(&s).context("no rollout state")?;
+            let after = report::state(&s).context("no rollout state")?;
             ensure!(
                 after.phase == Phase::Enforced && after.since == before.since && after.denials.iter().any(|d| d.client == WEB_IDENTITY),
                 "the same audit, resumed and promoted: {after:?}"
@@ -578,7 +574,7 @@ async fn audit_first_promotes_only_after_a_clean_soak() {
                 .patch("api", &PatchParams::default(), &Patch::Merge(json!({"metadata": {"annotations": {audit::ROLLOUT: "audit"}}})))
                 .await?;
             wait_server(&servers, "not rolled back to audit", |s| {
-                s.spec.access_policy.as_deref() == Some("audit") && rollout(s).is_some_and(|st| st.phase == Phase::Holding)
+                s.spec.access_policy.as_deref() == Some("audit") && report::state(s).is_some_and(|st| st.phase == Phase::Holding)
             })
             .await?;
             Ok(())
