@@ -17,12 +17,13 @@ use keelson_crds::policy::{
 use keelson_e2e::shared::{env, install_keelson_crds};
 use keelson_operator::apply::Applier;
 use keelson_operator::catalog::KubeVersion;
+use keelson_operator::install;
 use keelson_operator::policy::audit::{self, Phase};
 use keelson_operator::policy::report::{self, Report};
 use keelson_operator::policy::scrape::{PodTarget, ProxyMetrics, ScrapeError, get_metrics};
 use keelson_operator::render::{self, Stage};
 use kube::api::{Patch, PatchParams, PostParams};
-use kube::{Api, Client, ResourceExt};
+use kube::{Api, Client};
 use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
 use std::collections::HashMap;
@@ -61,6 +62,34 @@ async fn install_policy_crds(client: &Client) -> anyhow::Result<()> {
         .with_context(|| format!("CRD {name} not Established"))??;
     }
     Ok(())
+}
+
+/// The operator, running as its ServiceAccount with nothing but the RBAC of
+/// its install manifests (impersonated), so the tests prove that RBAC too.
+async fn operator_with_install_rbac(
+    client: &Client,
+    policy: keelson_operator::policy::Config,
+) -> anyhow::Result<Operator> {
+    let objects = install::objects(&install::Install {
+        namespace: common::KEELSON_NAMESPACE,
+        image: "example.com/keelson:test",
+        replicas: 1.into(),
+    });
+    let applier = Applier::new(client.clone());
+    for o in objects.iter().filter(|o| {
+        !["Deployment", "Service", "CustomResourceDefinition"]
+            .contains(&o["kind"].as_str().unwrap_or_default())
+    }) {
+        applier.apply(o).await?;
+    }
+    let as_operator = env().impersonating(&format!(
+        "system:serviceaccount:{}:{}",
+        common::KEELSON_NAMESPACE,
+        install::NAME
+    ));
+    let operator = Operator::start_with(as_operator, policy);
+    operator.webhooks_registered(client).await?;
+    Ok(operator)
 }
 
 fn object<K: DeserializeOwned>(
@@ -184,8 +213,9 @@ async fn broken_references_are_reported_until_fixed() {
     env()
         .in_namespace("policy-refs", |client, ns| async move {
             install_policy_crds(&client).await?;
-            let operator = Operator::start(client.clone());
-            operator.webhooks_registered(&client).await?;
+            let _operator =
+                operator_with_install_rbac(&client, keelson_operator::policy::Config::default())
+                    .await?;
             let pp = PostParams::default();
 
             Api::<Server>::namespaced(client.clone(), &ns)
@@ -301,6 +331,17 @@ async fn the_webhook_refuses_what_linkerd_would() {
             let message = denial(routes.create(&pp, &route).await)?;
             ensure!(message.contains("spec.rules[0].matches[0].path.value"), "{message}");
 
+            let mtls: MeshTLSAuthentication = object("policy.linkerd.io/v1alpha1", "MeshTLSAuthentication", "caps", &ns,
+                json!({"spec": {"identities": ["Web.apps.serviceaccount.identity.linkerd.cluster.local"]}}));
+            let message = denial(Api::<MeshTLSAuthentication>::namespaced(client.clone(), &ns).create(&pp, &mtls).await)?;
+            ensure!(message.contains("spec.identities[0]"), "{message}");
+            let linkerd_route: keelson_crds::policy::HttpRoute = object("policy.linkerd.io/v1beta3", "HTTPRoute", "rewrite", &ns, json!({"spec": {
+                "parentRefs": [{"group": "policy.linkerd.io", "kind": "Server", "name": "api"}],
+                "rules": [{"filters": [{"type": "URLRewrite", "urlRewrite": {"hostname": "x"}}]}],
+            }}));
+            let message = denial(Api::<keelson_crds::policy::HttpRoute>::namespaced(client.clone(), &ns).create(&pp, &linkerd_route).await)?;
+            ensure!(message.contains("spec.rules[0].filters[0].type"), "{message}");
+
             // The good ones are accepted, and updates are validated too.
             servers
                 .create(&pp, &server(&ns, "api", json!({"spec": {"podSelector": {"matchLabels": {"app": "api"}}, "port": 8080, "accessPolicy": "audit"}})))
@@ -413,10 +454,6 @@ impl ProxyMetrics for StandIns {
     }
 }
 
-fn rollout(s: &Server) -> Option<audit::State> {
-    serde_json::from_str(s.annotations().get(audit::STATE)?).ok()
-}
-
 async fn wait_server(
     api: &Api<Server>,
     what: &str,
@@ -442,14 +479,11 @@ async fn audit_first_promotes_only_after_a_clean_soak() {
             let source = Arc::new(StandIns::default());
             let addr = stand_in(Arc::clone(&proxy)).await?;
             source.0.lock().expect("not poisoned").insert("api-0".into(), addr);
-            let operator = Operator::start_with(
-                client.clone(),
-                keelson_operator::policy::Config {
-                    proxy_metrics: source,
-                    interval: Duration::from_millis(500),
-                },
-            );
-            operator.webhooks_registered(&client).await?;
+            let config = keelson_operator::policy::Config {
+                proxy_metrics: source,
+                interval: Duration::from_millis(500),
+            };
+            let operator = operator_with_install_rbac(&client, config.clone()).await?;
             let pp = PostParams::default();
 
             let pod: Pod = object("v1", "Pod", "api-0", &ns, json!({
@@ -480,7 +514,7 @@ async fn audit_first_promotes_only_after_a_clean_soak() {
             // Would-be denials: the client is named, in the Server's state
             // and in the report, with an Event.
             wait_server(&servers, "the would-be denied client is not listed", |s| {
-                rollout(s).is_some_and(|st| st.denials.iter().any(|d| d.client == WEB_IDENTITY && d.route.as_deref() == Some("default/default")))
+                report::state(s).is_some_and(|st| st.denials.iter().any(|d| d.client == WEB_IDENTITY && d.route.as_deref() == Some("default/default")))
             })
             .await?;
             wait_report(&client, &ns, "the offending client is not in the report", |r| {
@@ -490,6 +524,15 @@ async fn audit_first_promotes_only_after_a_clean_soak() {
             })
             .await?;
             wait_event(&client, &ns, "api", "WouldBeDenied", WEB_IDENTITY).await?;
+            // `keelson policy report` shows the same.
+            let mut printed = Vec::new();
+            keelson_operator::policy::print_reports(client.clone(), Some(&ns), &mut printed).await?;
+            let printed = String::from_utf8(printed)?;
+            ensure!(
+                printed.contains("Server api: accessPolicy audit, audit-first Auditing")
+                    && printed.contains(&format!("would-be denied: {WEB_IDENTITY} on default/default")),
+                "{printed}"
+            );
             // While every scrape finds a new denial, no soak completes:
             // let more than a soak's worth of scrapes (4 s / 0.5 s) pass.
             let seen = proxy.lock().expect("not poisoned").scrapes;
@@ -502,19 +545,28 @@ async fn audit_first_promotes_only_after_a_clean_soak() {
             .context("the operator stopped scraping")?;
             let s = servers.get("api").await?;
             ensure!(
-                s.spec.access_policy.as_deref() == Some("audit") && rollout(&s).is_some_and(|st| st.phase == Phase::Auditing),
+                s.spec.access_policy.as_deref() == Some("audit") && report::state(&s).is_some_and(|st| st.phase == Phase::Auditing),
                 "promoted despite would-be denials: {:?}",
                 s.metadata.annotations
             );
 
-            // The client is authorized (no more would-be denials): after a
-            // clean soak, enforcement.
+            let before = report::state(&s).context("no rollout state")?;
+
+            // The operator dies; the client gets authorized (no more
+            // would-be denials); a new operator resumes the same audit from
+            // the Server's state and, after a clean soak, enforces.
+            operator.kill().await;
             proxy.lock().expect("not poisoned").denying = false;
+            let _operator = operator_with_install_rbac(&client, config).await?;
             let s = wait_server(&servers, "not promoted to deny after a clean soak", |s| {
                 s.spec.access_policy.as_deref() == Some("deny")
             })
             .await?;
-            ensure!(rollout(&s).is_some_and(|st| st.phase == Phase::Enforced), "{:?}", s.metadata.annotations);
+            let after = report::state(&s).context("no rollout state")?;
+            ensure!(
+                after.phase == Phase::Enforced && after.since == before.since && after.denials.iter().any(|d| d.client == WEB_IDENTITY),
+                "the same audit, resumed and promoted: {after:?}"
+            );
             wait_event(&client, &ns, "api", "PolicyEnforced", "accessPolicy set to deny").await?;
 
             // Rolling back is one annotation.
@@ -522,7 +574,7 @@ async fn audit_first_promotes_only_after_a_clean_soak() {
                 .patch("api", &PatchParams::default(), &Patch::Merge(json!({"metadata": {"annotations": {audit::ROLLOUT: "audit"}}})))
                 .await?;
             wait_server(&servers, "not rolled back to audit", |s| {
-                s.spec.access_policy.as_deref() == Some("audit") && rollout(s).is_some_and(|st| st.phase == Phase::Holding)
+                s.spec.access_policy.as_deref() == Some("audit") && report::state(s).is_some_and(|st| st.phase == Phase::Holding)
             })
             .await?;
             Ok(())

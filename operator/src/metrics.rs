@@ -51,6 +51,13 @@ pub struct WebhookDecisionLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ScrapeLabels {
+    /// `ok`, `error` (unreachable or refused), `timeout` or `unreadable`
+    /// (not Prometheus text).
+    pub outcome: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct CertificateLabels {
     /// What the certificate is: `webhook-ca`, `webhook-serving`, ...
     pub certificate: String,
@@ -77,6 +84,7 @@ pub struct Metrics {
     pub reconcile_duration: Family<ReconcileLabels, Histogram>,
     pub webhook_requests: Family<WebhookDecisionLabels, Counter>,
     pub webhook_duration: Family<WebhookLabels, Histogram>,
+    pub proxy_scrapes: Family<ScrapeLabels, Counter>,
     certificate_expiry: Family<CertificateLabels, Gauge<f64, AtomicU64>>,
     dataplane_workloads: Family<WorkloadStateLabels, Gauge>,
     dataplane_wave: Family<DataPlaneLabels, Gauge>,
@@ -120,6 +128,12 @@ impl Default for Metrics {
             "Time from a read admission review to its encoded answer",
             webhook_duration.clone(),
         );
+        let proxy_scrapes = Family::<ScrapeLabels, Counter>::default();
+        registry.register(
+            "policy_proxy_scrapes",
+            "Scrapes of Linkerd proxies' metrics for audit-first rollouts, by outcome",
+            proxy_scrapes.clone(),
+        );
         let certificate_expiry = Family::<CertificateLabels, Gauge<f64, AtomicU64>>::default();
         registry.register(
             "certificate_expiry_seconds",
@@ -152,6 +166,7 @@ impl Default for Metrics {
             reconcile_duration,
             webhook_requests,
             webhook_duration,
+            proxy_scrapes,
             certificate_expiry,
             leader,
             not_after: Mutex::default(),
@@ -323,6 +338,9 @@ mod tests {
                 decision: "patched",
             })
             .inc();
+        m.proxy_scrapes
+            .get_or_create(&ScrapeLabels { outcome: "timeout" })
+            .inc();
         m.certificate_expires("webhook-ca", SystemTime::now() + Duration::from_secs(3600));
         m.certificate_expires("old", SystemTime::now() - Duration::from_secs(60));
         m.leader.set(1);
@@ -333,6 +351,7 @@ mod tests {
             r#"keelson_reconcile_duration_seconds_count{controller="controlplane"} 2"#,
             r#"keelson_webhook_requests_total{webhook="inject",decision="patched"} 1"#,
             "keelson_leader 1",
+            r#"keelson_policy_proxy_scrapes_total{outcome="timeout"} 1"#,
         ] {
             assert!(text.contains(line), "{line} missing from\n{text}");
         }

@@ -78,44 +78,60 @@ fn meta(name: &str) -> Value {
 /// never blocks removing objects, and the reconciler refuses bad specs on its
 /// own as a second line.
 pub fn validating(w: &Webhooks<'_>) -> Value {
+    let webhook = |name: &str, failure_policy: &str, rules: Value| {
+        json!({
+            "name": name,
+            "admissionReviewVersions": ["v1", "v1beta1"],
+            "clientConfig": w.endpoint.client_config(VALIDATE_PATH, w.ca_pem),
+            "failurePolicy": failure_policy,
+            "matchPolicy": "Equivalent",
+            "namespaceSelector": {},
+            "objectSelector": {},
+            "rules": rules,
+            "sideEffects": "None",
+            "timeoutSeconds": TIMEOUT_SECONDS,
+        })
+    };
+    let rule = |group: &str, resources: &[&str], scope: &str| {
+        json!({
+            "apiGroups": [group],
+            "apiVersions": ["*"],
+            "operations": ["CREATE", "UPDATE"],
+            "resources": resources,
+            "scope": scope,
+        })
+    };
     object(
         "admissionregistration.k8s.io/v1",
         "ValidatingWebhookConfiguration",
         meta(VALIDATOR),
-        json!({"webhooks": [{
-            "name": "validate.keelson.dev",
-            "admissionReviewVersions": ["v1", "v1beta1"],
-            "clientConfig": w.endpoint.client_config(VALIDATE_PATH, w.ca_pem),
-            "failurePolicy": "Fail",
-            "matchPolicy": "Equivalent",
-            "namespaceSelector": {},
-            "objectSelector": {},
-            "rules": [
-                {
-                    "apiGroups": ["keelson.dev"],
-                    "apiVersions": ["*"],
-                    "operations": ["CREATE", "UPDATE"],
-                    "resources": ["controlplanes", "dataplanes"],
-                    "scope": "*",
-                },
-                {
-                    "apiGroups": ["policy.linkerd.io"],
-                    "apiVersions": ["*"],
-                    "operations": ["CREATE", "UPDATE"],
-                    "resources": ["servers", "authorizationpolicies", "meshtlsauthentications", "networkauthentications", "httproutes"],
-                    "scope": "Namespaced",
-                },
-                {
-                    "apiGroups": ["gateway.networking.k8s.io"],
-                    "apiVersions": ["*"],
-                    "operations": ["CREATE", "UPDATE"],
-                    "resources": ["httproutes"],
-                    "scope": "Namespaced",
-                },
-            ],
-            "sideEffects": "None",
-            "timeoutSeconds": TIMEOUT_SECONDS,
-        }]}),
+        json!({"webhooks": [
+            // Keelson's own objects are only ever admitted checked.
+            webhook(
+                "validate.keelson.dev",
+                "Fail",
+                json!([rule("keelson.dev", &["controlplanes", "dataplanes"], "*")]),
+            ),
+            // Policy objects are Linkerd's and the Gateway API's: an
+            // operator outage must not stop a GitOps sync of them (Linkerd's
+            // own validator fails open too).
+            webhook(
+                "policy.validate.keelson.dev",
+                "Ignore",
+                json!([
+                    rule(
+                        "policy.linkerd.io",
+                        &[
+                            "servers", "authorizationpolicies", "meshtlsauthentications",
+                            "networkauthentications", "httproutes", "serverauthorizations",
+                            "egressnetworks",
+                        ],
+                        "Namespaced",
+                    ),
+                    rule("gateway.networking.k8s.io", &["httproutes"], "Namespaced"),
+                ]),
+            ),
+        ]}),
     )
 }
 
@@ -250,42 +266,59 @@ mod tests {
             keelson_namespace: "keelson",
         };
         let typed: ValidatingWebhookConfiguration = serde_json::from_value(validating(&w)).unwrap();
-        let hook = &typed.webhooks.unwrap()[0];
+        let hooks = typed.webhooks.unwrap();
+        for hook in &hooks {
+            assert_eq!(
+                hook.client_config.url.as_deref(),
+                Some("https://127.0.0.1:9443/validate")
+            );
+        }
+        let resources = |hook: &k8s_openapi::api::admissionregistration::v1::ValidatingWebhook| {
+            hook.rules
+                .iter()
+                .flatten()
+                .flat_map(|r| {
+                    let group = r.api_groups.clone().unwrap_or_default().join(",");
+                    r.resources
+                        .clone()
+                        .unwrap_or_default()
+                        .into_iter()
+                        .map(move |res| (group.clone(), res))
+                })
+                .collect::<Vec<(String, String)>>()
+        };
+        // Keelson's objects fail closed; policy objects fail open.
+        assert_eq!(hooks[0].failure_policy.as_deref(), Some("Fail"));
         assert_eq!(
-            hook.client_config.url.as_deref(),
-            Some("https://127.0.0.1:9443/validate")
+            resources(&hooks[0]),
+            [
+                ("keelson.dev".to_owned(), "controlplanes".to_owned()),
+                ("keelson.dev".to_owned(), "dataplanes".to_owned())
+            ]
         );
-        assert_eq!(hook.failure_policy.as_deref(), Some("Fail"));
-        let rules = hook.rules.as_ref().unwrap();
-        let resources: Vec<(String, String)> = rules
-            .iter()
-            .flat_map(|r| {
-                let group = r.api_groups.clone().unwrap_or_default().join(",");
-                r.resources
-                    .clone()
-                    .unwrap_or_default()
-                    .into_iter()
-                    .map(move |res| (group.clone(), res))
-            })
-            .collect();
+        assert_eq!(hooks[1].failure_policy.as_deref(), Some("Ignore"));
+        let policy = resources(&hooks[1]);
         for (group, resource) in [
-            ("keelson.dev", "controlplanes"),
-            ("keelson.dev", "dataplanes"),
             ("policy.linkerd.io", "servers"),
             ("policy.linkerd.io", "authorizationpolicies"),
             ("policy.linkerd.io", "meshtlsauthentications"),
             ("policy.linkerd.io", "networkauthentications"),
             ("policy.linkerd.io", "httproutes"),
+            ("policy.linkerd.io", "serverauthorizations"),
+            ("policy.linkerd.io", "egressnetworks"),
             ("gateway.networking.k8s.io", "httproutes"),
         ] {
             assert!(
-                resources.contains(&(group.to_owned(), resource.to_owned())),
-                "{group}/{resource} missing from {resources:?}"
+                policy.contains(&(group.to_owned(), resource.to_owned())),
+                "{group}/{resource} missing from {policy:?}"
             );
         }
         assert!(
-            rules.iter().all(|r| r.operations.as_deref()
-                == Some(&["CREATE".to_owned(), "UPDATE".to_owned()][..]))
+            hooks
+                .iter()
+                .flat_map(|h| h.rules.iter().flatten())
+                .all(|r| r.operations.as_deref()
+                    == Some(&["CREATE".to_owned(), "UPDATE".to_owned()][..]))
         );
     }
 }

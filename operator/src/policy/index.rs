@@ -360,12 +360,15 @@ pub fn broken(snapshot: &Snapshot) -> Vec<Broken> {
         };
         for (i, p) in route.parents.iter().enumerate() {
             // Gateway API defaults a parent to a Gateway, which Linkerd
-            // does not serve and Keelson does not judge.
-            let group = p.group.as_deref().unwrap_or(GATEWAY_GROUP);
-            let kind = p.kind.as_deref().unwrap_or("Gateway");
+            // does not serve and Keelson does not judge. A kind without a
+            // group is core, as Linkerd reads it (`kind: Service`).
+            let (group, kind) = match p.kind.as_deref() {
+                None => (Some(GATEWAY_GROUP), "Gateway"),
+                Some(kind) => (p.group.as_deref(), kind),
+            };
             c.reference(
                 &format!("spec.parentRefs[{i}]"),
-                Some(group),
+                group,
                 kind,
                 &p.name,
                 p.namespace.as_deref(),
@@ -589,6 +592,7 @@ mod tests {
                     {"group": "", "kind": "Service", "name": "gone", "port": 80},
                     {"group": "policy.linkerd.io", "kind": "Server", "name": "nosrv"},
                     {"name": "a-gateway"},
+                    {"kind": "Service", "name": "nogroup", "port": 80},
                 ],
                 "rules": [{"backendRefs": [{"name": "api", "port": 80}, {"name": "nobackend", "port": 80}]}],
             }),
@@ -601,6 +605,7 @@ mod tests {
             [
                 "HTTPRoute apps/r: spec.parentRefs[1]: Service gone in namespace apps does not exist",
                 "HTTPRoute apps/r: spec.parentRefs[2]: Server nosrv in namespace apps does not exist",
+                "HTTPRoute apps/r: spec.parentRefs[4]: Service nogroup in namespace apps does not exist",
                 "HTTPRoute apps/r: spec.rules[0].backendRefs[1]: Service nobackend in namespace apps does not exist",
             ]
         );

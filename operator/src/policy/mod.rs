@@ -10,6 +10,7 @@
 //! the proxies of Servers under audit are scraped.
 
 pub mod audit;
+mod cache;
 pub mod index;
 pub mod prom;
 pub mod report;
@@ -17,23 +18,18 @@ pub mod scrape;
 pub mod validate;
 
 use crate::metrics::Metrics;
-use futures::StreamExt;
-use index::{Broken, Route, Snapshot};
-use k8s_openapi::api::core::v1::{ConfigMap, Namespace, ObjectReference, Pod, Service};
+use index::{Broken, Snapshot};
+use k8s_openapi::api::core::v1::{ConfigMap, ObjectReference, Pod};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use keelson_crds::policy::Server;
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams};
-use kube::core::{ApiResource, DynamicObject, GroupVersionKind, PartialObjectMeta, Selector};
+use kube::core::{ApiResource, DynamicObject, GroupVersionKind, Selector};
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
-use kube::runtime::reflector::{self, Store};
-use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Client, Resource, ResourceExt};
 use scrape::{PodTarget, ProxyMetrics};
-use serde::de::DeserializeOwned;
 use std::collections::{BTreeMap, BTreeSet};
 use std::future::Future;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 use tokio::sync::Notify;
 
@@ -41,6 +37,8 @@ pub const POLICY_GROUP: &str = "policy.linkerd.io";
 pub const GATEWAY_GROUP: &str = "gateway.networking.k8s.io";
 /// Keelson's field manager.
 const MANAGER: &str = "keelson";
+/// Proxies scraped at once per Server.
+const SCRAPE_CONCURRENCY: usize = 16;
 
 /// Whether a reference's (group, kind) names `want_group`/`want_kind`, as
 /// Linkerd compares them: an empty or absent group, or `core`, is the core
@@ -91,253 +89,6 @@ pub enum PolicyError {
     },
 }
 
-/// A watch cache and whether it has synced once.
-#[derive(Clone)]
-struct Cache<K: kube::Resource + 'static>
-where
-    K::DynamicType: Eq + std::hash::Hash + Clone,
-{
-    store: Store<K>,
-    synced: Arc<AtomicBool>,
-}
-
-impl<K> Cache<K>
-where
-    K: kube::Resource + Clone + DeserializeOwned + std::fmt::Debug + Send + Sync + 'static,
-    K::DynamicType: Eq + std::hash::Hash + Clone + Send + Sync,
-{
-    fn start(
-        api: Api<K>,
-        config: watcher::Config,
-        dyntype: K::DynamicType,
-        what: &'static str,
-        changed: &Arc<Notify>,
-    ) -> Self {
-        let writer = reflector::store::Writer::new(dyntype);
-        let store = writer.as_reader();
-        let synced = Arc::new(AtomicBool::new(false));
-        let stream = reflector::reflector(writer, watcher(api, config).default_backoff());
-        let (flag, changed) = (Arc::clone(&synced), Arc::clone(changed));
-        tokio::spawn(async move {
-            let mut stream = std::pin::pin!(stream);
-            while let Some(event) = stream.next().await {
-                match event {
-                    Ok(watcher::Event::InitDone) => {
-                        flag.store(true, Ordering::Release);
-                        changed.notify_one();
-                    }
-                    Ok(watcher::Event::Apply(_) | watcher::Event::Delete(_)) => {
-                        changed.notify_one()
-                    }
-                    Ok(_) => {}
-                    // A CRD that is not installed (Gateway API is optional)
-                    // fails here until it is; nothing is judged against it.
-                    Err(e) => {
-                        tracing::debug!(cache = what, error = %e, "policy watch failed; retrying")
-                    }
-                }
-            }
-        });
-        Self { store, synced }
-    }
-
-    fn synced(&self) -> bool {
-        self.synced.load(Ordering::Acquire)
-    }
-
-    /// The objects, if the cache has synced.
-    fn objects(&self) -> Option<Vec<Arc<K>>> {
-        self.synced().then(|| self.store.state())
-    }
-}
-
-/// A cache of custom objects read as JSON: an object the typed code cannot
-/// decode is skipped instead of breaking the watch.
-type Dynamic = Cache<DynamicObject>;
-
-impl Dynamic {
-    fn custom(
-        client: &Client,
-        group: &str,
-        version: &str,
-        kind: &str,
-        plural: &str,
-        changed: &Arc<Notify>,
-    ) -> Self {
-        let ar =
-            ApiResource::from_gvk_with_plural(&GroupVersionKind::gvk(group, version, kind), plural);
-        let api = Api::<DynamicObject>::all_with(client.clone(), &ar);
-        Self::start(
-            api,
-            watcher::Config::default().page_size(50),
-            ar,
-            kind_label(group, kind),
-            changed,
-        )
-    }
-
-    fn typed<K: DeserializeOwned>(&self) -> Option<Vec<K>> {
-        Some(
-            self.objects()?
-                .iter()
-                .filter_map(|o| {
-                    let value = serde_json::to_value(o.as_ref()).ok()?;
-                    serde_json::from_value(value)
-                        .inspect_err(|e| {
-                            let object = o.name_any();
-                            tracing::debug!(%object, error = %e, "skipping an undecodable policy object");
-                        })
-                        .ok()
-                })
-                .collect(),
-        )
-    }
-
-    fn routes(&self, group: &'static str) -> Option<Vec<Route>> {
-        Some(
-            self.objects()?
-                .iter()
-                .map(|o| {
-                    Route::from_spec(
-                        group,
-                        &o.namespace().unwrap_or_default(),
-                        &o.name_any(),
-                        o.uid(),
-                        &o.data["spec"],
-                    )
-                })
-                .collect(),
-        )
-    }
-}
-
-fn kind_label(group: &str, kind: &str) -> &'static str {
-    match (group, kind) {
-        (GATEWAY_GROUP, _) => "gateway-httproutes",
-        (_, "Server") => "servers",
-        (_, "AuthorizationPolicy") => "authorizationpolicies",
-        (_, "MeshTLSAuthentication") => "meshtlsauthentications",
-        (_, "NetworkAuthentication") => "networkauthentications",
-        _ => "httproutes",
-    }
-}
-
-struct Caches {
-    servers: Dynamic,
-    authorization_policies: Dynamic,
-    mesh_tls: Dynamic,
-    network: Dynamic,
-    policy_routes: Dynamic,
-    gateway_routes: Dynamic,
-    services: Cache<PartialObjectMeta<Service>>,
-    namespaces: Cache<PartialObjectMeta<Namespace>>,
-    reports: Cache<ConfigMap>,
-}
-
-impl Caches {
-    fn start(client: &Client, changed: &Arc<Notify>) -> Self {
-        Self {
-            servers: Dynamic::custom(
-                client,
-                POLICY_GROUP,
-                "v1beta3",
-                "Server",
-                "servers",
-                changed,
-            ),
-            authorization_policies: Dynamic::custom(
-                client,
-                POLICY_GROUP,
-                "v1alpha1",
-                "AuthorizationPolicy",
-                "authorizationpolicies",
-                changed,
-            ),
-            mesh_tls: Dynamic::custom(
-                client,
-                POLICY_GROUP,
-                "v1alpha1",
-                "MeshTLSAuthentication",
-                "meshtlsauthentications",
-                changed,
-            ),
-            network: Dynamic::custom(
-                client,
-                POLICY_GROUP,
-                "v1alpha1",
-                "NetworkAuthentication",
-                "networkauthentications",
-                changed,
-            ),
-            policy_routes: Dynamic::custom(
-                client,
-                POLICY_GROUP,
-                "v1beta3",
-                "HTTPRoute",
-                "httproutes",
-                changed,
-            ),
-            gateway_routes: Dynamic::custom(
-                client,
-                GATEWAY_GROUP,
-                "v1",
-                "HTTPRoute",
-                "httproutes",
-                changed,
-            ),
-            services: Cache::start(
-                Api::all(client.clone()),
-                watcher::Config::default().page_size(50),
-                (),
-                "services",
-                changed,
-            ),
-            namespaces: Cache::start(
-                Api::all(client.clone()),
-                watcher::Config::default().page_size(50),
-                (),
-                "namespaces",
-                changed,
-            ),
-            reports: Cache::start(
-                Api::all(client.clone()),
-                watcher::Config::default().labels(report::LABEL),
-                (),
-                "reports",
-                changed,
-            ),
-        }
-    }
-
-    /// Ready for a round: the kinds every report needs have synced.
-    fn ready(&self) -> bool {
-        self.servers.synced() && self.authorization_policies.synced() && self.reports.synced()
-    }
-
-    fn snapshot(&self) -> Snapshot {
-        let names = |objects: Option<Vec<Arc<PartialObjectMeta<Service>>>>| {
-            objects.map(|v| {
-                v.iter()
-                    .map(|o| (o.namespace().unwrap_or_default(), o.name_any()))
-                    .collect()
-            })
-        };
-        Snapshot {
-            servers: self.servers.typed(),
-            authorization_policies: self.authorization_policies.typed().unwrap_or_default(),
-            mesh_tls: self.mesh_tls.typed(),
-            network: self.network.typed(),
-            policy_routes: self.policy_routes.routes(POLICY_GROUP),
-            gateway_routes: self.gateway_routes.routes(GATEWAY_GROUP),
-            services: names(self.services.objects()),
-            namespaces: self
-                .namespaces
-                .objects()
-                .map(|v| v.iter().map(|o| o.name_any()).collect()),
-        }
-    }
-}
-
 struct Context {
     client: Client,
     recorder: Recorder,
@@ -365,7 +116,7 @@ pub async fn run(
     shutdown: impl Future<Output = ()> + Send,
 ) {
     let changed = Arc::new(Notify::new());
-    let caches = Caches::start(&client, &changed);
+    let caches = cache::Caches::start(&client, &changed);
     let reporter = Reporter {
         controller: MANAGER.into(),
         instance: std::env::var("POD_NAME").ok(),
@@ -404,7 +155,7 @@ pub async fn run(
 /// One round: Events for references that broke or healed, audit steps,
 /// then the reports. Returns whether every write succeeded.
 #[tracing::instrument(skip_all, fields(tick))]
-async fn round(ctx: &Context, caches: &Caches, memory: &mut Memory, tick: bool) -> bool {
+async fn round(ctx: &Context, caches: &cache::Caches, memory: &mut Memory, tick: bool) -> bool {
     let mut ok = true;
     let snapshot = caches.snapshot();
     let broken = index::broken(&snapshot);
@@ -477,11 +228,21 @@ async fn round(ctx: &Context, caches: &Caches, memory: &mut Memory, tick: bool) 
 /// namespaces left without policy objects.
 async fn write_reports(
     ctx: &Context,
-    caches: &Caches,
+    caches: &cache::Caches,
     snapshot: &Snapshot,
     broken: &[Broken],
 ) -> Result<(), PolicyError> {
-    let desired = report::reports(snapshot, broken);
+    let mut desired = report::reports(snapshot, broken);
+    // A namespace being deleted takes its report with it, and refuses writes.
+    let terminating: BTreeSet<String> = caches
+        .namespaces
+        .store
+        .state()
+        .iter()
+        .filter(|n| n.metadata.deletion_timestamp.is_some())
+        .map(|n| n.name_any())
+        .collect();
+    desired.retain(|ns, _| !terminating.contains(ns));
     let live: BTreeMap<String, Arc<ConfigMap>> = caches
         .reports
         .store
@@ -507,7 +268,10 @@ async fn write_reports(
         .await
         .map_err(|e| kube_error("writing policy report ConfigMap", ns, report::NAME, e))?;
     }
-    for ns in live.keys().filter(|ns| !desired.contains_key(*ns)) {
+    for ns in live
+        .keys()
+        .filter(|ns| !desired.contains_key(*ns) && !terminating.contains(*ns))
+    {
         let api: Api<ConfigMap> = Api::namespaced(ctx.client.clone(), ns);
         match api.delete(report::NAME, &DeleteParams::default()).await {
             Ok(_) => {}
@@ -644,13 +408,34 @@ async fn observe(ctx: &Context, server: &Server) -> Result<audit::Observation, P
             })
         })
         .collect();
-    let scrapes = targets.iter().map(|t| ctx.config.proxy_metrics.scrape(t));
-    for (target, result) in targets.iter().zip(futures::future::join_all(scrapes).await) {
-        match result.map(|text| prom::parse(&text)) {
-            Ok(Ok(samples)) => observation.add(&target.name, &name, &samples),
-            Ok(Err(e)) => observation.unreachable(&target.name, format!("unreadable metrics: {e}")),
-            Err(e) => observation.unreachable(&target.name, e.to_string()),
-        }
+    // A few at a time: a Server may select hundreds of pods.
+    let mut results = Vec::with_capacity(targets.len());
+    for chunk in targets.chunks(SCRAPE_CONCURRENCY) {
+        let scrapes = chunk.iter().map(|t| ctx.config.proxy_metrics.scrape(t));
+        results.extend(futures::future::join_all(scrapes).await);
+    }
+    for (target, result) in targets.iter().zip(results) {
+        let outcome = match result.map(|text| prom::parse(&text)) {
+            Ok(Ok(samples)) => {
+                observation.add(&target.name, &name, &samples);
+                "ok"
+            }
+            Ok(Err(e)) => {
+                observation.unreachable(&target.name, format!("unreadable metrics: {e}"));
+                "unreadable"
+            }
+            Err(e) => {
+                observation.unreachable(&target.name, e.to_string());
+                match e {
+                    scrape::ScrapeError::Timeout { .. } => "timeout",
+                    scrape::ScrapeError::Failed { .. } => "error",
+                }
+            }
+        };
+        ctx.metrics
+            .proxy_scrapes
+            .get_or_create(&crate::metrics::ScrapeLabels { outcome })
+            .inc();
     }
     Ok(observation)
 }

@@ -11,7 +11,8 @@ use super::{GATEWAY_GROUP, POLICY_GROUP, audit, targets};
 use crate::admission::validate::{Invalid, Problems, selector};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use keelson_crds::policy::{
-    AuthorizationPolicy, MeshTLSAuthentication, Network, NetworkAuthentication, Server,
+    AuthorizationPolicy, EgressNetwork, MeshTLSAuthentication, Network, NetworkAuthentication,
+    Server, ServerAuthorization,
 };
 use kube::ResourceExt;
 use serde::de::DeserializeOwned;
@@ -32,6 +33,8 @@ pub fn object(group: &str, kind: &str, namespace: &str, object: &Value) -> Optio
         }),
         (POLICY_GROUP, "MeshTLSAuthentication") => typed(object, &mut p, mesh_tls),
         (POLICY_GROUP, "NetworkAuthentication") => typed(object, &mut p, network),
+        (POLICY_GROUP, "ServerAuthorization") => typed(object, &mut p, server_authorization),
+        (POLICY_GROUP, "EgressNetwork") => typed(object, &mut p, egress_network),
         (POLICY_GROUP | GATEWAY_GROUP, "HTTPRoute") => http_route(group, &object["spec"], &mut p),
         _ => return None,
     }
@@ -267,6 +270,39 @@ fn network(n: &NetworkAuthentication, p: &mut Problems) {
         "at least one network must be specified".into()
     });
     networks(&n.spec.networks, "spec.networks", p);
+}
+
+/// The older way to authorize clients; Linkerd still validates it.
+fn server_authorization(sa: &ServerAuthorization, p: &mut Problems) {
+    let client = &sa.spec.client;
+    if let Some(mtls) = &client.mesh_tls {
+        p.check(
+            client.unauthenticated != Some(true),
+            "spec.client.unauthenticated",
+            || "must be false when meshTLS is set".into(),
+        );
+        let named = mtls.identities.as_ref().map_or(0, Vec::len)
+            + mtls.service_accounts.as_ref().map_or(0, Vec::len);
+        p.check(
+            mtls.unauthenticated_tls != Some(true) || named == 0,
+            "spec.client.meshTLS.unauthenticatedTLS",
+            || "must be false when identities or serviceAccounts are set".into(),
+        );
+    }
+    networks(
+        client.networks.as_deref().unwrap_or_default(),
+        "spec.client.networks",
+        p,
+    );
+}
+
+fn egress_network(e: &EgressNetwork, p: &mut Problems) {
+    if let Some(list) = &e.spec.networks {
+        p.check(!list.is_empty(), "spec.networks", || {
+            "at least one network must be specified (or leave networks out)".into()
+        });
+        networks(list, "spec.networks", p);
+    }
 }
 
 fn networks(list: &[Network], field: &str, p: &mut Problems) {
@@ -817,6 +853,45 @@ mod tests {
                 "spec.rules[0].filters[0].requestRedirect.path",
                 "spec.rules[0].backendRefs[1].port",
             ]
+        );
+    }
+
+    #[test]
+    fn server_authorizations_and_egress_networks() {
+        let saz = |client: Value| {
+            check(
+                POLICY_GROUP,
+                "ServerAuthorization",
+                json!({"server": {"name": "api"}, "client": client}),
+            )
+        };
+        assert!(saz(json!({"meshTLS": {"serviceAccounts": [{"name": "web"}]}})).is_empty());
+        assert!(
+            saz(json!({"unauthenticated": true, "networks": [{"cidr": "10.0.0.0/8"}]})).is_empty()
+        );
+        assert_eq!(
+            fields(&saz(json!({
+                "unauthenticated": true,
+                "meshTLS": {"unauthenticatedTLS": true, "identities": ["*"]},
+                "networks": [{"cidr": "10.0.0.0/24", "except": ["10.0.1.0/24"]}],
+            }))),
+            [
+                "spec.client.unauthenticated",
+                "spec.client.meshTLS.unauthenticatedTLS",
+                "spec.client.networks[0].except[0]",
+            ]
+        );
+        let egress = |spec: Value| check(POLICY_GROUP, "EgressNetwork", spec);
+        assert!(egress(json!({"trafficPolicy": "Allow"})).is_empty());
+        assert_eq!(
+            fields(&egress(json!({"trafficPolicy": "Deny", "networks": []}))),
+            ["spec.networks"]
+        );
+        assert_eq!(
+            fields(&egress(
+                json!({"trafficPolicy": "Deny", "networks": [{"cidr": "0.0.0.0/0", "except": ["::/0"]}]})
+            )),
+            ["spec.networks[0].except[0]"]
         );
     }
 
