@@ -8,15 +8,14 @@ mod common;
 
 use anyhow::{Context, ensure};
 use common::{
-    Operator, WAVE_LABEL, control_plane, data_plane, deployment, dp_status, injected_namespace,
-    remove_control_plane, set_fault, set_version, wait_converged, wait_until, wait_up_to_date,
-    with_dumps,
+    WAVE_LABEL, data_plane, deployment, dp_status, injected_namespace, remove_control_plane,
+    set_fault, set_version, wait_converged, wait_until, wait_up_to_date, with_dumps,
 };
 use futures::StreamExt;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{Event, Pod};
-use keelson_crds::{ControlPlane, DataPlane};
-use keelson_e2e::shared::{env, install_keelson_crds};
+use keelson_crds::DataPlane;
+use keelson_e2e::shared::env;
 use keelson_operator::rollout::RESTARTED_AT;
 use kube::api::{ListParams, Patch, PatchParams, PostParams};
 use kube::runtime::{WatchStreamExt, watcher};
@@ -103,16 +102,7 @@ async fn a_control_plane_upgrade_restarts_every_workload_within_the_budget() {
     let _serial = common::SERIAL.lock().await;
     env()
         .in_namespace("dpwave", |client, ns| async move {
-            install_keelson_crds(&client).await?;
-            let operator = Operator::start(client.clone());
-            operator.webhooks_registered(&client).await?;
-            let cps: Api<ControlPlane> = Api::all(client.clone());
-            cps.create(
-                &PostParams::default(),
-                &control_plane(&ns, &ns, OLD, json!({})),
-            )
-            .await?;
-            wait_converged(&cps, &ns, OLD).await?;
+            let (_operator, cps) = common::installed(&client, &ns, OLD).await?;
 
             let apps: Vec<String> = (0..5).map(|i| format!("{ns}-app{i}")).collect();
             with_dumps(&client, &apps, async {
@@ -218,16 +208,7 @@ async fn a_restart_that_cannot_become_ready_stops_the_wave() {
     let _serial = common::SERIAL.lock().await;
     env()
         .in_namespace("dpfail", |client, ns| async move {
-            install_keelson_crds(&client).await?;
-            let operator = Operator::start(client.clone());
-            operator.webhooks_registered(&client).await?;
-            let cps: Api<ControlPlane> = Api::all(client.clone());
-            cps.create(
-                &PostParams::default(),
-                &control_plane(&ns, &ns, OLD, json!({})),
-            )
-            .await?;
-            wait_converged(&cps, &ns, OLD).await?;
+            let (_operator, cps) = common::installed(&client, &ns, OLD).await?;
 
             let app = format!("{ns}-app");
             with_dumps(&client, std::slice::from_ref(&app), async {

@@ -9,14 +9,14 @@ mod common;
 
 use anyhow::{Context, ensure};
 use common::{
-    Operator, WAIT, WAVE_LABEL, condition, control_plane, data_plane, deployment, dp_status,
-    injected_namespace, remove_control_plane, wait_converged, wait_until, with_dumps,
+    Operator, WAIT, WAVE_LABEL, condition, data_plane, deployment, dp_status, injected_namespace,
+    remove_control_plane, wait_until, with_dumps,
 };
 use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::{ConfigMap, Event, Pod, Secret};
 use keelson_crds::controlplane::{ROTATE_TRUST_ANCHOR, RotationPhase};
 use keelson_crds::{ControlPlane, DataPlane};
-use keelson_e2e::shared::{env, install_keelson_crds};
+use keelson_e2e::shared::env;
 use kube::api::{ListParams, Patch, PatchParams, PostParams};
 use kube::{Api, Client, ResourceExt};
 use serde_json::json;
@@ -185,17 +185,8 @@ async fn a_trust_anchor_rotation_survives_operator_kills_in_every_phase() {
     let _serial = common::SERIAL.lock().await;
     env()
         .in_namespace("rotate", |client, ns| async move {
-            install_keelson_crds(&client).await?;
-            let first = Operator::start(client.clone());
-            first.webhooks_registered(&client).await?;
+            let (first, cps) = common::installed(&client, &ns, VERSION).await?;
             let mut operator = Some(first);
-            let cps: Api<ControlPlane> = Api::all(client.clone());
-            cps.create(
-                &PostParams::default(),
-                &control_plane(&ns, &ns, VERSION, json!({})),
-            )
-            .await?;
-            wait_converged(&cps, &ns, VERSION).await?;
 
             let app = format!("{ns}-app");
             with_dumps(&client, std::slice::from_ref(&app), async {
@@ -337,16 +328,7 @@ async fn an_expired_issuer_is_replaced() {
     let _serial = common::SERIAL.lock().await;
     env()
         .in_namespace("issuer", |client, ns| async move {
-            install_keelson_crds(&client).await?;
-            let operator = Operator::start(client.clone());
-            operator.webhooks_registered(&client).await?;
-            let cps: Api<ControlPlane> = Api::all(client.clone());
-            cps.create(
-                &PostParams::default(),
-                &control_plane(&ns, &ns, VERSION, json!({})),
-            )
-            .await?;
-            wait_converged(&cps, &ns, VERSION).await?;
+            let (operator, cps) = common::installed(&client, &ns, VERSION).await?;
 
             // An issuer the anchor signed, valid ten days until an hour ago.
             let secrets: Api<Secret> = Api::namespaced(client.clone(), &ns);

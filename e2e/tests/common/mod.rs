@@ -440,3 +440,23 @@ pub async fn with_dumps(
     }
     Ok(())
 }
+
+/// An operator, and a ControlPlane `name` (in namespace `name`) installed
+/// at `version` and converged: the start of most end-to-end tests.
+pub async fn installed(
+    client: &Client,
+    name: &str,
+    version: &str,
+) -> anyhow::Result<(Operator, Api<ControlPlane>)> {
+    keelson_e2e::shared::install_keelson_crds(client).await?;
+    let operator = Operator::start(client.clone());
+    operator.webhooks_registered(client).await?;
+    let cps: Api<ControlPlane> = Api::all(client.clone());
+    cps.create(
+        &PostParams::default(),
+        &control_plane(name, name, version, json!({})),
+    )
+    .await?;
+    wait_converged(&cps, name, version).await?;
+    Ok((operator, cps))
+}
