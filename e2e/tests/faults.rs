@@ -7,13 +7,11 @@ mod common;
 
 use anyhow::{Context, ensure};
 use common::{Operator, WAIT, control_plane, set_fault, wait_converged, wait_for};
-use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{ConfigMap, Secret};
 use keelson_crds::ControlPlane;
 use keelson_crds::controlplane::ControlPlanePhase;
 use keelson_e2e::Component;
 use keelson_e2e::shared::{env, install_keelson_crds};
-use keelson_operator::leader::lease::LEASE_NAME;
 use kube::api::PostParams;
 use kube::runtime::wait::{await_condition, conditions::is_deleted};
 use kube::{Api, Client};
@@ -85,12 +83,7 @@ async fn install_across_a_restart(component: Component, prefix: &str) {
                 bundle == before.trim(),
                 "the trust bundle is not the anchor"
             );
-            let leases: Api<Lease> = Api::namespaced(client.clone(), common::KEELSON_NAMESPACE);
-            let holder = leases
-                .get(LEASE_NAME)
-                .await?
-                .spec
-                .and_then(|s| s.holder_identity);
+            let (holder, _) = common::lease_holder(&client).await?;
             ensure!(
                 holder.as_deref() == Some(operator.identity.as_str()),
                 "the operator does not lead after the restart: {holder:?}"

@@ -4,6 +4,7 @@
 use anyhow::Context as _;
 use k8s_openapi::api::admissionregistration::v1::ValidatingWebhookConfiguration;
 use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{ConfigMap, Namespace};
 use keelson_crds::ControlPlane;
 use keelson_e2e::hollow;
@@ -141,8 +142,9 @@ impl Operator {
         }
     }
 
-    /// Waits until the webhook configurations point at this operator (the
-    /// leader registers them).
+    /// Waits until this operator leads and the webhook configurations point
+    /// at it (the leader registers them; a previous operator on the same
+    /// port may have left them so).
     pub async fn webhooks_registered(&self, client: &Client) -> anyhow::Result<()> {
         let api: Api<ValidatingWebhookConfiguration> = Api::all(client.clone());
         let url = format!("{}/validate", url(self.port));
@@ -153,7 +155,9 @@ impl Operator {
                     .await?
                     .and_then(|v| v.webhooks)
                     .is_some_and(|w| w[0].client_config.url.as_deref() == Some(url.as_str()));
-                if registered {
+                if registered
+                    && lease_holder(client).await?.0.as_deref() == Some(self.identity.as_str())
+                {
                     return anyhow::Ok(());
                 }
                 tokio::time::sleep(Duration::from_millis(200)).await;
@@ -185,6 +189,21 @@ impl Drop for Operator {
     fn drop(&mut self) {
         self.task.abort();
     }
+}
+
+/// The leader Lease's holder (none once handed back) and its transitions.
+pub async fn lease_holder(client: &Client) -> anyhow::Result<(Option<String>, i32)> {
+    let leases: Api<Lease> = Api::namespaced(client.clone(), KEELSON_NAMESPACE);
+    let spec = leases
+        .get_opt(lease::LEASE_NAME)
+        .await?
+        .and_then(|l| l.spec);
+    Ok((
+        spec.as_ref()
+            .and_then(|s| s.holder_identity.clone())
+            .filter(|h| !h.is_empty()),
+        spec.and_then(|s| s.lease_transitions).unwrap_or(0),
+    ))
 }
 
 /// Images of a Deployment's containers.
