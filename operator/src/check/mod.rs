@@ -272,10 +272,7 @@ pub fn leader(lease: &str, spec: Option<&LeaseSpec>, now: SystemTime) -> Finding
             ),
         );
     };
-    let renewed = spec
-        .renew_time
-        .as_ref()
-        .and_then(|t| SystemTime::try_from(t.0).ok());
+    let renewed = spec.renew_time.as_ref().map(|t| SystemTime::from(t.0));
     let valid_for =
         Duration::from_secs(u64::try_from(spec.lease_duration_seconds.unwrap_or(0)).unwrap_or(0));
     match renewed.map(|at| (now.duration_since(at).unwrap_or_default(), at + valid_for)) {
