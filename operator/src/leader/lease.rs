@@ -371,17 +371,27 @@ impl Elector {
     /// Hands the lease back so another replica takes over at once instead
     /// of after the lease duration.
     async fn release(&mut self) {
-        let Some(spec) = self.known.as_ref().and_then(|l| l.spec.clone()) else {
-            return;
-        };
-        if spec.holder_identity.as_deref() != Some(self.config.identity.as_str()) {
-            return;
-        }
-        match self.write(released(&spec, Timestamp::now())).await {
-            Ok(true) => tracing::info!(identity = %self.config.identity, "released the lease"),
-            Ok(false) => tracing::info!("the lease changed hands already; nothing to release"),
-            Err(e) => {
-                tracing::warn!(error = %e, "releasing the lease; others take over once it expires")
+        // A conflict may mean our last renewal landed without our seeing the
+        // answer (shutdown cut it short): read, and release what is still ours.
+        for _ in 0..2 {
+            let Some(spec) = self.known.as_ref().and_then(|l| l.spec.clone()) else {
+                return;
+            };
+            if spec.holder_identity.as_deref() != Some(self.config.identity.as_str()) {
+                tracing::info!("the lease changed hands already; nothing to release");
+                return;
+            }
+            let result = match self.write(released(&spec, Timestamp::now())).await {
+                Ok(true) => {
+                    tracing::info!(identity = %self.config.identity, "released the lease");
+                    return;
+                }
+                Ok(false) => self.read().await,
+                Err(e) => Err(e),
+            };
+            if let Err(e) = result {
+                tracing::warn!(error = %e, "releasing the lease; others take over once it expires");
+                return;
             }
         }
     }

@@ -330,3 +330,21 @@ async fn a_crashed_leaders_lease_is_taken_once_expired() {
     );
     assert_eq!(api.lock().unwrap().spec().lease_transitions, Some(1));
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_release_after_an_unseen_write_still_hands_the_lease_back() {
+    let api = Arc::new(Mutex::new(FakeApi::default()));
+    let log = Log::default();
+    let mut a = replica(&api, "a", &log);
+    wait_until("a leads", || a.leadership.is_leading()).await;
+    // The stored record moves on behind a's back (as when a renewal lands
+    // but its answer is lost): a's resourceVersion is stale.
+    {
+        let mut api = api.lock().unwrap();
+        let lease = api.lease.clone().unwrap();
+        api.store(&serde_json::to_vec(&lease).unwrap());
+    }
+    a.stop.take().unwrap().send(()).unwrap();
+    (&mut a.task).await.unwrap();
+    assert_eq!(api.lock().unwrap().spec().holder_identity, None);
+}
