@@ -7,6 +7,7 @@ mod common;
 
 use anyhow::{Context, ensure};
 use common::{Operator, WAIT, control_plane, set_fault, wait_converged, wait_for};
+use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{ConfigMap, Secret};
 use keelson_crds::ControlPlane;
 use keelson_crds::controlplane::ControlPlanePhase;
@@ -49,16 +50,21 @@ async fn install_across_a_restart(component: Component, prefix: &str) {
                 cp.status.as_ref().and_then(|s| s.phase) == Some(ControlPlanePhase::Installing)
             })
             .await?;
+            // Past the CRDs (workloads are applied once they are Established)
+            // and holding a generated trust anchor.
+            let deployments: Api<Deployment> = Api::namespaced(client.clone(), &ns);
             let before = tokio::time::timeout(WAIT, async {
                 loop {
-                    if let Some(pem) = anchor(&client, &ns).await? {
+                    if deployments.get_opt("linkerd-identity").await?.is_some()
+                        && let Some(pem) = anchor(&client, &ns).await?
+                    {
                         return anyhow::Ok(pem);
                     }
                     tokio::time::sleep(Duration::from_millis(200)).await;
                 }
             })
             .await
-            .context("no trust anchor was generated")??;
+            .context("the install did not get past its CRDs")??;
 
             env().restart(component).await?;
             set_fault(&client, None).await?;
