@@ -15,7 +15,6 @@ use keelson_crds::controlplane::ControlPlanePhase;
 use keelson_e2e::Component;
 use keelson_e2e::shared::{env, install_keelson_crds};
 use kube::api::PostParams;
-use kube::runtime::wait::{await_condition, conditions::is_deleted};
 use kube::{Api, Client};
 use serde_json::json;
 use std::time::Duration;
@@ -124,13 +123,7 @@ async fn install_across_a_restart(component: Component, during: During, prefix: 
                 "the operator does not lead after the restart: {holder:?}"
             );
 
-            // Linkerd's cluster-scoped objects have fixed names: remove this
-            // control plane before the next test installs one.
-            let uid = cp.metadata.uid.clone().unwrap_or_default();
-            cps.delete(&ns, &Default::default()).await?;
-            tokio::time::timeout(WAIT, await_condition(cps.clone(), &ns, is_deleted(&uid)))
-                .await
-                .context("the ControlPlane was not finalized")??;
+            common::delete_control_plane(&cps, &ns).await?;
             Ok(())
         })
         .await;

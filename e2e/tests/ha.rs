@@ -120,18 +120,7 @@ async fn only_the_leader_reconciles_and_a_standby_finishes_its_work() {
             successor.webhooks_registered(&client).await?;
 
             // The new leader removes the control plane.
-            let uid = done.metadata.uid.clone().unwrap_or_default();
-            cps.delete(&ns, &Default::default()).await?;
-            tokio::time::timeout(
-                WAIT,
-                kube::runtime::wait::await_condition(
-                    cps.clone(),
-                    &ns,
-                    kube::runtime::wait::conditions::is_deleted(&uid),
-                ),
-            )
-            .await
-            .context("the ControlPlane was not finalized")??;
+            common::delete_control_plane(&cps, &ns).await?;
             Ok(())
         })
         .await;

@@ -274,6 +274,29 @@ pub fn control_plane(
     .expect("valid ControlPlane")
 }
 
+/// Deletes a ControlPlane and waits until its operator has finalized it.
+/// Linkerd's cluster-scoped objects have fixed names, and the validator
+/// refuses a second ControlPlane while one (even a deleting one) exists:
+/// the next test can install only once this one is gone.
+pub async fn delete_control_plane(api: &Api<ControlPlane>, name: &str) -> anyhow::Result<()> {
+    let Some(cp) = api.get_opt(name).await? else {
+        return Ok(());
+    };
+    let uid = cp.metadata.uid.unwrap_or_default();
+    api.delete(name, &Default::default()).await?;
+    tokio::time::timeout(
+        WAIT,
+        await_condition(
+            api.clone(),
+            name,
+            kube::runtime::wait::conditions::is_deleted(&uid),
+        ),
+    )
+    .await
+    .with_context(|| format!("ControlPlane {name} was not finalized"))??;
+    Ok(())
+}
+
 /// Tells the hollow nodes to crash-loop pods whose image contains `image`
 /// (`None` lifts all faults).
 pub async fn set_fault(client: &Client, image: Option<&str>) -> anyhow::Result<()> {
