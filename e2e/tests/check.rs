@@ -1,7 +1,7 @@
 //! `keelson check` against the real test cluster: it passes on a converged
 //! control plane, counts proxies per version, and fails naming the problem
 //! once the issuer has expired, a Deployment is scaled to 0 and the
-//! webhooks are down.
+//! operator (leader and webhooks) is down.
 
 mod common;
 
@@ -20,6 +20,7 @@ use std::time::{Duration, SystemTime};
 
 async fn check(client: &Client) -> Report {
     let options = cluster::Options {
+        namespace: common::KEELSON_NAMESPACE.into(),
         warn_within: Duration::from_secs(7 * 86_400),
         timeout: Duration::from_secs(10),
     };
@@ -104,6 +105,11 @@ async fn check_passes_on_a_converged_mesh_and_names_what_breaks() {
             has(
                 &healthy,
                 Outcome::Pass,
+                &[&format!("Keelson replica {} leads", operator.identity)],
+            )?;
+            has(
+                &healthy,
+                Outcome::Pass,
                 &["keelson-validator", "answers /readyz", "TLS verified"],
             )?;
             has(
@@ -175,6 +181,11 @@ async fn check_passes_on_a_converged_mesh_and_names_what_breaks() {
                 &broken,
                 Outcome::Fail,
                 &["keelson-validator", "is not reachable"],
+            )?;
+            has(
+                &broken,
+                Outcome::Fail,
+                &["no Keelson replica holds the Lease"],
             )?;
 
             namespaces

@@ -273,7 +273,7 @@ async fn an_unknown_version_is_refused_with_the_field_named() {
             // Nothing was installed for it.
             let deployments: Api<Deployment> = Api::namespaced(client.clone(), &ns);
             ensure!(deployments.get_opt("linkerd-identity").await?.is_none());
-            cps.delete(&ns, &Default::default()).await?;
+            common::delete_control_plane(&cps, &ns).await?;
             Ok(())
         })
         .await;
@@ -354,7 +354,7 @@ async fn an_upgrade_survives_an_operator_restart_and_is_recorded() {
                     "{name}: {images:?}"
                 );
             }
-            cps.delete(&ns, &Default::default()).await?;
+            common::delete_control_plane(&cps, &ns).await?;
             Ok(())
         })
         .await;

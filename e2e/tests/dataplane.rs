@@ -8,7 +8,7 @@ mod common;
 
 use anyhow::{Context, ensure};
 use common::{
-    WAVE_LABEL, data_plane, deployment, dp_status, injected_namespace, remove_control_plane,
+    WAVE_LABEL, data_plane, delete_control_plane, deployment, dp_status, injected_namespace,
     set_fault, set_version, wait_converged, wait_until, wait_up_to_date, with_dumps,
 };
 use futures::StreamExt;
@@ -194,7 +194,7 @@ async fn a_control_plane_upgrade_restarts_every_workload_within_the_budget() {
                 Ok(())
             })
             .await?;
-            remove_control_plane(&cps, &ns).await?;
+            delete_control_plane(&cps, &ns).await?;
             Ok(())
         })
         .await;
@@ -320,7 +320,7 @@ async fn a_restart_that_cannot_become_ready_stops_the_wave() {
                 Ok(())
             })
             .await?;
-            remove_control_plane(&cps, &ns).await?;
+            delete_control_plane(&cps, &ns).await?;
             Ok(())
         })
         .await;

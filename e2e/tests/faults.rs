@@ -1,21 +1,20 @@
 //! Faults in the cluster itself: the API server, then etcd, restarted in
-//! place while a ControlPlane is being installed. The install converges and
-//! nothing the operator had written is lost or replaced (the generated
-//! trust anchor above all: a new one would break every meshed proxy).
+//! place while a ControlPlane is being installed (in its first reconcile,
+//! and held at a health gate). The install converges and nothing the
+//! operator had written is lost or replaced (the generated trust anchor
+//! above all: a new one would break every meshed proxy).
 
 mod common;
 
 use anyhow::{Context, ensure};
 use common::{Operator, WAIT, control_plane, set_fault, wait_converged, wait_for};
-use k8s_openapi::api::coordination::v1::Lease;
+use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{ConfigMap, Secret};
 use keelson_crds::ControlPlane;
 use keelson_crds::controlplane::ControlPlanePhase;
 use keelson_e2e::Component;
 use keelson_e2e::shared::{env, install_keelson_crds};
-use keelson_operator::leader::lease::LEASE_NAME;
 use kube::api::PostParams;
-use kube::runtime::wait::{await_condition, conditions::is_deleted};
 use kube::{Api, Client};
 use serde_json::json;
 use std::time::Duration;
@@ -29,17 +28,30 @@ async fn anchor(client: &Client, ns: &str) -> anyhow::Result<Option<String>> {
         .map(|b| String::from_utf8_lossy(&b.0).into_owned()))
 }
 
-/// Installs a control plane held at its first health gate (the hollow
-/// nodes crash-loop Linkerd's controller image), restarts `component`
-/// mid-install, lifts the fault and checks that the install converges on
-/// what was written before the restart.
-async fn install_across_a_restart(component: Component, prefix: &str) {
+/// When the restart comes.
+#[derive(Clone, Copy)]
+enum During {
+    /// The first reconcile: right after it added its finalizer, while it
+    /// applies the CRDs and the release.
+    FirstApply,
+    /// The install held at its first health gate (the hollow nodes
+    /// crash-loop Linkerd's controller image), past its CRDs and with a
+    /// generated trust anchor.
+    HeldAtGate,
+}
+
+/// Installs a control plane, restarts `component` `during` the install, and
+/// checks that the install converges on what was written before.
+async fn install_across_a_restart(component: Component, during: During, prefix: &str) {
     let _serial = common::SERIAL.lock().await;
     env()
         .in_namespace(prefix, |client, ns| async move {
             install_keelson_crds(&client).await?;
             let operator = Operator::start(client.clone());
-            set_fault(&client, Some("controller:edge-25.4.4")).await?;
+            let held = matches!(during, During::HeldAtGate);
+            if held {
+                set_fault(&client, Some("controller:edge-25.4.4")).await?;
+            }
             let cps: Api<ControlPlane> = Api::all(client.clone());
             let created = cps
                 .create(
@@ -47,31 +59,54 @@ async fn install_across_a_restart(component: Component, prefix: &str) {
                     &control_plane(&ns, &ns, "edge-25.4.4", json!({})),
                 )
                 .await?;
-            wait_for(&cps, &ns, "not installing", |cp| {
-                cp.status.as_ref().and_then(|s| s.phase) == Some(ControlPlanePhase::Installing)
-            })
-            .await?;
-            let before = tokio::time::timeout(WAIT, async {
-                loop {
-                    if let Some(pem) = anchor(&client, &ns).await? {
-                        return anyhow::Ok(pem);
-                    }
-                    tokio::time::sleep(Duration::from_millis(200)).await;
+            let before = match during {
+                During::FirstApply => {
+                    wait_for(&cps, &ns, "no finalizer", |cp| {
+                        cp.metadata
+                            .finalizers
+                            .as_ref()
+                            .is_some_and(|f| !f.is_empty())
+                    })
+                    .await?;
+                    None
                 }
-            })
-            .await
-            .context("no trust anchor was generated")??;
+                During::HeldAtGate => {
+                    wait_for(&cps, &ns, "not installing", |cp| {
+                        cp.status.as_ref().and_then(|s| s.phase)
+                            == Some(ControlPlanePhase::Installing)
+                    })
+                    .await?;
+                    // Workloads are applied once the CRDs are Established.
+                    let deployments: Api<Deployment> = Api::namespaced(client.clone(), &ns);
+                    let anchor = tokio::time::timeout(WAIT, async {
+                        loop {
+                            if deployments.get_opt("linkerd-identity").await?.is_some()
+                                && let Some(pem) = anchor(&client, &ns).await?
+                            {
+                                return anyhow::Ok(pem);
+                            }
+                            tokio::time::sleep(Duration::from_millis(200)).await;
+                        }
+                    })
+                    .await
+                    .context("the install did not get past its CRDs")??;
+                    Some(anchor)
+                }
+            };
 
             env().restart(component).await?;
-            set_fault(&client, None).await?;
+            if held {
+                set_fault(&client, None).await?;
+            }
             let cp = wait_converged(&cps, &ns, "edge-25.4.4").await?;
 
             ensure!(
                 cp.metadata.uid == created.metadata.uid,
                 "the ControlPlane was replaced"
             );
+            let after = anchor(&client, &ns).await?.context("no trust anchor")?;
             ensure!(
-                anchor(&client, &ns).await?.as_deref() == Some(before.as_str()),
+                before.is_none_or(|before| before == after),
                 "the trust anchor changed across the restart"
             );
             let roots: Api<ConfigMap> = Api::namespaced(client.clone(), &ns);
@@ -81,39 +116,30 @@ async fn install_across_a_restart(component: Component, prefix: &str) {
                 .data
                 .and_then(|d| d.get("ca-bundle.crt").cloned())
                 .context("no trust bundle")?;
-            ensure!(
-                bundle == before.trim(),
-                "the trust bundle is not the anchor"
-            );
-            let leases: Api<Lease> = Api::namespaced(client.clone(), common::KEELSON_NAMESPACE);
-            let holder = leases
-                .get(LEASE_NAME)
-                .await?
-                .spec
-                .and_then(|s| s.holder_identity);
+            ensure!(bundle == after.trim(), "the trust bundle is not the anchor");
+            let (holder, _) = common::lease_holder(&client).await?;
             ensure!(
                 holder.as_deref() == Some(operator.identity.as_str()),
                 "the operator does not lead after the restart: {holder:?}"
             );
 
-            // Linkerd's cluster-scoped objects have fixed names: remove this
-            // control plane before the next test installs one.
-            let uid = cp.metadata.uid.clone().unwrap_or_default();
-            cps.delete(&ns, &Default::default()).await?;
-            tokio::time::timeout(WAIT, await_condition(cps.clone(), &ns, is_deleted(&uid)))
-                .await
-                .context("the ControlPlane was not finalized")??;
+            common::delete_control_plane(&cps, &ns).await?;
             Ok(())
         })
         .await;
 }
 
 #[tokio::test]
+async fn an_install_converges_across_an_apiserver_restart_in_its_first_reconcile() {
+    install_across_a_restart(Component::ApiServer, During::FirstApply, "apiserver-first").await;
+}
+
+#[tokio::test]
 async fn an_install_converges_across_an_apiserver_restart() {
-    install_across_a_restart(Component::ApiServer, "apiserver").await;
+    install_across_a_restart(Component::ApiServer, During::HeldAtGate, "apiserver").await;
 }
 
 #[tokio::test]
 async fn an_install_converges_across_an_etcd_restart() {
-    install_across_a_restart(Component::Etcd, "etcd").await;
+    install_across_a_restart(Component::Etcd, During::HeldAtGate, "etcd").await;
 }

@@ -8,35 +8,21 @@ mod common;
 
 use anyhow::{Context, ensure};
 use common::{
-    KEELSON_NAMESPACE, Operator, WAIT, control_plane, free_port, set_fault, set_version,
-    wait_converged, wait_for,
+    KEELSON_NAMESPACE, Operator, WAIT, control_plane, free_port, lease_holder, set_fault,
+    set_version, wait_converged, wait_for,
 };
-use k8s_openapi::api::coordination::v1::Lease;
 use keelson_crds::ControlPlane;
 use keelson_e2e::shared::{env, install_keelson_crds};
-use keelson_operator::leader::lease::LEASE_NAME;
 use kube::api::PostParams;
 use kube::{Api, Client};
 use serde_json::json;
 use std::time::Duration;
 
-/// The Lease's holder and transitions.
-async fn holder(client: &Client) -> anyhow::Result<(Option<String>, i32)> {
-    let leases: Api<Lease> = Api::namespaced(client.clone(), KEELSON_NAMESPACE);
-    let spec = leases.get_opt(LEASE_NAME).await?.and_then(|l| l.spec);
-    Ok((
-        spec.as_ref()
-            .and_then(|s| s.holder_identity.clone())
-            .filter(|h| !h.is_empty()),
-        spec.and_then(|s| s.lease_transitions).unwrap_or(0),
-    ))
-}
-
 /// Waits until one of `candidates` holds the Lease, and returns its index.
 async fn wait_leader(client: &Client, candidates: &[&str]) -> anyhow::Result<usize> {
     tokio::time::timeout(WAIT, async {
         loop {
-            if let (Some(h), _) = holder(client).await?
+            if let (Some(h), _) = lease_holder(client).await?
                 && let Some(i) = candidates.iter().position(|c| *c == h)
             {
                 return anyhow::Ok(i);
@@ -90,7 +76,7 @@ async fn only_the_leader_reconciles_and_a_standby_finishes_its_work() {
                 .collect();
             ensure!(seen.is_empty(), "the standby wrote: {seen:?}");
             ensure!(
-                holder(&client).await?.0.as_deref() == Some(leader.identity.as_str()),
+                lease_holder(&client).await?.0.as_deref() == Some(leader.identity.as_str()),
                 "the lease changed hands without a failure"
             );
 
@@ -105,7 +91,7 @@ async fn only_the_leader_reconciles_and_a_standby_finishes_its_work() {
                     .is_some_and(|u| u.step == "edge-25.10.7")
             })
             .await?;
-            let (_, transitions) = holder(&client).await?;
+            let (_, transitions) = lease_holder(&client).await?;
             leader.kill().await;
             set_fault(&client, None).await?;
 
@@ -117,7 +103,7 @@ async fn only_the_leader_reconciles_and_a_standby_finishes_its_work() {
             let history = done.status.map(|s| s.history).unwrap_or_default();
             ensure!(history.len() == 1, "one upgrade, one record: {history:?}");
             ensure!(
-                holder(&client).await?.1 == transitions + 1,
+                lease_holder(&client).await?.1 == transitions + 1,
                 "one change of leader"
             );
 
@@ -125,7 +111,7 @@ async fn only_the_leader_reconciles_and_a_standby_finishes_its_work() {
             // takes it without waiting for it to expire.
             let successor = Operator::start_on(client.clone(), free_port());
             standby.stop().await?;
-            let (after_stop, _) = holder(&client).await?;
+            let (after_stop, _) = lease_holder(&client).await?;
             ensure!(
                 after_stop.is_none() || after_stop.as_deref() == Some(successor.identity.as_str()),
                 "the stopped leader kept the lease: {after_stop:?}"
@@ -134,18 +120,7 @@ async fn only_the_leader_reconciles_and_a_standby_finishes_its_work() {
             successor.webhooks_registered(&client).await?;
 
             // The new leader removes the control plane.
-            let uid = done.metadata.uid.clone().unwrap_or_default();
-            cps.delete(&ns, &Default::default()).await?;
-            tokio::time::timeout(
-                WAIT,
-                kube::runtime::wait::await_condition(
-                    cps.clone(),
-                    &ns,
-                    kube::runtime::wait::conditions::is_deleted(&uid),
-                ),
-            )
-            .await
-            .context("the ControlPlane was not finalized")??;
+            common::delete_control_plane(&cps, &ns).await?;
             Ok(())
         })
         .await;

@@ -9,8 +9,8 @@ mod common;
 
 use anyhow::{Context, ensure};
 use common::{
-    Operator, WAIT, WAVE_LABEL, condition, data_plane, deployment, dp_status, injected_namespace,
-    remove_control_plane, wait_until, with_dumps,
+    Operator, WAIT, WAVE_LABEL, condition, data_plane, delete_control_plane, deployment, dp_status,
+    injected_namespace, wait_until, with_dumps,
 };
 use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::{ConfigMap, Event, Pod, Secret};
@@ -315,7 +315,7 @@ async fn a_trust_anchor_rotation_survives_operator_kills_in_every_phase() {
                 Ok(())
             })
             .await?;
-            remove_control_plane(&cps, &ns).await?;
+            delete_control_plane(&cps, &ns).await?;
             Ok(())
         })
         .await;
@@ -389,7 +389,7 @@ async fn an_expired_issuer_is_replaced() {
                 expiring.as_ref().is_some_and(|(s, _)| s == "False"),
                 "{expiring:?}"
             );
-            remove_control_plane(&cps, &ns).await?;
+            delete_control_plane(&cps, &ns).await?;
             operator.kill().await;
             Ok(())
         })

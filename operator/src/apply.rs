@@ -99,11 +99,29 @@ impl Applier {
     /// the object it read or wrote anyway: no extra request.
     pub async fn apply_crd(&self, object: &Value) -> Result<AppliedCrd, ApplyError> {
         let (wrote, live) = self.apply_returning_live(object).await?;
-        let established = live["status"]["conditions"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .any(|c| c["type"] == "Established" && c["status"] == "True");
+        let established = crd_condition(&live, "Established").is_some();
+        if !wrote && establishing_stalled(&live, k8s_openapi::jiff::Timestamp::now()) {
+            // kube-apiserver queues a CRD for establishing only on an update
+            // event: one whose names an API server accepted just before it
+            // stopped stays un-Established after the restart until the CRD
+            // changes. Touch it.
+            let (api, name) = self.api(object)?;
+            tracing::info!(%name, "the CustomResourceDefinition's names are accepted but it is not Established; touching it");
+            let touch = serde_json::json!({"metadata": {"annotations": {
+                ESTABLISH_REQUESTED: k8s_openapi::jiff::Timestamp::now().to_string(),
+            }}});
+            api.patch(&name, &PatchParams::default(), &Patch::Merge(&touch))
+                .await
+                .map_err(|source| ApplyError::Api {
+                    kind: "CustomResourceDefinition".into(),
+                    name: name.clone(),
+                    source: Box::new(source),
+                })?;
+            return Ok(AppliedCrd {
+                wrote: true,
+                established,
+            });
+        }
         Ok(AppliedCrd { wrote, established })
     }
 
@@ -174,6 +192,40 @@ impl Applier {
         }
         tracing::info!(%kind, %name, previous = %owner, "adopting an object of a deleted ControlPlane");
         Ok(())
+    }
+}
+
+/// Annotation Keelson sets to make the API server look at a CRD again.
+const ESTABLISH_REQUESTED: &str = "keelson.dev/establish-requested-at";
+
+/// Seconds a CRD may wait between NamesAccepted and Established before
+/// Keelson touches it: the API server establishes within a second or two.
+const ESTABLISHING_STALLED_AFTER_SECONDS: i64 = 10;
+
+/// When a CRD's condition `type_` turned True, if it is True.
+fn crd_condition(live: &Value, type_: &str) -> Option<Option<k8s_openapi::jiff::Timestamp>> {
+    live["status"]["conditions"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|c| c["type"] == type_ && c["status"] == "True")
+        .map(|c| {
+            c["lastTransitionTime"]
+                .as_str()
+                .and_then(|t| t.parse().ok())
+        })
+}
+
+/// Names accepted long ago, yet not Established: the API server lost track.
+fn establishing_stalled(live: &Value, now: k8s_openapi::jiff::Timestamp) -> bool {
+    if crd_condition(live, "Established").is_some() {
+        return false;
+    }
+    match crd_condition(live, "NamesAccepted") {
+        Some(Some(accepted)) => {
+            now.as_second() - accepted.as_second() >= ESTABLISHING_STALLED_AFTER_SECONDS
+        }
+        _ => false,
     }
 }
 
@@ -375,6 +427,31 @@ fn same_number(l: &serde_json::Number, d: &serde_json::Number) -> bool {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn a_crd_accepted_long_ago_but_not_established_is_stalled() {
+        let crd = |conditions: Value| json!({"status": {"conditions": conditions}});
+        let now: k8s_openapi::jiff::Timestamp = "2026-01-01T00:01:00Z".parse().unwrap();
+        let accepted =
+            |at: &str| json!({"type": "NamesAccepted", "status": "True", "lastTransitionTime": at});
+        let established = json!({"type": "Established", "status": "True", "lastTransitionTime": "2026-01-01T00:00:00Z"});
+        assert!(establishing_stalled(
+            &crd(json!([accepted("2026-01-01T00:00:00Z")])),
+            now
+        ));
+        assert!(
+            !establishing_stalled(&crd(json!([accepted("2026-01-01T00:00:55Z")])), now),
+            "the API server establishes within seconds"
+        );
+        assert!(!establishing_stalled(
+            &crd(json!([accepted("2026-01-01T00:00:00Z"), established])),
+            now
+        ));
+        assert!(
+            !establishing_stalled(&crd(json!([])), now),
+            "names not accepted (a conflict) is not for a touch to fix"
+        );
+    }
 
     #[test]
     fn defaults_added_by_the_server_do_not_count_as_drift() {

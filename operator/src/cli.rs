@@ -51,8 +51,8 @@ enum Command {
     Versions,
     /// Check the health of the mesh in the cluster of the current kubeconfig:
     /// ControlPlanes and their Deployments, certificate expiry, proxy
-    /// versions against the control plane's, and Keelson's webhooks. Exits
-    /// non-zero when a check fails.
+    /// versions against the control plane's, Keelson's leader and webhooks.
+    /// Exits non-zero when a check fails.
     Check {
         /// Warn about certificates that expire within this many days. Keelson
         /// renews a managed issuer (30-day default lifetime, renewed at 70 %)
@@ -60,6 +60,9 @@ enum Command {
         /// is not happening.
         #[arg(long, default_value_t = 7)]
         warn_within_days: u64,
+        /// Keelson's namespace (its leader Lease and webhook CA live there).
+        #[arg(long, env = "POD_NAMESPACE", default_value = "keelson")]
+        namespace: String,
     },
     /// Print the manifests that install Keelson itself (namespace `keelson`).
     Manifests,
@@ -197,8 +200,12 @@ impl Cli {
             Command::Manifests => {
                 out().write_all(keelson_operator::install::plain_yaml().as_bytes())?;
             }
-            Command::Check { warn_within_days } => {
+            Command::Check {
+                warn_within_days,
+                namespace,
+            } => {
                 let options = check::cluster::Options {
+                    namespace,
                     warn_within: std::time::Duration::from_secs(warn_within_days * 86_400),
                     timeout: std::time::Duration::from_secs(5),
                 };

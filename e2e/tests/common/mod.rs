@@ -4,6 +4,7 @@
 use anyhow::Context as _;
 use k8s_openapi::api::admissionregistration::v1::ValidatingWebhookConfiguration;
 use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{ConfigMap, Namespace};
 use keelson_crds::{ControlPlane, DataPlane, DataPlaneStatus};
 use keelson_e2e::hollow;
@@ -156,8 +157,9 @@ impl Operator {
         }
     }
 
-    /// Waits until the webhook configurations point at this operator (the
-    /// leader registers them).
+    /// Waits until this operator leads and the webhook configurations point
+    /// at it (the leader registers them; a previous operator on the same
+    /// port may have left them so).
     pub async fn webhooks_registered(&self, client: &Client) -> anyhow::Result<()> {
         let api: Api<ValidatingWebhookConfiguration> = Api::all(client.clone());
         let url = format!("{}/validate", url(self.port));
@@ -168,7 +170,9 @@ impl Operator {
                     .await?
                     .and_then(|v| v.webhooks)
                     .is_some_and(|w| w[0].client_config.url.as_deref() == Some(url.as_str()));
-                if registered {
+                if registered
+                    && lease_holder(client).await?.0.as_deref() == Some(self.identity.as_str())
+                {
                     return anyhow::Ok(());
                 }
                 tokio::time::sleep(Duration::from_millis(200)).await;
@@ -200,6 +204,21 @@ impl Drop for Operator {
     fn drop(&mut self) {
         self.task.abort();
     }
+}
+
+/// The leader Lease's holder (none once handed back) and its transitions.
+pub async fn lease_holder(client: &Client) -> anyhow::Result<(Option<String>, i32)> {
+    let leases: Api<Lease> = Api::namespaced(client.clone(), KEELSON_NAMESPACE);
+    let spec = leases
+        .get_opt(lease::LEASE_NAME)
+        .await?
+        .and_then(|l| l.spec);
+    Ok((
+        spec.as_ref()
+            .and_then(|s| s.holder_identity.clone())
+            .filter(|h| !h.is_empty()),
+        spec.and_then(|s| s.lease_transitions).unwrap_or(0),
+    ))
 }
 
 /// Images of a Deployment's containers.
@@ -268,6 +287,29 @@ pub fn control_plane(
         "metadata": {"name": name}, "spec": spec,
     }))
     .expect("valid ControlPlane")
+}
+
+/// Deletes a ControlPlane and waits until its operator has finalized it.
+/// Linkerd's cluster-scoped objects have fixed names, and the validator
+/// refuses a second ControlPlane while one (even a deleting one) exists:
+/// the next test can install only once this one is gone.
+pub async fn delete_control_plane(api: &Api<ControlPlane>, name: &str) -> anyhow::Result<()> {
+    let Some(cp) = api.get_opt(name).await? else {
+        return Ok(());
+    };
+    let uid = cp.metadata.uid.unwrap_or_default();
+    api.delete(name, &Default::default()).await?;
+    tokio::time::timeout(
+        WAIT,
+        await_condition(
+            api.clone(),
+            name,
+            kube::runtime::wait::conditions::is_deleted(&uid),
+        ),
+    )
+    .await
+    .with_context(|| format!("ControlPlane {name} was not finalized"))??;
+    Ok(())
 }
 
 /// Tells the hollow nodes to crash-loop pods whose image contains `image`
@@ -402,18 +444,6 @@ pub async fn wait_up_to_date(
     )
     .await;
     waited.with_context(|| format!("last status: {:#?}", last.borrow()))
-}
-
-/// Deletes the ControlPlane and waits until it is gone: Linkerd allows one
-/// per cluster, so the next test's would be refused until then.
-pub async fn remove_control_plane(cps: &Api<ControlPlane>, name: &str) -> anyhow::Result<()> {
-    cps.delete(name, &DeleteParams::default()).await?;
-    wait_until(
-        "the ControlPlane to be removed",
-        Duration::from_secs(120),
-        || async { anyhow::Ok(cps.get_opt(name).await?.is_none().then_some(())) },
-    )
-    .await
 }
 
 /// Runs `test`; on failure adds the state of the extra namespaces it made.

@@ -53,6 +53,12 @@ pub fn control_plane(
     old: Option<&ControlPlane>,
     others: &[String],
 ) -> Vec<Invalid> {
+    // An update that leaves the spec alone (a finalizer, a label) is let
+    // through: a spec that became invalid (its release dropped from the
+    // catalog) must not keep the object from being finalized or labelled.
+    if old.is_some_and(|old| old.spec == cp.spec) {
+        return Vec::new();
+    }
     let mut p = Problems::default();
     let spec = &cp.spec;
 
@@ -358,6 +364,20 @@ mod tests {
         );
         let problems = control_plane(&cp(json!({"version": "2.18"})), None, &[]);
         assert_eq!(fields(&problems), ["spec.version"]);
+    }
+
+    #[test]
+    fn an_update_that_keeps_the_spec_is_admitted_even_if_the_spec_is_bad() {
+        let bad = cp(json!({"version": "edge-99.1.1"}));
+        let mut finalized = bad.clone();
+        finalized.metadata.finalizers = Some(vec!["keelson.dev/cleanup".into()]);
+        assert_eq!(control_plane(&finalized, Some(&bad), &[]), []);
+        let mut changed = cp(json!({"version": "edge-98.1.1"}));
+        changed.metadata.finalizers = finalized.metadata.finalizers.clone();
+        assert_eq!(
+            fields(&control_plane(&changed, Some(&bad), &[])),
+            ["spec.version"]
+        );
     }
 
     #[test]

@@ -1,14 +1,18 @@
 //! The I/O side of `keelson check`: reads what the checks judge and probes
 //! the webhook endpoints. A read that fails is a failed check, named.
 
-use super::{Finding, Outcome, Report, certificates, control_plane, deployment, version_skew};
+use super::{
+    Finding, Outcome, Report, certificates, control_plane, deployment, leader, version_skew,
+};
 use crate::admission::configurations::{INJECTOR, VALIDATOR};
 use crate::controlplane::material::ISSUER_SECRET;
+use crate::leader::lease::LEASE_NAME;
 use crate::render::CONTROL_PLANE_LABEL;
 use k8s_openapi::api::admissionregistration::v1::{
     MutatingWebhookConfiguration, ValidatingWebhookConfiguration, WebhookClientConfig,
 };
 use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{ConfigMap, Pod, Secret};
 use keelson_crds::ControlPlane;
 use kube::api::{Api, ListParams};
@@ -24,6 +28,8 @@ const PROXY_VERSION: &str = "linkerd.io/proxy-version";
 const CONTROL_PLANE_NS: &str = "linkerd.io/control-plane-ns";
 
 pub struct Options {
+    /// Keelson's namespace: its leader Lease lives there.
+    pub namespace: String,
     /// Warn about certificates that expire sooner than this.
     pub warn_within: Duration,
     /// Bound on each webhook probe.
@@ -100,10 +106,18 @@ pub async fn run(client: &Client, options: &Options) -> Report {
             findings,
         );
     }
-    report.section(
-        "Keelson's admission webhooks",
-        webhooks(client, !cps.is_empty(), options, now).await,
-    );
+    let lease_name = format!("{}/{LEASE_NAME}", options.namespace);
+    let mut keelson = vec![match read(
+        Api::<Lease>::namespaced(client.clone(), &options.namespace).get_opt(LEASE_NAME),
+        &format!("Lease {lease_name}"),
+    )
+    .await
+    {
+        Ok(lease) => leader(&lease_name, lease.and_then(|l| l.spec).as_ref(), now),
+        Err(f) => f,
+    }];
+    keelson.extend(webhooks(client, !cps.is_empty(), options, now).await);
+    report.section("Keelson", keelson);
     report
 }
 

@@ -8,6 +8,7 @@ pub mod cluster;
 
 use crate::identity;
 use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::coordination::v1::LeaseSpec;
 use keelson_crds::ControlPlane;
 use keelson_crds::controlplane::ControlPlanePhase;
 use kube::ResourceExt;
@@ -253,6 +254,47 @@ pub fn certificates(
             }
         })
         .collect()
+}
+
+/// Whether a replica of Keelson leads (holds the Lease and renews it), so
+/// that the reconcilers run. Judged by the wall clock against the record's
+/// renewTime: good to a human's needs, not to the election's.
+pub fn leader(lease: &str, spec: Option<&LeaseSpec>, now: SystemTime) -> Finding {
+    let held = spec.and_then(|s| {
+        let holder = s.holder_identity.as_deref().filter(|h| !h.is_empty())?;
+        Some((s, holder))
+    });
+    let Some((spec, holder)) = held else {
+        return Finding::new(
+            Outcome::Fail,
+            format!(
+                "no Keelson replica holds the Lease {lease}: nothing reconciles (is the operator running?)"
+            ),
+        );
+    };
+    let renewed = spec.renew_time.as_ref().map(|t| SystemTime::from(t.0));
+    let valid_for =
+        Duration::from_secs(u64::try_from(spec.lease_duration_seconds.unwrap_or(0)).unwrap_or(0));
+    match renewed.map(|at| (now.duration_since(at).unwrap_or_default(), at + valid_for)) {
+        Some((ago, expiry)) if now < expiry => Finding::new(
+            Outcome::Pass,
+            format!(
+                "Keelson replica {holder} leads (renewed the Lease {lease} {}s ago)",
+                ago.as_secs()
+            ),
+        ),
+        Some((ago, _)) => Finding::new(
+            Outcome::Fail,
+            format!(
+                "the Lease {lease} of Keelson replica {holder} was last renewed {}s ago and has expired: nothing reconciles",
+                ago.as_secs()
+            ),
+        ),
+        None => Finding::new(
+            Outcome::Fail,
+            format!("the Lease {lease} names {holder} but no renewTime"),
+        ),
+    }
 }
 
 /// Proxies at another release than the control plane's: `versions` holds

@@ -171,3 +171,51 @@ fn a_report_fails_on_any_failure_and_renders_a_checklist() {
         "{text}"
     );
 }
+
+#[test]
+fn a_leader_must_hold_a_current_lease() {
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime;
+    let at = |t: SystemTime| {
+        let secs = t.duration_since(SystemTime::UNIX_EPOCH).unwrap().as_secs();
+        MicroTime(k8s_openapi::jiff::Timestamp::from_second(secs.try_into().unwrap()).unwrap())
+    };
+    let lease = |holder: Option<&str>, renewed: SystemTime| LeaseSpec {
+        holder_identity: holder.map(str::to_owned),
+        lease_duration_seconds: Some(15),
+        renew_time: Some(at(renewed)),
+        ..LeaseSpec::default()
+    };
+    let current = leader(
+        "keelson/keelson",
+        Some(&lease(Some("keelson-0"), now() - Duration::from_secs(3))),
+        now(),
+    );
+    assert_eq!(current.outcome, Outcome::Pass);
+    assert!(
+        current
+            .message
+            .contains("keelson-0 leads (renewed the Lease keelson/keelson 3s ago)"),
+        "{}",
+        current.message
+    );
+    let expired = leader(
+        "keelson/keelson",
+        Some(&lease(Some("keelson-0"), now() - Duration::from_secs(60))),
+        now(),
+    );
+    assert_eq!(expired.outcome, Outcome::Fail);
+    assert!(
+        expired.message.contains("60s ago and has expired"),
+        "{}",
+        expired.message
+    );
+    for released in [Some(lease(None, now())), Some(lease(Some(""), now())), None] {
+        let finding = leader("keelson/keelson", released.as_ref(), now());
+        assert_eq!(finding.outcome, Outcome::Fail);
+        assert!(
+            finding.message.starts_with("no Keelson replica holds"),
+            "{}",
+            finding.message
+        );
+    }
+}

@@ -226,7 +226,7 @@ impl Elector {
     /// as soon as the lease is released.
     pub async fn run(mut self, stop: impl Future<Output = ()>) {
         let mut stop = std::pin::pin!(stop);
-        // Some(start of the last successful renewal) while leading.
+        // Some(when the last successful renewal was sent) while leading.
         let mut renewed_at: Option<Instant> = None;
         let mut wait = Duration::ZERO;
         loop {
@@ -239,19 +239,18 @@ impl Elector {
                     self.step_down("the lease was not renewed within the renew deadline");
                     renewed_at = None;
                 }
-                (start, result) = async {
+                result = async {
                     tokio::time::sleep(wait).await;
-                    let start = Instant::now();
-                    (start, self.try_acquire_or_renew(leading).await)
+                    self.try_acquire_or_renew(leading).await
                 } => match result {
-                    Ok(true) => {
+                    Ok(Some(sent)) => {
                         if !leading {
                             tracing::info!(identity = %self.config.identity, lease = %self.config.name, "acquired the lease; leading");
                             self.set_leading(true);
                         }
-                        renewed_at = Some(start);
+                        renewed_at = Some(sent);
                     }
-                    Ok(false) => {
+                    Ok(None) => {
                         if leading {
                             self.step_down("another replica holds the lease");
                             renewed_at = None;
@@ -282,9 +281,11 @@ impl Elector {
         self.set_leading(false);
     }
 
-    /// One client-go `tryAcquireOrRenew`: true when this replica holds a
-    /// fresh record afterwards.
-    async fn try_acquire_or_renew(&mut self, leading: bool) -> Result<bool, LeaseError> {
+    /// One client-go `tryAcquireOrRenew`: when this replica holds a fresh
+    /// record afterwards, the time its write was sent. Others start counting
+    /// the record's duration no earlier, so the renew deadline runs from
+    /// there (not from a slow read before it).
+    async fn try_acquire_or_renew(&mut self, leading: bool) -> Result<Option<Instant>, LeaseError> {
         // A leader trusts the record it last wrote; a conflict makes it read.
         if !leading || self.known.is_none() {
             self.read().await?;
@@ -295,7 +296,7 @@ impl Elector {
             if let Decision::Follow { holder } = decide(spec, unchanged_for, &self.config.identity)
             {
                 tracing::debug!(%holder, "the lease is held by another replica");
-                return Ok(false);
+                return Ok(None);
             }
             let next = claimed(
                 spec,
@@ -303,15 +304,16 @@ impl Elector {
                 self.config.lease_duration,
                 Timestamp::now(),
             );
+            let sent = Instant::now();
             if self.write(next).await? {
-                return Ok(true);
+                return Ok(Some(sent));
             }
             // Someone wrote in between: decide again on what they wrote.
             if attempt == 0 {
                 self.read().await?;
             }
         }
-        Ok(false)
+        Ok(None)
     }
 
     /// Reads the Lease; a changed record restarts its expiry clock.
@@ -371,17 +373,27 @@ impl Elector {
     /// Hands the lease back so another replica takes over at once instead
     /// of after the lease duration.
     async fn release(&mut self) {
-        let Some(spec) = self.known.as_ref().and_then(|l| l.spec.clone()) else {
-            return;
-        };
-        if spec.holder_identity.as_deref() != Some(self.config.identity.as_str()) {
-            return;
-        }
-        match self.write(released(&spec, Timestamp::now())).await {
-            Ok(true) => tracing::info!(identity = %self.config.identity, "released the lease"),
-            Ok(false) => tracing::info!("the lease changed hands already; nothing to release"),
-            Err(e) => {
-                tracing::warn!(error = %e, "releasing the lease; others take over once it expires")
+        // A conflict may mean our last renewal landed without our seeing the
+        // answer (shutdown cut it short): read, and release what is still ours.
+        for _ in 0..2 {
+            let Some(spec) = self.known.as_ref().and_then(|l| l.spec.clone()) else {
+                return;
+            };
+            if spec.holder_identity.as_deref() != Some(self.config.identity.as_str()) {
+                tracing::info!("the lease changed hands already; nothing to release");
+                return;
+            }
+            let result = match self.write(released(&spec, Timestamp::now())).await {
+                Ok(true) => {
+                    tracing::info!(identity = %self.config.identity, "released the lease");
+                    return;
+                }
+                Ok(false) => self.read().await,
+                Err(e) => Err(e),
+            };
+            if let Err(e) = result {
+                tracing::warn!(error = %e, "releasing the lease; others take over once it expires");
+                return;
             }
         }
     }

@@ -163,13 +163,16 @@ fn status(code: u16, reason: &str) -> Value {
 }
 
 /// A client of `api` that answers 503 while `down` is set, as an API
-/// server this replica cannot reach.
-fn client(api: &Arc<Mutex<FakeApi>>, down: &Arc<AtomicBool>) -> Client {
+/// server this replica cannot reach, and takes `read_delay` to answer reads.
+fn client(api: &Arc<Mutex<FakeApi>>, down: &Arc<AtomicBool>, read_delay: Duration) -> Client {
     let (api, down) = (Arc::clone(api), Arc::clone(down));
     let service = tower::service_fn(move |req: Request<kube::client::Body>| {
         let (api, down) = (Arc::clone(&api), Arc::clone(&down));
         async move {
             let (parts, body) = req.into_parts();
+            if parts.method == Method::GET {
+                tokio::time::sleep(read_delay).await;
+            }
             let body = body.collect().await.unwrap().to_bytes();
             let (code, value) = if down.load(Ordering::SeqCst) {
                 (
@@ -225,9 +228,19 @@ struct Replica {
 }
 
 fn replica(api: &Arc<Mutex<FakeApi>>, name: &'static str, log: &Log) -> Replica {
+    slow_replica(api, name, log, Duration::ZERO)
+}
+
+fn slow_replica(
+    api: &Arc<Mutex<FakeApi>>,
+    name: &'static str,
+    log: &Log,
+    read_delay: Duration,
+) -> Replica {
     let down = Arc::new(AtomicBool::new(false));
     let metrics = Arc::new(Metrics::default());
-    let (elector, leadership) = elector(client(api, &down), config(name), Arc::clone(&metrics));
+    let client = client(api, &down, read_delay);
+    let (elector, leadership) = elector(client, config(name), Arc::clone(&metrics));
     record(log, name, leadership.clone());
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let task = tokio::spawn(elector.run(async {
@@ -329,4 +342,40 @@ async fn a_crashed_leaders_lease_is_taken_once_expired() {
         "b took a lease that had not expired"
     );
     assert_eq!(api.lock().unwrap().spec().lease_transitions, Some(1));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_release_after_an_unseen_write_still_hands_the_lease_back() {
+    let api = Arc::new(Mutex::new(FakeApi::default()));
+    let log = Log::default();
+    let mut a = replica(&api, "a", &log);
+    wait_until("a leads", || a.leadership.is_leading()).await;
+    // The stored record moves on behind a's back (as when a renewal lands
+    // but its answer is lost): a's resourceVersion is stale.
+    {
+        let mut api = api.lock().unwrap();
+        let lease = api.lease.clone().unwrap();
+        api.store(&serde_json::to_vec(&lease).unwrap());
+    }
+    a.stop.take().unwrap().send(()).unwrap();
+    (&mut a.task).await.unwrap();
+    assert_eq!(api.lock().unwrap().spec().holder_identity, None);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_slow_read_before_acquiring_does_not_eat_the_renew_deadline() {
+    let api = Arc::new(Mutex::new(FakeApi::default()));
+    let log = Log::default();
+    // Reads take almost the renew deadline (10 s); writes are quick.
+    let a = slow_replica(&api, "a", &log, Duration::from_secs(9));
+    wait_until("a leads", || a.leadership.is_leading()).await;
+    tokio::time::sleep(Duration::from_secs(60)).await;
+    let log = log.lock().unwrap().clone();
+    assert_eq!(
+        log.iter()
+            .map(|(_, _, leading)| *leading)
+            .collect::<Vec<_>>(),
+        [true],
+        "a stepped down although every renewal succeeded: {log:?}"
+    );
 }
