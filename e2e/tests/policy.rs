@@ -17,7 +17,6 @@ use keelson_crds::policy::{
 use keelson_e2e::shared::{env, install_keelson_crds};
 use keelson_operator::apply::Applier;
 use keelson_operator::catalog::KubeVersion;
-use keelson_operator::install;
 use keelson_operator::policy::audit::{self, Phase};
 use keelson_operator::policy::report::{self, Report};
 use keelson_operator::policy::scrape::{PodTarget, ProxyMetrics, ScrapeError, get_metrics};
@@ -70,23 +69,7 @@ async fn operator_with_install_rbac(
     client: &Client,
     policy: keelson_operator::policy::Config,
 ) -> anyhow::Result<Operator> {
-    let objects = install::objects(&install::Install {
-        namespace: common::KEELSON_NAMESPACE,
-        image: "example.com/keelson:test",
-        replicas: 1.into(),
-    });
-    let applier = Applier::new(client.clone());
-    for o in objects.iter().filter(|o| {
-        !["Deployment", "Service", "CustomResourceDefinition"]
-            .contains(&o["kind"].as_str().unwrap_or_default())
-    }) {
-        applier.apply(o).await?;
-    }
-    let as_operator = env().impersonating(&format!(
-        "system:serviceaccount:{}:{}",
-        common::KEELSON_NAMESPACE,
-        install::NAME
-    ));
+    let as_operator = common::install_rbac(client).await?;
     let operator = Operator::start_with(as_operator, policy);
     operator.webhooks_registered(client).await?;
     Ok(operator)

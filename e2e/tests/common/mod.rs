@@ -490,3 +490,34 @@ pub async fn installed(
     wait_converged(&cps, name, version).await?;
     Ok((operator, cps))
 }
+
+/// Applies Keelson's install manifests except what the in-process operator
+/// replaces (its Deployment and Service), the CRDs (the caller installs and
+/// awaits them) and the PodDisruptionBudget (policy/v1 needs Kubernetes
+/// 1.21); returns a client that is the operator's ServiceAccount, so a test
+/// proves the install RBAC is enough.
+pub async fn install_rbac(client: &Client) -> anyhow::Result<Client> {
+    use keelson_operator::install;
+    let objects = install::objects(&install::Install {
+        namespace: KEELSON_NAMESPACE,
+        image: "example.com/keelson:test",
+        replicas: 1.into(),
+    });
+    let applier = keelson_operator::apply::Applier::new(client.clone());
+    let skipped = [
+        "Deployment",
+        "Service",
+        "CustomResourceDefinition",
+        "PodDisruptionBudget",
+    ];
+    for o in objects
+        .iter()
+        .filter(|o| !skipped.contains(&o["kind"].as_str().unwrap_or_default()))
+    {
+        applier.apply(o).await?;
+    }
+    Ok(keelson_e2e::shared::env().impersonating(&format!(
+        "system:serviceaccount:{KEELSON_NAMESPACE}:{}",
+        install::NAME
+    )))
+}
