@@ -5,7 +5,7 @@
 
 mod common;
 
-use anyhow::{Context, ensure};
+use anyhow::ensure;
 use common::{Operator, control_plane, wait_converged};
 use k8s_openapi::api::core::v1::{Namespace, Pod, Secret};
 use keelson_crds::ControlPlane;
@@ -37,15 +37,6 @@ fn has(report: &Report, outcome: Outcome, needles: &[&str]) -> anyhow::Result<()
         report.render()
     );
     Ok(())
-}
-
-fn data(secret: &Secret, key: &str) -> anyhow::Result<String> {
-    let bytes = secret
-        .data
-        .as_ref()
-        .and_then(|d| d.get(key))
-        .with_context(|| format!("no {key}"))?;
-    Ok(String::from_utf8(bytes.0.clone())?)
 }
 
 #[tokio::test]
@@ -129,8 +120,8 @@ async fn check_passes_on_a_converged_mesh_and_names_what_breaks() {
             let secrets: Api<Secret> = Api::namespaced(client.clone(), &ns);
             let anchor = secrets.get("keelson-identity-trust-anchor").await?;
             let anchor = TlsPair {
-                cert_pem: data(&anchor, "ca.crt")?,
-                key_pem: data(&anchor, "ca.key")?,
+                cert_pem: common::secret_text(&anchor, "ca.crt")?,
+                key_pem: common::secret_text(&anchor, "ca.key")?,
             };
             let expired = identity::issuer(
                 &anchor,

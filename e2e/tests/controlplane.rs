@@ -81,15 +81,6 @@ async fn user_server(client: &Client, namespace: &str) -> anyhow::Result<Api<Ser
     Ok(servers)
 }
 
-fn data(secret: &Secret, key: &str) -> anyhow::Result<String> {
-    let bytes = secret
-        .data
-        .as_ref()
-        .and_then(|d| d.get(key))
-        .with_context(|| format!("no {key}"))?;
-    Ok(String::from_utf8(bytes.0.clone())?)
-}
-
 #[tokio::test]
 async fn a_controlplane_installs_linkerd_and_converges_without_further_writes() {
     let _serial = common::SERIAL.lock().await;
@@ -132,7 +123,7 @@ async fn a_controlplane_installs_linkerd_and_converges_without_further_writes() 
             );
 
             let secrets: Api<Secret> = Api::namespaced(client.clone(), &ns);
-            let anchor = data(
+            let anchor = common::secret_text(
                 &secrets.get("keelson-identity-trust-anchor").await?,
                 "ca.crt",
             )?;
@@ -155,7 +146,9 @@ async fn a_controlplane_installs_linkerd_and_converges_without_further_writes() 
                 "{annotations:?}"
             );
             let issuer = secrets.get("linkerd-identity-issuer").await?;
-            ensure!(data(&issuer, "crt.pem")?.starts_with("-----BEGIN CERTIFICATE-----"));
+            ensure!(
+                common::secret_text(&issuer, "crt.pem")?.starts_with("-----BEGIN CERTIFICATE-----")
+            );
 
             // Linkerd's CRDs were applied first and are served, so users can
             // create policy objects.

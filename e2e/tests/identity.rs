@@ -42,15 +42,6 @@ fn der_certificates(pem: &str) -> anyhow::Result<Vec<Vec<u8>>> {
         .collect()
 }
 
-fn text(secret: &Secret, key: &str) -> anyhow::Result<String> {
-    let bytes = secret
-        .data
-        .as_ref()
-        .and_then(|d| d.get(key))
-        .with_context(|| format!("Secret {} has no {key}", secret.name_any()))?;
-    Ok(String::from_utf8(bytes.0.clone())?)
-}
-
 /// Whether `issuer` (DER) is signed by `anchor` (DER).
 fn signs(anchor: &[u8], issuer: &[u8]) -> bool {
     let (Ok((_, anchor)), Ok((_, issuer))) = (
@@ -106,7 +97,8 @@ impl Monitor {
             .and_then(|d| d.get("ca-bundle.crt").cloned())
             .context("no bundle")?;
         let secrets: Api<Secret> = Api::namespaced(client.clone(), cp_ns);
-        let issuer = text(&secrets.get("linkerd-identity-issuer").await?, "crt.pem")?;
+        let issuer =
+            common::secret_text(&secrets.get("linkerd-identity-issuer").await?, "crt.pem")?;
         let issuer = der_certificates(&issuer)?
             .into_iter()
             .next()
@@ -209,7 +201,7 @@ async fn a_trust_anchor_rotation_survives_operator_kills_in_every_phase() {
                 .await?;
 
                 let secrets: Api<Secret> = Api::namespaced(client.clone(), &ns);
-                let old = text(&secrets.get("keelson-identity-trust-anchor").await?, "ca.crt")?;
+                let old = common::secret_text(&secrets.get("keelson-identity-trust-anchor").await?, "ca.crt")?;
                 let (monitor, watch) = Monitor::start(client.clone(), ns.clone(), app.clone());
                 // The monitor knows the bundle pods carry now before it changes.
                 wait_until("the monitor's first look", WAIT, || async {
@@ -261,7 +253,7 @@ async fn a_trust_anchor_rotation_survives_operator_kills_in_every_phase() {
                 // The new anchor alone is trusted and signs the issuer; the
                 // pods and the DataPlane carry its bundle.
                 let anchor_secret = secrets.get("keelson-identity-trust-anchor").await?;
-                let new = text(&anchor_secret, "ca.crt")?;
+                let new = common::secret_text(&anchor_secret, "ca.crt")?;
                 ensure!(new != old, "the anchor did not change");
                 let keys: BTreeSet<&String> = anchor_secret.data.iter().flat_map(|d| d.keys()).collect();
                 ensure!(keys.len() == 2, "left-over anchors in the Secret: {keys:?}");
@@ -272,7 +264,7 @@ async fn a_trust_anchor_rotation_survives_operator_kills_in_every_phase() {
                     .and_then(|d| d.get("ca-bundle.crt").cloned())
                     .context("no bundle")?;
                 ensure!(bundle == new.trim(), "the bundle is not the new anchor alone");
-                let issuer = text(&secrets.get("linkerd-identity-issuer").await?, "crt.pem")?;
+                let issuer = common::secret_text(&secrets.get("linkerd-identity-issuer").await?, "crt.pem")?;
                 ensure!(signs(&der_certificates(&new)?[0], &der_certificates(&issuer)?[0]));
                 let digest = sha256_hex(bundle.as_bytes());
                 let identity = cp.status.and_then(|s| s.identity).context("no identity status")?;
@@ -333,8 +325,11 @@ async fn an_expired_issuer_is_replaced() {
             // An issuer the anchor signed, valid ten days until an hour ago.
             let secrets: Api<Secret> = Api::namespaced(client.clone(), &ns);
             let anchor = secrets.get("keelson-identity-trust-anchor").await?;
-            let anchor_key = rcgen::KeyPair::from_pem(&text(&anchor, "ca.key")?)?;
-            let signer = rcgen::Issuer::from_ca_cert_pem(&text(&anchor, "ca.crt")?, anchor_key)?;
+            let anchor_key = rcgen::KeyPair::from_pem(&common::secret_text(&anchor, "ca.key")?)?;
+            let signer = rcgen::Issuer::from_ca_cert_pem(
+                &common::secret_text(&anchor, "ca.crt")?,
+                anchor_key,
+            )?;
             let key = rcgen::KeyPair::generate()?;
             let mut params = rcgen::CertificateParams::default();
             params.distinguished_name.push(
@@ -359,7 +354,8 @@ async fn an_expired_issuer_is_replaced() {
                 .await?;
 
             let replaced = wait_until("the expired issuer to be replaced", WAIT, || async {
-                let pem = text(&secrets.get("linkerd-identity-issuer").await?, "crt.pem")?;
+                let pem =
+                    common::secret_text(&secrets.get("linkerd-identity-issuer").await?, "crt.pem")?;
                 anyhow::Ok((pem.trim() != expired_pem.trim()).then_some(pem))
             })
             .await?;
@@ -370,7 +366,7 @@ async fn an_expired_issuer_is_replaced() {
                 "the new issuer is not valid now"
             );
             ensure!(signs(
-                &der_certificates(&text(&anchor, "ca.crt")?)?[0],
+                &der_certificates(&common::secret_text(&anchor, "ca.crt")?)?[0],
                 &der[0]
             ));
             let cp = wait_until("status to show the new issuer", WAIT, || async {

@@ -521,3 +521,21 @@ pub async fn install_rbac(client: &Client) -> anyhow::Result<Client> {
         install::NAME
     )))
 }
+
+/// A Secret's value under `key`, as text.
+pub fn secret_text(
+    secret: &k8s_openapi::api::core::v1::Secret,
+    key: &str,
+) -> anyhow::Result<String> {
+    let bytes = secret
+        .data
+        .as_ref()
+        .and_then(|d| d.get(key))
+        .with_context(|| {
+            format!(
+                "Secret {} has no {key}",
+                kube::ResourceExt::name_any(secret)
+            )
+        })?;
+    Ok(String::from_utf8(bytes.0.clone())?)
+}
