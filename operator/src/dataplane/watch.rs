@@ -46,11 +46,13 @@ pub struct Caches {
 }
 
 impl Caches {
-    /// Completes once every cache holds its first full list. Call it from
-    /// one task only: kube wakes just the last of several concurrent waiters.
+    /// Completes once every cache but the DataPlanes' holds its first full
+    /// list. Call it from one task only: a store wakes just the last of its
+    /// concurrent waiters. The controller's applier already waits on the
+    /// DataPlane store before its first reconcile; waiting on it here too
+    /// made the two race, and the loser (this wait, at times) never woke.
     pub async fn wait_ready(&self) {
         let _ = tokio::join!(
-            self.data_planes.wait_until_ready(),
             self.control_planes.wait_until_ready(),
             self.trust_roots.wait_until_ready(),
             self.namespaces.wait_until_ready(),
