@@ -210,7 +210,8 @@ pub struct RotationSpec {
 
     /// Rotate the trust anchor automatically when it ages past
     /// `renewAtPercent`. When false, the anchor is rotated only on demand
-    /// (annotation `keelson.dev/rotate-trust-anchor`), and
+    /// (annotation `keelson.dev/rotate-trust-anchor`, or an anchor declared
+    /// in Secret `keelson-identity-next-trust-anchor`), and
     /// `CertificatesExpiringSoon` warns as it nears expiry.
     #[serde(default = "default_true")]
     pub automatic_trust_anchor_rotation: bool,
@@ -546,11 +547,47 @@ pub struct IdentityStatus {
     /// started the last on-demand rotation; a new value starts another.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rotation_request: Option<String>,
+    /// The trust anchor declared in Secret
+    /// `keelson-identity-next-trust-anchor`, as last checked.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub declared_anchor: Option<DeclaredAnchor>,
 }
 
 /// Annotation on a ControlPlane that asks for a trust-anchor rotation now.
 /// Any new value (a date, a ticket number) starts one.
 pub const ROTATE_TRUST_ANCHOR: &str = "keelson.dev/rotate-trust-anchor";
+
+/// Secret (`tls.crt` and `tls.key`, as `kubectl create secret tls` makes it)
+/// in the control plane's namespace that declares the next trust anchor of a
+/// managed identity: Keelson checks it and rotates to it. Labelled
+/// `keelson.dev/control-plane: <ControlPlane name>`, it is seen at once;
+/// otherwise at the next periodic reconcile.
+pub const DECLARED_TRUST_ANCHOR_SECRET: &str = "keelson-identity-next-trust-anchor";
+
+/// What Keelson made of a declared trust anchor.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct DeclaredAnchor {
+    /// SHA-256 fingerprint of the declared certificate; unset when it could
+    /// not be read.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sha256: Option<String>,
+    pub state: DeclaredAnchorState,
+    /// Why it was rejected, or what it waits for.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+}
+
+/// States of a declared trust anchor.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
+pub enum DeclaredAnchorState {
+    /// Valid; waits for the rotation under way to finish.
+    Pending,
+    /// A rotation to it started (or it is the anchor in use already).
+    Adopted,
+    /// Not usable as a trust anchor; nothing changed.
+    Rejected,
+}
 
 /// A trust-anchor rotation: the new anchor joins the bundle, then signs the
 /// issuer, then the old one leaves. Every phase waits until the control
@@ -560,8 +597,9 @@ pub const ROTATE_TRUST_ANCHOR: &str = "keelson.dev/rotate-trust-anchor";
 pub struct AnchorRotation {
     pub phase: RotationPhase,
     /// What started it: `Scheduled` (the anchor aged past
-    /// `renewAtPercent`), `Requested` (the annotation) or `Resumed` (a new
-    /// anchor found stored with no rotation recorded).
+    /// `renewAtPercent`), `Requested` (the annotation), `Declared` (Secret
+    /// `keelson-identity-next-trust-anchor`) or `Resumed` (a new anchor
+    /// found stored with no rotation recorded).
     pub trigger: String,
     pub started_at: Time,
     /// When the current phase started.

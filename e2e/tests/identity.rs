@@ -2,7 +2,8 @@
 //! trust-anchor rotation across the control plane and a meshed DataPlane,
 //! with the operator killed and restarted in every phase, watched by a
 //! monitor that fails the test if a published bundle ever lacks an anchor a
-//! running pod needs; and an expired issuer replaced on its own. In its own
+//! running pod needs; a rotation to an anchor the user declared, after a bad
+//! declaration is refused; and an expired issuer replaced on its own. In its own
 //! test binary: a rotation gates on every meshed pod of the cluster.
 
 mod common;
@@ -14,7 +15,10 @@ use common::{
 };
 use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::{ConfigMap, Event, Pod, Secret};
-use keelson_crds::controlplane::{ROTATE_TRUST_ANCHOR, RotationPhase};
+use keelson_crds::controlplane::{
+    DECLARED_TRUST_ANCHOR_SECRET, DeclaredAnchor, DeclaredAnchorState, ROTATE_TRUST_ANCHOR,
+    RotationPhase,
+};
 use keelson_crds::{ControlPlane, DataPlane};
 use keelson_e2e::shared::env;
 use kube::api::{ListParams, Patch, PatchParams, PostParams};
@@ -384,6 +388,169 @@ async fn an_expired_issuer_is_replaced() {
             ensure!(
                 expiring.as_ref().is_some_and(|(s, _)| s == "False"),
                 "{expiring:?}"
+            );
+            delete_control_plane(&cps, &ns).await?;
+            operator.kill().await;
+            Ok(())
+        })
+        .await;
+}
+
+/// A self-signed certificate and its key (PEM): a CA or a leaf.
+fn self_signed(cn: &str, ca: bool) -> anyhow::Result<(String, String)> {
+    let key = rcgen::KeyPair::generate()?;
+    let mut params = rcgen::CertificateParams::default();
+    params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, cn);
+    if ca {
+        params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Constrained(1));
+    }
+    let now = SystemTime::now();
+    params.not_before = (now - Duration::from_secs(60)).into();
+    params.not_after = (now + Duration::from_secs(365 * 86400)).into();
+    Ok((params.self_signed(&key)?.pem(), key.serialize_pem()))
+}
+
+/// The anchor declared in Secret `keelson-identity-next-trust-anchor` is
+/// checked: one that is not a CA is refused with the reason and changes
+/// nothing; a valid one is rotated to, through every phase, and then stays.
+#[tokio::test]
+async fn a_declared_trust_anchor_is_checked_then_rotated_to() {
+    let _serial = common::SERIAL.lock().await;
+    env()
+        .in_namespace("declare", |client, ns| async move {
+            let (operator, cps) = common::installed(&client, &ns, VERSION).await?;
+            let secrets: Api<Secret> = Api::namespaced(client.clone(), &ns);
+            let anchor_secret = secrets.get("keelson-identity-trust-anchor").await?;
+            let old = common::secret_text(&anchor_secret, "ca.crt")?;
+            let declare = |(cert, key): (String, String)| {
+                let mut secret = Secret {
+                    type_: Some("kubernetes.io/tls".into()),
+                    string_data: Some([("tls.crt".into(), cert), ("tls.key".into(), key)].into()),
+                    ..Secret::default()
+                };
+                secret.metadata.name = Some(DECLARED_TRUST_ANCHOR_SECRET.into());
+                secret.metadata.labels =
+                    Some([("keelson.dev/control-plane".to_owned(), ns.clone())].into());
+                let secrets = secrets.clone();
+                async move {
+                    secrets
+                        .patch(
+                            DECLARED_TRUST_ANCHOR_SECRET,
+                            &PatchParams::apply("e2e").force(),
+                            &Patch::Apply(&secret),
+                        )
+                        .await
+                }
+            };
+            let declared = |state: DeclaredAnchorState| {
+                let cps = cps.clone();
+                let ns = ns.clone();
+                async move {
+                    let identity = cps.get(&ns).await?.status.and_then(|s| s.identity);
+                    anyhow::Ok(
+                        identity
+                            .and_then(|i| i.declared_anchor)
+                            .filter(|d: &DeclaredAnchor| d.state == state),
+                    )
+                }
+            };
+
+            declare(self_signed("not-a-ca.example.com", false)?).await?;
+            let rejected = wait_until("the leaf certificate to be rejected", WAIT, || {
+                declared(DeclaredAnchorState::Rejected)
+            })
+            .await?;
+            let message = rejected.message.unwrap_or_default();
+            ensure!(message.contains("not a CA"), "{message}");
+            let unchanged = secrets.get("keelson-identity-trust-anchor").await?;
+            ensure!(
+                unchanged.data == anchor_secret.data,
+                "a rejected anchor changed the stored ones"
+            );
+            let status = cps
+                .get(&ns)
+                .await?
+                .status
+                .and_then(|s| s.identity)
+                .unwrap_or_default();
+            ensure!(
+                status.rotation.is_none(),
+                "a rotation started: {:?}",
+                status.rotation
+            );
+
+            let (cert, key) = self_signed("root.linkerd.cluster.local", true)?;
+            declare((cert.clone(), key.clone())).await?;
+            wait_until(
+                "the rotation to the declared anchor to finish",
+                ROTATION_WAIT,
+                || async {
+                    let identity = cps
+                        .get(&ns)
+                        .await?
+                        .status
+                        .and_then(|s| s.identity)
+                        .unwrap_or_default();
+                    anyhow::Ok(
+                        (identity.rotation.is_none() && identity.last_rotation.is_some())
+                            .then_some(()),
+                    )
+                },
+            )
+            .await?;
+            let stored = secrets.get("keelson-identity-trust-anchor").await?;
+            ensure!(
+                common::secret_text(&stored, "ca.crt")?.trim() == cert.trim(),
+                "the declared anchor is not the active one"
+            );
+            ensure!(
+                common::secret_text(&stored, "ca.key")?.trim() == key.trim(),
+                "the declared key is not stored"
+            );
+            let bundle = Api::<ConfigMap>::namespaced(client.clone(), &ns)
+                .get("linkerd-identity-trust-roots")
+                .await?
+                .data
+                .and_then(|d| d.get("ca-bundle.crt").cloned())
+                .context("no bundle")?;
+            ensure!(
+                bundle == cert.trim() && bundle != old.trim(),
+                "the bundle is not the declared anchor alone"
+            );
+            let issuer =
+                common::secret_text(&secrets.get("linkerd-identity-issuer").await?, "crt.pem")?;
+            ensure!(signs(
+                &der_certificates(&cert)?[0],
+                &der_certificates(&issuer)?[0]
+            ));
+            let adopted = declared(DeclaredAnchorState::Adopted).await?;
+            ensure!(
+                adopted.is_some(),
+                "the declared anchor is not shown as adopted"
+            );
+
+            let events = Api::<Event>::namespaced(client.clone(), "default")
+                .list(&ListParams::default())
+                .await?;
+            let notes: Vec<(String, String)> = events
+                .items
+                .into_iter()
+                .filter(|e| e.involved_object.name.as_deref() == Some(ns.as_str()))
+                .map(|e| (e.reason.unwrap_or_default(), e.message.unwrap_or_default()))
+                .collect();
+            ensure!(
+                notes
+                    .iter()
+                    .any(|(r, m)| r == "DeclaredAnchorRejected" && m.contains("not a CA")),
+                "no rejection event: {notes:?}"
+            );
+            ensure!(
+                notes
+                    .iter()
+                    .any(|(r, m)| r == "RotationStarted" && m.contains("(Declared)")),
+                "no declared rotation event: {notes:?}"
             );
             delete_control_plane(&cps, &ns).await?;
             operator.kill().await;

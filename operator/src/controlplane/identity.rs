@@ -7,7 +7,8 @@ use super::{Context, publish, status};
 use crate::identity::{self, IdentityError, rotation::short};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use keelson_crds::controlplane::{
-    CertificateSummary, ControlPlane, ControlPlaneStatus, IdentityStatus, ROTATE_TRUST_ANCHOR,
+    CertificateSummary, ControlPlane, ControlPlaneStatus, DECLARED_TRUST_ANCHOR_SECRET,
+    DeclaredAnchor, DeclaredAnchorState, IdentityStatus, ROTATE_TRUST_ANCHOR,
 };
 use kube::ResourceExt;
 use kube::runtime::events::{Event, EventType};
@@ -77,9 +78,41 @@ pub(super) async fn record(
         };
         publish(ctx, cp, &event).await;
     }
+    if let Some(event) = declared_event(previous.declared_anchor.as_ref(), &identity) {
+        publish(ctx, cp, &event).await;
+    }
     let rotating = identity.rotation.is_some();
     next.identity = Some(identity);
     rotating
+}
+
+/// An Event when a declared anchor is newly rejected or left waiting; its
+/// adoption shows as the rotation's own `RotationStarted`.
+fn declared_event(before: Option<&DeclaredAnchor>, identity: &IdentityStatus) -> Option<Event> {
+    let declared = identity.declared_anchor.as_ref()?;
+    if before == Some(declared) {
+        return None;
+    }
+    let (type_, reason) = match declared.state {
+        DeclaredAnchorState::Rejected => (EventType::Warning, "DeclaredAnchorRejected"),
+        DeclaredAnchorState::Pending => (EventType::Normal, "DeclaredAnchorPending"),
+        DeclaredAnchorState::Adopted => return None,
+    };
+    let sha = declared
+        .sha256
+        .as_deref()
+        .map(short)
+        .unwrap_or("unreadable");
+    Some(Event {
+        type_,
+        reason: reason.into(),
+        note: Some(format!(
+            "Secret {DECLARED_TRUST_ANCHOR_SECRET} (sha256 {sha}): {}",
+            declared.message.as_deref().unwrap_or_default()
+        )),
+        action: "RotateTrustAnchor".into(),
+        secondary: None,
+    })
 }
 
 /// The identity status after this reconcile. Pure.
@@ -101,6 +134,7 @@ fn identity_status(
     if control_plane_bundle.is_some() {
         out.trust_root_sha256 = control_plane_bundle;
     }
+    out.declared_anchor = material.declared.clone();
     if let Some(plan) = &material.rotation {
         // A resumed rotation may be the requested one whose start was
         // stored but not recorded: the request counts as handled either way.

@@ -5,13 +5,16 @@
 use super::ReconcileError;
 use crate::identity::rotation::{Anchors, Lagging, Trigger};
 use crate::identity::{self, rotation};
-use crate::render::proxy::{TRUST_ROOT_SHA256, trust_root_sha256};
+use crate::render::proxy::{CONTROL_PLANE_NS, TRUST_ROOT_SHA256, trust_root_sha256};
 use crate::render::{CONTROL_PLANE_LABEL, IdentityMaterial, TlsPair, WebhookTls};
 use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::{Pod, Secret};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use keelson_crds::ControlPlane;
-use keelson_crds::controlplane::{IdentityStatus, IssuerMode, ROTATE_TRUST_ANCHOR};
+use keelson_crds::controlplane::{
+    DECLARED_TRUST_ANCHOR_SECRET, DeclaredAnchor, DeclaredAnchorState, IdentityStatus, IssuerMode,
+    ROTATE_TRUST_ANCHOR,
+};
 use kube::api::{Api, ListParams, PostParams};
 use kube::{Client, ResourceExt};
 use std::time::{Duration, SystemTime};
@@ -46,6 +49,8 @@ pub struct Material {
     pub issuer_cert_pem: Option<String>,
     /// The trust-anchor rotation step taken (managed identity only).
     pub rotation: Option<rotation::Plan>,
+    /// The declared next trust anchor, as checked (managed identity only).
+    pub declared: Option<DeclaredAnchor>,
 }
 
 /// What the reconcile observed that the anchors' rotation gates on.
@@ -82,6 +87,75 @@ const NEXT_CERT: &str = "next.crt";
 const NEXT_KEY: &str = "next.key";
 const PREVIOUS_CERT: &str = "previous.crt";
 
+/// What to make of the anchor declared in Secret
+/// `keelson-identity-next-trust-anchor`, and the anchor to rotate to when a
+/// rotation to it starts now. One already in use, or adopted before, is
+/// settled: a later rotation never goes back to it.
+fn declared_anchor(
+    secret: Option<&Secret>,
+    anchors: &Anchors,
+    rotating: bool,
+    last: Option<&DeclaredAnchor>,
+    check: impl FnOnce(&TlsPair) -> Result<(), identity::IdentityError>,
+) -> (Option<DeclaredAnchor>, Option<TlsPair>) {
+    let Some(secret) = secret else {
+        return (None, None);
+    };
+    let judged = |sha256, state, message: Option<String>| {
+        Some(DeclaredAnchor {
+            sha256,
+            state,
+            message,
+        })
+    };
+    let Some(declared) = pair(secret, "tls.crt", "tls.key") else {
+        let message = format!(
+            "Secret {DECLARED_TRUST_ANCHOR_SECRET} needs tls.crt and tls.key (kubectl create secret tls)"
+        );
+        return (
+            judged(None, DeclaredAnchorState::Rejected, Some(message)),
+            None,
+        );
+    };
+    let Ok(sha) = identity::fingerprint(&declared.cert_pem, "declared trust anchor") else {
+        let message = "tls.crt is not a PEM certificate".to_owned();
+        return (
+            judged(None, DeclaredAnchorState::Rejected, Some(message)),
+            None,
+        );
+    };
+    let stored = [
+        Some(anchors.active.cert_pem.as_str()),
+        anchors.next.as_ref().map(|n| n.cert_pem.as_str()),
+        anchors.previous.as_deref(),
+    ];
+    let in_use = stored
+        .into_iter()
+        .flatten()
+        .any(|pem| identity::fingerprint(pem, "trust anchor").is_ok_and(|s| s == sha));
+    let adopted = last.is_some_and(|l| {
+        l.state == DeclaredAnchorState::Adopted && l.sha256.as_deref() == Some(sha.as_str())
+    });
+    if in_use || adopted {
+        return (judged(Some(sha), DeclaredAnchorState::Adopted, None), None);
+    }
+    if let Err(e) = check(&declared) {
+        let state = DeclaredAnchorState::Rejected;
+        return (judged(Some(sha), state, Some(e.to_string())), None);
+    }
+    if rotating {
+        let message = "waits for the trust-anchor rotation under way to finish".to_owned();
+        return (
+            judged(Some(sha), DeclaredAnchorState::Pending, Some(message)),
+            None,
+        );
+    }
+    (
+        judged(Some(sha), DeclaredAnchorState::Adopted, None),
+        Some(declared),
+    )
+}
+
 /// Why a rotation should start now, if none is under way.
 fn trigger(
     cp: &ControlPlane,
@@ -117,7 +191,7 @@ pub async fn load(
         }
     };
     let spec = &cp.spec.identity;
-    let (identity, issuer_renewal, issuer_cert_pem, rotation) = match spec.issuer {
+    let (identity, issuer_renewal, issuer_cert_pem, rotation, declared) = match spec.issuer {
         IssuerMode::Managed => {
             let new_anchor = || {
                 identity::trust_anchor(&spec.trust_domain, spec.trust_anchor_lifetime.into(), now)
@@ -160,20 +234,39 @@ pub async fn load(
             let lagging = if rolled
                 && (recorded.is_some() || anchors.next.is_some() || anchors.previous.is_some())
             {
-                Some(lagging_pods(client, &bundle_sha).await?)
+                Some(lagging_pods(client, ns, &bundle_sha).await?)
             } else {
                 None
+            };
+            let (declared, declared_pair) = declared_anchor(
+                get(DECLARED_TRUST_ANCHOR_SECRET).await?.as_ref(),
+                &anchors,
+                recorded.is_some() || anchors.stage().is_some(),
+                observed.status.and_then(|s| s.declared_anchor.as_ref()),
+                |pair| {
+                    identity::check_anchor(
+                        pair,
+                        ns,
+                        &spec.trust_domain,
+                        spec.rotation.renew_at_percent,
+                        now,
+                    )
+                },
+            );
+            let trigger = match declared_pair {
+                Some(_) => Some(Trigger::Declared),
+                None => trigger(cp, observed.status, &anchors.active, now)?,
             };
             let plan = rotation::plan(
                 &rotation::Input {
                     rotation: recorded,
                     anchors: &anchors,
-                    trigger: trigger(cp, observed.status, &anchors.active, now)?,
+                    trigger,
                     control_plane_rolled: rolled,
                     lagging: lagging.as_ref(),
                     now: &status_time,
                 },
-                new_anchor,
+                || declared_pair.map_or_else(new_anchor, Ok),
             )?;
             let anchors = match &plan.store {
                 Some(next) => {
@@ -217,7 +310,13 @@ pub async fn load(
                 trust_anchors_pem: anchors.bundle(),
                 issuer: Some(issuer),
             };
-            (material, Some(issuer_renewal), Some(cert), Some(plan))
+            (
+                material,
+                Some(issuer_renewal),
+                Some(cert),
+                Some(plan),
+                declared,
+            )
         }
         IssuerMode::External => {
             let missing = || ReconcileError::ExternalIssuerMissing {
@@ -230,7 +329,7 @@ pub async fn load(
                 trust_anchors_pem: anchors.trim().to_owned(),
                 issuer: None,
             };
-            (material, None, key(&secret, "tls.crt"), None)
+            (material, None, key(&secret, "tls.crt"), None, None)
         }
     };
     let webhook = |secret: &'static str, service: &'static str| {
@@ -265,6 +364,7 @@ pub async fn load(
         issuer_renewal,
         issuer_cert_pem,
         rotation,
+        declared,
     })
 }
 
@@ -304,13 +404,19 @@ async fn store_anchors(
     Ok(())
 }
 
-/// How many live meshed pods anywhere do not carry the bundle `sha256`,
-/// with a few names. Pods that finished hold no connections.
-async fn lagging_pods(client: &Client, sha256: &str) -> Result<Lagging, ReconcileError> {
+/// How many live pods meshed by the control plane in `namespace` (the
+/// label Linkerd's injector sets) do not carry the bundle `sha256`, with a
+/// few names. Pods that finished hold no connections.
+async fn lagging_pods(
+    client: &Client,
+    namespace: &str,
+    sha256: &str,
+) -> Result<Lagging, ReconcileError> {
     const EXAMPLES: usize = 5;
     let pods: Api<Pod> = Api::all(client.clone());
     let params = ListParams::default()
         .fields("status.phase!=Succeeded,status.phase!=Failed")
+        .labels(&format!("{CONTROL_PLANE_NS}={namespace}"))
         .limit(500);
     let mut lagging = Lagging::default();
     let mut continue_token: Option<String> = None;
@@ -367,5 +473,122 @@ async fn create_secret(
             .await
             .map_err(|e| ReconcileError::kube(format!("reading Secret {name}"), e)),
         Err(e) => Err(ReconcileError::kube(format!("creating Secret {name}"), e)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::identity::IdentityError;
+
+    fn anchor() -> TlsPair {
+        let year = Duration::from_secs(365 * 86400);
+        identity::trust_anchor("cluster.local", year, SystemTime::now()).unwrap()
+    }
+
+    fn secret(data: &[(&str, &str)]) -> Secret {
+        Secret {
+            data: Some(
+                data.iter()
+                    .map(|(k, v)| ((*k).to_owned(), ByteString(v.as_bytes().to_vec())))
+                    .collect(),
+            ),
+            ..Secret::default()
+        }
+    }
+
+    fn tls(pair: &TlsPair) -> Secret {
+        secret(&[("tls.crt", &pair.cert_pem), ("tls.key", &pair.key_pem)])
+    }
+
+    fn alone(active: &TlsPair) -> Anchors {
+        Anchors {
+            active: active.clone(),
+            next: None,
+            previous: None,
+        }
+    }
+
+    fn state(judged: &(Option<DeclaredAnchor>, Option<TlsPair>)) -> DeclaredAnchorState {
+        judged.0.as_ref().unwrap().state
+    }
+
+    fn unchecked(_: &TlsPair) -> Result<(), IdentityError> {
+        panic!("a settled anchor is not checked again")
+    }
+
+    #[test]
+    fn a_valid_declared_anchor_starts_a_rotation_unless_one_is_under_way() {
+        let (active, declared) = (anchor(), anchor());
+        let anchors = alone(&active);
+        let judged = declared_anchor(Some(&tls(&declared)), &anchors, false, None, |_| Ok(()));
+        assert_eq!(state(&judged), DeclaredAnchorState::Adopted);
+        assert_eq!(judged.1, Some(declared.clone()));
+
+        let judged = declared_anchor(Some(&tls(&declared)), &anchors, true, None, |_| Ok(()));
+        assert_eq!(state(&judged), DeclaredAnchorState::Pending);
+        assert_eq!(judged.1, None);
+
+        assert_eq!(
+            declared_anchor(None, &anchors, false, None, unchecked),
+            (None, None)
+        );
+    }
+
+    #[test]
+    fn an_anchor_in_use_or_adopted_before_never_starts_another_rotation() {
+        let (active, declared) = (anchor(), anchor());
+        // Mid-rotation to it, after it, and after a later rotation away
+        // from it (status remembers it was adopted).
+        let stages = [
+            Anchors {
+                active: active.clone(),
+                next: Some(declared.clone()),
+                previous: None,
+            },
+            Anchors {
+                active: declared.clone(),
+                next: None,
+                previous: Some(active.cert_pem.clone()),
+            },
+            alone(&declared),
+        ];
+        for anchors in &stages {
+            let judged = declared_anchor(Some(&tls(&declared)), anchors, false, None, unchecked);
+            assert_eq!(state(&judged), DeclaredAnchorState::Adopted);
+            assert_eq!(judged.1, None);
+        }
+        let sha = identity::fingerprint(&declared.cert_pem, "anchor").unwrap();
+        let last = DeclaredAnchor {
+            sha256: Some(sha),
+            state: DeclaredAnchorState::Adopted,
+            message: None,
+        };
+        let later = alone(&anchor());
+        let judged = declared_anchor(Some(&tls(&declared)), &later, false, Some(&last), unchecked);
+        assert_eq!(judged, (Some(last), None));
+    }
+
+    #[test]
+    fn a_bad_declaration_is_rejected_with_the_reason_and_changes_nothing() {
+        let anchors = alone(&anchor());
+        let declared = anchor();
+        let no_key = secret(&[("tls.crt", &declared.cert_pem)]);
+        let judged = declared_anchor(Some(&no_key), &anchors, false, None, unchecked);
+        assert_eq!(state(&judged), DeclaredAnchorState::Rejected);
+        assert!(judged.0.unwrap().message.unwrap().contains("tls.key"));
+
+        let junk = secret(&[("tls.crt", "junk"), ("tls.key", "junk")]);
+        let judged = declared_anchor(Some(&junk), &anchors, false, None, unchecked);
+        assert_eq!(judged.1, None);
+        assert_eq!(judged.0.unwrap().sha256, None);
+
+        let judged = declared_anchor(Some(&tls(&declared)), &anchors, false, None, |_| {
+            Err(IdentityError::UnusableAnchor("tls.crt is not a CA".into()))
+        });
+        let status = judged.0.unwrap();
+        assert_eq!(status.state, DeclaredAnchorState::Rejected);
+        assert!(status.message.unwrap().contains("tls.crt is not a CA"));
+        assert_eq!(judged.1, None);
     }
 }

@@ -33,6 +33,8 @@ pub enum IdentityError {
     Unreadable { what: &'static str },
     #[error("the new issuer does not verify against the trust anchor: {0}")]
     Chain(String),
+    #[error("not usable as a trust anchor: {0}")]
+    UnusableAnchor(String),
 }
 
 fn generate(what: &'static str) -> impl FnOnce(rcgen::Error) -> IdentityError {
@@ -244,6 +246,83 @@ pub fn verify_signed_by(cert_pem: &str, anchor_pem: &str) -> Result<(), Identity
         .map_err(|e| IdentityError::Chain(e.to_string()))
 }
 
+/// Checks that a trust anchor Keelson did not make can replace the current
+/// one: a single CA certificate that may sign certificates, valid now and not
+/// yet due for rotation itself, whose key (P-256 or RSA, as Linkerd accepts)
+/// signs an issuer that verifies against it.
+pub fn check_anchor(
+    anchor: &TlsPair,
+    namespace: &str,
+    trust_domain: &str,
+    renew_at_percent: u8,
+    now: SystemTime,
+) -> Result<(), IdentityError> {
+    let unusable = |why: String| IdentityError::UnusableAnchor(why);
+    let blocks = x509_parser::pem::Pem::iter_from_buffer(anchor.cert_pem.as_bytes())
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|_| unusable("tls.crt is not PEM".into()))?;
+    let [block] = blocks.as_slice() else {
+        return Err(unusable(format!(
+            "tls.crt must hold one certificate, it holds {}",
+            blocks.len()
+        )));
+    };
+    let cert = block
+        .parse_x509()
+        .map_err(|e| unusable(format!("tls.crt is not an X.509 certificate: {e}")))?;
+    if !cert.is_ca() {
+        return Err(unusable(
+            "tls.crt is not a CA (basicConstraints CA:TRUE is missing)".into(),
+        ));
+    }
+    if let Ok(Some(usage)) = cert.key_usage()
+        && !usage.value.key_cert_sign()
+    {
+        return Err(unusable("tls.crt's key usage lacks keyCertSign".into()));
+    }
+    let validity = validity_of(&anchor.cert_pem, "declared trust anchor")?;
+    if now < validity.not_before {
+        return Err(unusable(format!(
+            "tls.crt is not valid before {}",
+            stamp(validity.not_before)
+        )));
+    }
+    if validity.due(renew_at_percent, now) {
+        return Err(unusable(format!(
+            "tls.crt is past {renew_at_percent}% of its lifetime (expires {}): it would be rotated away at once",
+            stamp(validity.not_after)
+        )));
+    }
+    let key = KeyPair::from_pem(&anchor.key_pem)
+        .map_err(|e| unusable(format!("tls.key is not a readable private key: {e}")))?;
+    let algorithm = key.algorithm();
+    let rsa = [
+        &rcgen::PKCS_RSA_SHA256,
+        &rcgen::PKCS_RSA_SHA384,
+        &rcgen::PKCS_RSA_SHA512,
+    ];
+    if algorithm != &rcgen::PKCS_ECDSA_P256_SHA256 && !rsa.contains(&algorithm) {
+        return Err(unusable(format!(
+            "tls.key is a {algorithm:?} key; Linkerd takes ECDSA P-256 or RSA anchors"
+        )));
+    }
+    // Signing a throw-away issuer proves the key belongs to the certificate.
+    let probe = issuer(
+        anchor,
+        namespace,
+        trust_domain,
+        Duration::from_secs(60),
+        now,
+    )
+    .map_err(|e| unusable(format!("tls.key cannot sign with tls.crt: {e}")))?;
+    verify_signed_by(&probe.cert_pem, &anchor.cert_pem)
+        .map_err(|_| unusable("tls.key is not the key of tls.crt".into()))
+}
+
+fn stamp(t: SystemTime) -> String {
+    k8s_openapi::jiff::Timestamp::try_from(t).map_or_else(|_| format!("{t:?}"), |t| t.to_string())
+}
+
 /// A self-signed serving certificate for a webhook Service
 /// (`<service>.<namespace>.svc`), which is also its CA bundle.
 pub fn webhook_serving(
@@ -428,6 +507,54 @@ mod tests {
             verify_signed_by(&pair.cert_pem, &foreign.cert_pem),
             Err(IdentityError::Chain(_))
         ));
+    }
+
+    #[test]
+    fn a_declared_anchor_must_be_a_current_signing_ca_with_its_own_key() {
+        let now = SystemTime::now();
+        let check =
+            |pair: &TlsPair, at| check_anchor(pair, "linkerd", "cluster.local", 70, at).map(|_| ());
+        let why = |pair: &TlsPair, at| match check(pair, at) {
+            Err(IdentityError::UnusableAnchor(why)) => why,
+            other => panic!("expected a rejection, got {other:?}"),
+        };
+        let good = trust_anchor("cluster.local", 100 * DAY, now).unwrap();
+        check(&good, now).unwrap();
+
+        let other = trust_anchor("cluster.local", 100 * DAY, now).unwrap();
+        let swapped = TlsPair {
+            cert_pem: good.cert_pem.clone(),
+            key_pem: other.key_pem.clone(),
+        };
+        assert!(why(&swapped, now).contains("not the key of tls.crt"));
+
+        let two = TlsPair {
+            cert_pem: format!("{}{}", good.cert_pem, other.cert_pem),
+            key_pem: good.key_pem.clone(),
+        };
+        assert!(why(&two, now).contains("one certificate, it holds 2"));
+
+        let leaf = webhook_serving("web", "apps", 100 * DAY, now).unwrap();
+        assert!(why(&leaf, now).contains("not a CA"));
+
+        assert!(why(&good, now + 71 * DAY).contains("past 70% of its lifetime"));
+        assert!(why(&good, now - DAY).contains("not valid before"));
+
+        let p384 = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P384_SHA384).unwrap();
+        let cert = ca_params("root.linkerd.cluster.local", None, now, DAY)
+            .self_signed(&p384)
+            .unwrap();
+        let p384 = TlsPair {
+            cert_pem: cert.pem(),
+            key_pem: p384.serialize_pem(),
+        };
+        assert!(why(&p384, now).contains("ECDSA P-256 or RSA"));
+
+        let garbage = TlsPair {
+            cert_pem: good.cert_pem.clone(),
+            key_pem: "not a key".into(),
+        };
+        assert!(why(&garbage, now).contains("tls.key is not a readable private key"));
     }
 
     #[test]

@@ -52,7 +52,7 @@ impl Anchors {
     }
 
     /// The phase these anchors belong to, when a rotation is under way.
-    fn stage(&self) -> Option<RotationPhase> {
+    pub fn stage(&self) -> Option<RotationPhase> {
         if self.next.is_some() {
             Some(RotationPhase::AddAnchor)
         } else if self.previous.is_some() {
@@ -88,6 +88,8 @@ pub enum Trigger {
     Scheduled,
     /// The `keelson.dev/rotate-trust-anchor` annotation has a new value.
     Requested,
+    /// An anchor was declared in Secret `keelson-identity-next-trust-anchor`.
+    Declared,
 }
 
 impl Trigger {
@@ -95,6 +97,7 @@ impl Trigger {
         match self {
             Trigger::Scheduled => "Scheduled",
             Trigger::Requested => "Requested",
+            Trigger::Declared => "Declared",
         }
     }
 }

@@ -249,7 +249,7 @@ fn plan(req: &Request<'_>) -> Result<json_patch::Patch, SkipReason> {
         .unwrap_or_default();
     let mut labels = BTreeMap::new();
     labels.insert(
-        "linkerd.io/control-plane-ns".to_owned(),
+        crate::render::proxy::CONTROL_PLANE_NS.to_owned(),
         v.control_plane_ns.clone(),
     );
     if let Some(owner) = &req.owner {

@@ -223,7 +223,7 @@ fn labels(cp_name: &str, namespace: &str, component: Option<&str>) -> Map<String
     if let Some(c) = component {
         labels.insert("linkerd.io/control-plane-component".into(), c.into());
     }
-    labels.insert("linkerd.io/control-plane-ns".into(), namespace.into());
+    labels.insert(proxy::CONTROL_PLANE_NS.into(), namespace.into());
     labels.insert(CONTROL_PLANE_LABEL.into(), cp_name.into());
     labels
 }

@@ -839,6 +839,9 @@ pub fn created_by() -> String {
 /// Annotation the injector gives a pod: the digest of the trust bundle its
 /// proxy was given.
 pub const TRUST_ROOT_SHA256: &str = "linkerd.io/trust-root-sha256";
+/// Label on every meshed pod (and the control plane's own) naming the
+/// namespace of the control plane it belongs to.
+pub const CONTROL_PLANE_NS: &str = "linkerd.io/control-plane-ns";
 
 /// SHA-256 (hex) of the trust bundle exactly as proxies get it, the value of
 /// `linkerd.io/trust-root-sha256`.
