@@ -1,20 +1,25 @@
 //! Faults in the cluster itself: the API server, then etcd, restarted in
 //! place while a ControlPlane is being installed (in its first reconcile,
-//! and held at a health gate). The install converges and nothing the
-//! operator had written is lost or replaced (the generated trust anchor
-//! above all: a new one would break every meshed proxy).
+//! and held at a health gate), and the API server restarted in the middle of
+//! a DataPlane wave. The install converges and nothing the operator had
+//! written is lost or replaced (the generated trust anchor above all: a new
+//! one would break every meshed proxy); the wave finishes, restarting every
+//! workload once.
 
 mod common;
 
 use anyhow::{Context, ensure};
-use common::{Operator, WAIT, control_plane, set_fault, wait_converged, wait_for};
+use common::{
+    Operator, WAIT, control_plane, data_plane, deployment, dp_status, injected_namespace,
+    set_fault, set_version, wait_converged, wait_for, wait_until, wait_up_to_date, with_dumps,
+};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{ConfigMap, Secret};
-use keelson_crds::ControlPlane;
 use keelson_crds::controlplane::ControlPlanePhase;
+use keelson_crds::{ControlPlane, DataPlane};
 use keelson_e2e::Component;
 use keelson_e2e::shared::{env, install_keelson_crds};
-use kube::api::PostParams;
+use kube::api::{ListParams, PostParams};
 use kube::{Api, Client};
 use serde_json::json;
 use std::time::Duration;
@@ -142,4 +147,74 @@ async fn an_install_converges_across_an_apiserver_restart() {
 #[tokio::test]
 async fn an_install_converges_across_an_etcd_restart() {
     install_across_a_restart(Component::Etcd, During::HeldAtGate, "etcd").await;
+}
+
+/// A DataPlane wave restarting one workload at a time, with the API server
+/// restarted once some workloads are done and others not: the wave resumes
+/// from status and finishes, every workload restarted exactly once (one more
+/// Deployment generation: a repeated restart would be a second one) and no
+/// workload reported failed.
+#[tokio::test]
+async fn a_data_plane_wave_finishes_across_an_apiserver_restart() {
+    const OLD: &str = "edge-25.4.4";
+    const NEW: &str = "edge-25.10.7";
+    const WORKLOADS: i32 = 6;
+    const WAVE_WAIT: Duration = Duration::from_secs(600);
+    let _serial = common::SERIAL.lock().await;
+    env()
+        .in_namespace("wavefault", |client, ns| async move {
+            let (_operator, cps) = common::installed(&client, &ns, OLD).await?;
+            let app = format!("{ns}-app");
+            with_dumps(&client, std::slice::from_ref(&app), async {
+                injected_namespace(&client, &app).await?;
+                let deployments: Api<Deployment> = Api::namespaced(client.clone(), &app);
+                for i in 0..WORKLOADS {
+                    let d = deployment(&format!("web-{i}"), &ns, 1, "example.com/web:1", i % 2 == 0)?;
+                    deployments.create(&PostParams::default(), &d).await?;
+                }
+                let dps: Api<DataPlane> = Api::namespaced(client.clone(), &app);
+                let dp = data_plane(
+                    "apps",
+                    json!({"controlPlane": ns, "rollout":
+                        {"batchSize": 1, "maxUnavailable": 1, "interval": "2s"}}),
+                )?;
+                dps.create(&PostParams::default(), &dp).await?;
+                wait_up_to_date(&dps, "apps", WORKLOADS, OLD, WAVE_WAIT).await?;
+                let generations = |list: Vec<Deployment>| {
+                    list.into_iter()
+                        .map(|d| (d.metadata.name.unwrap_or_default(), d.metadata.generation.unwrap_or_default()))
+                        .collect::<std::collections::BTreeMap<_, _>>()
+                };
+                let before = generations(deployments.list(&ListParams::default()).await?.items);
+
+                set_version(&cps, &ns, NEW).await?;
+                let mid = wait_until("the wave to be half-way", WAVE_WAIT, || async {
+                    let s = dp_status(&dps.get("apps").await?);
+                    let half_way = s.target_proxy_version.as_deref() == Some(NEW)
+                        && s.up_to_date >= 1
+                        && s.up_to_date < WORKLOADS - 1;
+                    anyhow::Ok(half_way.then_some(s))
+                })
+                .await?;
+                eprintln!("restarting the API server with {} of {WORKLOADS} workloads up to date", mid.up_to_date);
+                env().restart(Component::ApiServer).await?;
+
+                let done = wait_up_to_date(&dps, "apps", WORKLOADS, NEW, WAVE_WAIT).await?;
+                let s = dp_status(&done);
+                ensure!(s.failed == 0 && s.restarting == 0 && s.lagging.is_empty(), "{s:#?}");
+                let after = generations(deployments.list(&ListParams::default()).await?.items);
+                for (name, generation) in &before {
+                    ensure!(
+                        after.get(name) == Some(&(generation + 1)),
+                        "{name} went from generation {generation} to {:?}: not restarted exactly once",
+                        after.get(name)
+                    );
+                }
+                Ok(())
+            })
+            .await?;
+            common::delete_control_plane(&cps, &ns).await?;
+            Ok(())
+        })
+        .await;
 }
