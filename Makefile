@@ -9,7 +9,7 @@ CLUSTER_DIR := $(CURDIR)/.keelson/cluster
 KUBECONFIG_DEMO := $(CLUSTER_DIR)/kubeconfig
 KUBECTL := kubectl --kubeconfig $(KUBECONFIG_DEMO)
 
-.PHONY: help test unit e2e bench lint fmt crds golden manifests kubernetes kubectl build \
+.PHONY: help test unit e2e bench bench-webhook bench-dataplane lint fmt crds golden manifests kubernetes kubectl build \
 	cluster cluster-down demo demo-down clean
 
 help:
@@ -45,10 +45,15 @@ e2e: kubernetes
 	$(CARGO) test -p keelson-e2e --locked --test '*' -- --test-threads 4
 
 # Benchmarks print their figures; nothing asserts on time.
-bench:
+bench: bench-webhook bench-dataplane
+
+bench-webhook:
 	@echo "==> admission webhook over TLS: injection against a no-op handler"
 	$(CARGO) bench -p keelson-e2e --locked --bench webhook
-	@echo "==> DataPlane wave on the test cluster: 2,000 pods, operator peak RSS and wave duration"
+
+# BENCH_DEPLOYMENTS=500 BENCH_NODES=8 for the 5,000-pod scale run.
+bench-dataplane: kubernetes
+	@echo "==> DataPlane wave on the test cluster: operator RSS, CPU, API requests, upgrade and wave time"
 	$(CARGO) bench -p keelson-e2e --locked --bench dataplane
 
 fmt:

@@ -5,8 +5,13 @@
 //! creates Deployments in injected namespaces (200 x 10 pods by default, one
 //! DataPlane per namespace), then upgrades the ControlPlane and times the
 //! wave that moves every pod to the new proxy. Prints the operator's peak
-//! RSS (VmHWM, over its whole life: injecting every pod, then the wave) and
-//! the wave's duration.
+//! RSS (VmHWM, over its whole life: injecting every pod, then the wave), the
+//! time the upgrade and the wave took, the operator's CPU time over them,
+//! and the API requests it sent per reconcile (its own
+//! `keelson_api_requests_total` and `keelson_reconciles_total`).
+//!
+//! The issue's scale run, 5,000 pods in 500 Deployments:
+//! `BENCH_DEPLOYMENTS=500 BENCH_NODES=8 make bench-dataplane`.
 //!
 //! Settings: `BENCH_NAMESPACES` (10), `BENCH_DEPLOYMENTS` (200),
 //! `BENCH_REPLICAS` (10), `BENCH_NODES` (4), `BENCH_BATCH_SIZE` (10),
@@ -135,6 +140,7 @@ async fn bench() -> anyhow::Result<()> {
     .context("the pods were not injected at the installed release")?;
     let ready_after = created.elapsed();
     let before = operator.memory()?;
+    let (cpu_before, counts_before) = (operator.cpu_seconds()?, operator.counts()?);
 
     eprintln!("==> upgrading the ControlPlane to {NEW}");
     let upgrade = Instant::now();
@@ -152,6 +158,8 @@ async fn bench() -> anyhow::Result<()> {
     let wave_took = wave.elapsed();
     let upgrade_took = upgrade.elapsed();
     let after = operator.memory()?;
+    let cpu = operator.cpu_seconds()? - cpu_before;
+    let counts = operator.counts()?.since(&counts_before);
     operator.stop();
 
     println!(
@@ -177,7 +185,80 @@ async fn bench() -> anyhow::Result<()> {
         mib(after.rss_kib),
         mib(after.peak_kib)
     );
+    println!(
+        "  operator CPU over the upgrade and the wave: {cpu:.1} s ({:.0}% of one core)",
+        100.0 * cpu / upgrade_took.as_secs_f64()
+    );
+    let requests: f64 = counts.requests.values().sum();
+    let reconciles: f64 = counts.reconciles.values().sum();
+    let by_verb: Vec<String> = counts
+        .requests
+        .iter()
+        .map(|(verb, n)| format!("{verb} {n}"))
+        .collect();
+    let by_controller: Vec<String> = counts
+        .reconciles
+        .iter()
+        .map(|(controller, n)| format!("{controller} {n}"))
+        .collect();
+    println!(
+        "  API requests over the upgrade and the wave: {requests} ({}); reconciles {reconciles} ({}); {:.2} requests per reconcile",
+        by_verb.join(", "),
+        by_controller.join(", "),
+        requests / reconciles.max(1.0)
+    );
     Ok(())
+}
+
+/// Counters read off the operator's `/metrics`, summed by one label.
+#[derive(Default)]
+struct Counts {
+    /// `keelson_api_requests_total` by verb.
+    requests: std::collections::BTreeMap<String, f64>,
+    /// `keelson_reconciles_total` by controller.
+    reconciles: std::collections::BTreeMap<String, f64>,
+}
+
+impl Counts {
+    fn parse(text: &str) -> Self {
+        let mut counts = Self::default();
+        for line in text.lines() {
+            let Some((series, value)) = line.rsplit_once(' ') else {
+                continue;
+            };
+            let Ok(value) = value.parse::<f64>() else {
+                continue;
+            };
+            let label = |name: &str| {
+                let start = series.find(&format!("{name}=\""))? + name.len() + 2;
+                let end = series[start..].find('"')? + start;
+                Some(series[start..end].to_owned())
+            };
+            let into = if series.starts_with("keelson_api_requests_total{") {
+                label("verb").map(|l| (&mut counts.requests, l))
+            } else if series.starts_with("keelson_reconciles_total{") {
+                label("controller").map(|l| (&mut counts.reconciles, l))
+            } else {
+                None
+            };
+            if let Some((map, key)) = into {
+                *map.entry(key).or_default() += value;
+            }
+        }
+        counts
+    }
+
+    fn since(mut self, before: &Self) -> Self {
+        for (map, old) in [
+            (&mut self.requests, &before.requests),
+            (&mut self.reconciles, &before.reconciles),
+        ] {
+            for (key, n) in map.iter_mut() {
+                *n -= old.get(key).copied().unwrap_or_default();
+            }
+        }
+        self
+    }
 }
 
 fn mib(kib: u64) -> f64 {
@@ -273,6 +354,7 @@ fn build_operator() -> anyhow::Result<PathBuf> {
 struct OperatorProcess {
     child: Child,
     webhook_url: String,
+    admin: std::net::SocketAddr,
 }
 
 struct Memory {
@@ -311,12 +393,43 @@ impl OperatorProcess {
             .stdout(out)
             .spawn()
             .context("starting keelson run")?;
-        Ok(Self { child, webhook_url })
+        Ok(Self {
+            child,
+            webhook_url,
+            admin: ([127, 0, 0, 1], admin).into(),
+        })
     }
 
     /// setpriv execs the operator, so the child is the operator itself.
     fn pid(&self) -> u32 {
         self.child.id()
+    }
+
+    /// User and system CPU time the operator has used, in seconds.
+    fn cpu_seconds(&self) -> anyhow::Result<f64> {
+        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.pid()))?;
+        // Fields after the command name, which ends at the last ')'.
+        let fields: Vec<&str> = stat
+            .rsplit_once(')')
+            .context("unreadable /proc/pid/stat")?
+            .1
+            .split_whitespace()
+            .collect();
+        let ticks = |i: usize| -> anyhow::Result<f64> {
+            Ok(fields.get(i).context("short /proc/pid/stat")?.parse()?)
+        };
+        // utime and stime (fields 14 and 15), in clock ticks of 1/100 s on Linux.
+        Ok((ticks(11)? + ticks(12)?) / 100.0)
+    }
+
+    /// The operator's request and reconcile counters, from its admin server.
+    fn counts(&self) -> anyhow::Result<Counts> {
+        use std::io::{Read, Write};
+        let mut stream = std::net::TcpStream::connect(self.admin)?;
+        stream.write_all(b"GET /metrics HTTP/1.0\r\nHost: keelson\r\n\r\n")?;
+        let mut text = String::new();
+        stream.read_to_string(&mut text)?;
+        Ok(Counts::parse(&text))
     }
 
     fn memory(&mut self) -> anyhow::Result<Memory> {

@@ -77,6 +77,13 @@ pub struct WorkloadStateLabels {
     pub state: &'static str,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ApiRequestLabels {
+    /// `get` (reads and lists), `watch`, `create`, `update`, `patch` or
+    /// `delete`.
+    pub verb: &'static str,
+}
+
 /// Every metric Keelson exports.
 pub struct Metrics {
     registry: Registry,
@@ -90,6 +97,7 @@ pub struct Metrics {
     dataplane_wave: Family<DataPlaneLabels, Gauge>,
     /// 1 while this replica holds the leader Lease and runs the reconcilers.
     pub leader: Gauge,
+    api_requests: Family<ApiRequestLabels, Counter>,
     /// Expiry times; the gauge is computed from them at every scrape so it
     /// never goes stale between certificate changes.
     not_after: Mutex<BTreeMap<String, SystemTime>>,
@@ -158,8 +166,15 @@ impl Default for Metrics {
             "1 while this replica holds the leader Lease and runs the reconcilers",
             leader.clone(),
         );
+        let api_requests = Family::<ApiRequestLabels, Counter>::default();
+        registry.register(
+            "api_requests",
+            "Requests sent to the Kubernetes API server, by verb",
+            api_requests.clone(),
+        );
         Self {
             registry,
+            api_requests,
             dataplane_workloads,
             dataplane_wave,
             reconciles,
@@ -171,6 +186,64 @@ impl Default for Metrics {
             leader,
             not_after: Mutex::default(),
         }
+    }
+}
+
+/// A client that counts every request it sends in `keelson_api_requests`:
+/// what a reconcile costs the API server, measured where it is spent.
+pub fn counting(client: kube::Client, metrics: &Arc<Metrics>) -> kube::Client {
+    let namespace = client.default_namespace().to_owned();
+    let counted = Counted {
+        client,
+        requests: metrics.api_requests.clone(),
+    };
+    kube::Client::new(counted, namespace)
+}
+
+#[derive(Clone)]
+struct Counted {
+    client: kube::Client,
+    requests: Family<ApiRequestLabels, Counter>,
+}
+
+impl tower_service::Service<Request<kube::client::Body>> for Counted {
+    type Response = Response<kube::client::Body>;
+    type Error = kube::Error;
+    type Future = futures::future::BoxFuture<'static, Result<Self::Response, Self::Error>>;
+
+    fn poll_ready(
+        &mut self,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), Self::Error>> {
+        // The wrapped client queues requests itself.
+        std::task::Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, request: Request<kube::client::Body>) -> Self::Future {
+        let verb = verb(request.method(), request.uri().query());
+        self.requests
+            .get_or_create(&ApiRequestLabels { verb })
+            .inc();
+        let client = self.client.clone();
+        Box::pin(async move { client.send(request).await })
+    }
+}
+
+fn verb(method: &Method, query: Option<&str>) -> &'static str {
+    let watch = || {
+        query
+            .unwrap_or_default()
+            .split('&')
+            .any(|p| p == "watch=true" || p == "watch=1")
+    };
+    match *method {
+        Method::GET if watch() => "watch",
+        Method::GET => "get",
+        Method::POST => "create",
+        Method::PUT => "update",
+        Method::PATCH => "patch",
+        Method::DELETE => "delete",
+        _ => "other",
     }
 }
 
@@ -326,6 +399,65 @@ fn admin<B>(req: &Request<B>, metrics: &Metrics) -> Response<Full<Bytes>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// An API server that answers every request 404 Not Found.
+    #[derive(Clone)]
+    struct NotFound;
+
+    impl tower_service::Service<Request<kube::client::Body>> for NotFound {
+        type Response = Response<Full<Bytes>>;
+        type Error = Infallible;
+        type Future = std::future::Ready<Result<Self::Response, Infallible>>;
+
+        fn poll_ready(
+            &mut self,
+            _: &mut std::task::Context<'_>,
+        ) -> std::task::Poll<Result<(), Infallible>> {
+            std::task::Poll::Ready(Ok(()))
+        }
+
+        fn call(&mut self, _: Request<kube::client::Body>) -> Self::Future {
+            let status = r#"{"kind":"Status","apiVersion":"v1","status":"Failure","reason":"NotFound","code":404}"#;
+            let response = Response::builder()
+                .status(StatusCode::NOT_FOUND)
+                .header(header::CONTENT_TYPE, "application/json")
+                .body(Full::new(Bytes::from_static(status.as_bytes())))
+                .unwrap();
+            std::future::ready(Ok(response))
+        }
+    }
+
+    #[tokio::test]
+    async fn a_counting_client_counts_every_request_by_verb() {
+        use k8s_openapi::api::core::v1::ConfigMap;
+        let metrics = Arc::new(Metrics::default());
+        let client = counting(kube::Client::new(NotFound, "default"), &metrics);
+        let api: kube::Api<ConfigMap> = kube::Api::namespaced(client, "apps");
+        for _ in 0..3 {
+            assert!(api.get_opt("settings").await.unwrap().is_none());
+        }
+        assert!(api.delete("settings", &Default::default()).await.is_err());
+        let text = metrics.encode();
+        for line in [
+            r#"keelson_api_requests_total{verb="get"} 3"#,
+            r#"keelson_api_requests_total{verb="delete"} 1"#,
+        ] {
+            assert!(text.contains(line), "{line} missing from:\n{text}");
+        }
+    }
+
+    #[test]
+    fn verbs_are_named_as_kubernetes_names_them() {
+        assert_eq!(
+            verb(&Method::GET, Some("watch=true&resourceVersion=5")),
+            "watch"
+        );
+        assert_eq!(verb(&Method::GET, Some("labelSelector=a")), "get");
+        assert_eq!(verb(&Method::GET, None), "get");
+        assert_eq!(verb(&Method::PATCH, Some("fieldManager=keelson")), "patch");
+        assert_eq!(verb(&Method::PUT, None), "update");
+        assert_eq!(verb(&Method::POST, None), "create");
+    }
 
     #[test]
     fn metrics_encode_with_their_labels() {

@@ -52,6 +52,7 @@ pub async fn run(
     election.validate()?;
     let kubernetes = kubernetes_version(&client).await?;
     let metrics = Arc::new(Metrics::default());
+    let client = metrics::counting(client, &metrics);
     // A reconciler that stops by itself stops the whole replica.
     let (failed, stopped) = tokio::sync::oneshot::channel::<()>();
     let shutdown = futures::future::select(Box::pin(shutdown), stopped)
