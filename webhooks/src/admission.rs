@@ -11,8 +11,73 @@ use http::{Method, Request, Response, StatusCode, header};
 use kube::Resource;
 use kube::core::DynamicObject;
 use kube::core::admission::{AdmissionRequest, AdmissionResponse, AdmissionReview};
+use serde::Serialize;
 use serde::de::DeserializeOwned;
+use serde_json::value::RawValue;
 use std::future::Future;
+use std::sync::Arc;
+
+/// A JSON patch encoded as the review's `patch` field: the base64 JSON
+/// string the API server reads. Encoded once, it is written into every
+/// answer that carries it as it is, so a patch remembered across reviews
+/// (the pods of one rollout) costs no encoding per review.
+#[derive(Clone, Debug)]
+pub struct EncodedPatch(Arc<RawValue>);
+
+impl EncodedPatch {
+    /// Encodes a serialized JSON patch.
+    pub fn new(patch_json: &[u8]) -> Self {
+        // kube-core writes `[]byte` as an array of numbers; the API documents
+        // a base64 string (what Go encodes it to), four times smaller.
+        let literal = serde_json::to_string(&k8s_openapi::ByteString(patch_json.to_vec()))
+            .expect("a byte string always encodes");
+        let raw = RawValue::from_string(literal).expect("a JSON string literal is valid JSON");
+        Self(Arc::from(raw))
+    }
+
+    /// The patch as JSON again.
+    pub fn decode(&self) -> Vec<u8> {
+        serde_json::from_str::<k8s_openapi::ByteString>(self.0.get())
+            .expect("encoded by new")
+            .0
+    }
+}
+
+impl PartialEq for EncodedPatch {
+    fn eq(&self, other: &Self) -> bool {
+        self.0.get() == other.0.get()
+    }
+}
+
+/// An answer to a review: kube's response, and its patch, encoded.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Answer {
+    /// The response; its own `patch` is unset (the patch is below).
+    pub response: AdmissionResponse,
+    pub patch: Option<EncodedPatch>,
+}
+
+impl Answer {
+    /// Admits with `patch`, a JSON patch for the object under review.
+    pub fn patched(response: AdmissionResponse, patch: EncodedPatch) -> Self {
+        // `with_patch` is the only way to set the patch type.
+        let mut response = response
+            .with_patch(json_patch::Patch(Vec::new()))
+            .expect("an empty patch always encodes");
+        response.patch = None;
+        Self {
+            response,
+            patch: Some(patch),
+        }
+    }
+}
+
+impl From<AdmissionResponse> for Answer {
+    fn from(mut response: AdmissionResponse) -> Self {
+        let patch = response.patch.take().map(|p| EncodedPatch::new(&p));
+        Self { response, patch }
+    }
+}
 
 /// Decodes `request` as an `AdmissionReview` of `K`, answers it with
 /// `admit` and encodes the response as the review the API server expects
@@ -22,11 +87,12 @@ use std::future::Future;
 /// with the decoding error, under its `uid`, so the caller sees why; the
 /// typed decode comes first because handlers on the hot path (injection)
 /// should not pay for decoding twice.
-pub async fn review<K, F, Fut>(request: Request<Bytes>, admit: F) -> Response<Bytes>
+pub async fn review<K, F, Fut, A>(request: Request<Bytes>, admit: F) -> Response<Bytes>
 where
     K: Resource + DeserializeOwned,
     F: FnOnce(AdmissionRequest<K>) -> Fut,
-    Fut: Future<Output = AdmissionResponse>,
+    Fut: Future<Output = A>,
+    A: Into<Answer>,
 {
     if request.method() != Method::POST {
         return plain(
@@ -36,7 +102,7 @@ where
     }
     let answer = match serde_json::from_slice::<AdmissionReview<K>>(request.body()) {
         Ok(review) => match review.try_into() {
-            Ok(admission) => admit(admission).await,
+            Ok(admission) => admit(admission).await.into(),
             Err(_) => {
                 return plain(
                     StatusCode::BAD_REQUEST,
@@ -49,10 +115,12 @@ where
             let admission: Option<AdmissionRequest<DynamicObject>> =
                 envelope.ok().and_then(|r| r.try_into().ok());
             match admission {
-                Some(admission) => AdmissionResponse::from(&admission).deny(format!(
-                    "the {} cannot be read: {typed}",
-                    admission.kind.kind
-                )),
+                Some(admission) => AdmissionResponse::from(&admission)
+                    .deny(format!(
+                        "the {} cannot be read: {typed}",
+                        admission.kind.kind
+                    ))
+                    .into(),
                 None => {
                     return plain(
                         StatusCode::BAD_REQUEST,
@@ -75,16 +143,32 @@ where
     }
 }
 
-/// The review the API server expects back. kube-core writes `patch` as a
-/// JSON array of numbers; the API documents a base64 string (what Go's
-/// `[]byte` encodes to), four times smaller, so it is written as one.
-fn encode(mut answer: AdmissionResponse) -> serde_json::Result<Vec<u8>> {
-    let patch = answer.patch.take();
-    let mut review = serde_json::to_value(answer.into_review())?;
-    if let (Some(patch), Some(response)) = (patch, review.get_mut("response")) {
-        response["patch"] = serde_json::to_value(k8s_openapi::ByteString(patch))?;
+/// The review the API server expects back, in the request's API version,
+/// written in one pass.
+fn encode(answer: Answer) -> serde_json::Result<Vec<u8>> {
+    #[derive(Serialize)]
+    struct Review<'a> {
+        #[serde(rename = "apiVersion")]
+        api_version: &'a str,
+        kind: &'a str,
+        response: Out<'a>,
     }
-    serde_json::to_vec(&review)
+    #[derive(Serialize)]
+    struct Out<'a> {
+        #[serde(flatten)]
+        response: &'a AdmissionResponse,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        patch: Option<&'a RawValue>,
+    }
+    let types = &answer.response.types;
+    serde_json::to_vec(&Review {
+        api_version: &types.api_version,
+        kind: &types.kind,
+        response: Out {
+            response: &answer.response,
+            patch: answer.patch.as_ref().map(|p| &*p.0),
+        },
+    })
 }
 
 fn plain(status: StatusCode, message: &str) -> Response<Bytes> {
@@ -128,10 +212,13 @@ mod tests {
     #[tokio::test]
     async fn answers_with_the_request_uid_and_review_version() {
         let pod = json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "web"}});
-        let response = review::<DynamicObject, _, _>(post(review_of(pod)), |req| async move {
-            assert_eq!(req.namespace.as_deref(), Some("apps"));
-            AdmissionResponse::from(&req).deny("spec.version: no such release")
-        })
+        let response = review::<DynamicObject, _, _, AdmissionResponse>(
+            post(review_of(pod)),
+            |req| async move {
+                assert_eq!(req.namespace.as_deref(), Some("apps"));
+                AdmissionResponse::from(&req).deny("spec.version: no such release")
+            },
+        )
         .await;
         assert_eq!(response.status(), StatusCode::OK);
         let body = body_json(response).await;
@@ -153,9 +240,10 @@ mod tests {
         )
         .unwrap();
         let expected = serde_json::to_vec(&ops).unwrap();
-        let response = review::<DynamicObject, _, _>(post(review_of(pod)), |req| async move {
-            AdmissionResponse::from(&req).with_patch(ops).unwrap()
-        })
+        let response = review::<DynamicObject, _, _, AdmissionResponse>(
+            post(review_of(pod)),
+            |req| async move { AdmissionResponse::from(&req).with_patch(ops).unwrap() },
+        )
         .await;
         let body = body_json(response).await;
         let encoded = body["response"]["patch"].as_str().expect("a base64 string");
@@ -172,10 +260,11 @@ mod tests {
             b"{}",
             br#"{"apiVersion":"admission.k8s.io/v1","kind":"AdmissionReview","request":{"uid":7}}"#,
         ] {
-            let response = review::<DynamicObject, _, _>(post(body.to_vec()), |_| async {
-                panic!("the handler must not see a malformed review")
-            })
-            .await;
+            let response =
+                review::<DynamicObject, _, _, AdmissionResponse>(post(body.to_vec()), |_| async {
+                    panic!("the handler must not see a malformed review")
+                })
+                .await;
             assert_eq!(
                 response.status(),
                 StatusCode::BAD_REQUEST,
@@ -190,7 +279,7 @@ mod tests {
         use k8s_openapi::api::core::v1::Pod;
         let pod = json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "web"},
             "spec": {"containers": "not a list"}});
-        let response = review::<Pod, _, _>(post(review_of(pod)), |_| async {
+        let response = review::<Pod, _, _, AdmissionResponse>(post(review_of(pod)), |_| async {
             panic!("the handler must not see an unreadable pod")
         })
         .await;
@@ -205,7 +294,9 @@ mod tests {
     #[tokio::test]
     async fn only_post_is_answered() {
         let request = Request::get("/validate").body(Bytes::new()).unwrap();
-        let response = review::<DynamicObject, _, _>(request, |_| async { unreachable!() }).await;
+        let response =
+            review::<DynamicObject, _, _, AdmissionResponse>(request, |_| async { unreachable!() })
+                .await;
         assert_eq!(response.status(), StatusCode::METHOD_NOT_ALLOWED);
     }
 }

@@ -12,6 +12,7 @@ use k8s_openapi::api::core::v1::{ConfigMap, Namespace, ObjectReference, Pod};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
 use keelson_crds::dataplane::VersionPolicy;
 use keelson_crds::{ControlPlane, DataPlane};
+use keelson_webhooks::admission::Answer;
 use kube::core::admission::{AdmissionRequest, AdmissionResponse, Operation};
 use kube::core::{PartialObjectMeta, Selector, SelectorExt};
 use kube::runtime::events::EventType;
@@ -49,21 +50,21 @@ pub struct Injector {
 }
 
 impl Injector {
-    pub async fn admit(&self, req: &AdmissionRequest<Pod>) -> AdmissionResponse {
+    pub async fn admit(&self, req: &AdmissionRequest<Pod>) -> Answer {
         let allow = AdmissionResponse::from(req);
         if req.operation != Operation::Create
             || req.kind.kind != "Pod"
             || !req.kind.group.is_empty()
         {
-            return allow;
+            return allow.into();
         }
         let Some(submitted) = &req.object else {
-            return allow.deny("the request carries no pod");
+            return allow.deny("the request carries no pod").into();
         };
         // The API server always sends a name or generateName; a patch for a
         // pod without metadata could not be applied to what was sent.
         if submitted.metadata == ObjectMeta::default() {
-            return allow.deny("the pod has no metadata");
+            return allow.deny("the pod has no metadata").into();
         }
         // Pods created through a controller have no namespace in the body
         // yet; the request names it.
@@ -76,14 +77,14 @@ impl Injector {
         pod.metadata.namespace = Some(namespace.clone());
 
         let Some(cp) = self.control_plane(&namespace) else {
-            return allow;
+            return allow.into();
         };
         if namespace == "kube-system"
             || namespace == cp.spec.namespace
             || namespace == self.keelson_namespace
             || cp.metadata.deletion_timestamp.is_some()
         {
-            return allow;
+            return allow.into();
         }
         let owner = self.owner(&pod, &namespace).await;
         let release = match self.release(&cp, &namespace, &pod) {
@@ -96,7 +97,7 @@ impl Injector {
                     "InjectionSkipped",
                     message,
                 );
-                return allow;
+                return allow.into();
             }
         };
         let Some(anchors) = self.trust_anchors(&cp) else {
@@ -113,7 +114,7 @@ impl Injector {
                     cp.spec.namespace
                 ),
             );
-            return allow;
+            return allow.into();
         };
         let ns_meta = self
             .caches
@@ -139,7 +140,9 @@ impl Injector {
             }),
         });
         match decision {
-            Err(e) => allow.deny(format!("encoding the injection patch: {e}")),
+            Err(e) => allow
+                .deny(format!("encoding the injection patch: {e}"))
+                .into(),
             Ok(Remembered::Patch(patch)) => {
                 self.notify(
                     owner.as_ref(),
@@ -148,15 +151,7 @@ impl Injector {
                     "Injected",
                     format!("Linkerd sidecar proxy {} injected", release.version),
                 );
-                // `with_patch` is the only way to set the patch type; the
-                // patch itself is already encoded.
-                match allow.clone().with_patch(json_patch::Patch(Vec::new())) {
-                    Ok(mut patched) => {
-                        patched.patch = Some(patch.as_ref().clone());
-                        patched
-                    }
-                    Err(e) => allow.deny(format!("encoding the injection patch: {e}")),
-                }
+                Answer::patched(allow, patch)
             }
             Ok(Remembered::Skip(reason)) => {
                 if reason != inject::SkipReason::NotEnabled {
@@ -168,7 +163,7 @@ impl Injector {
                         format!("Linkerd sidecar proxy injection skipped: {reason}"),
                     );
                 }
-                allow
+                allow.into()
             }
         }
     }
@@ -454,8 +449,8 @@ mod tests {
         let response = injector
             .admit(&request("apps", &pod("web-abc", json!({}))))
             .await;
-        assert!(response.allowed);
-        let patch: Value = serde_json::from_slice(response.patch.as_deref().unwrap()).unwrap();
+        assert!(response.response.allowed);
+        let patch: Value = serde_json::from_slice(&response.patch.unwrap().decode()).unwrap();
         let added = patch.to_string();
         assert!(added.contains("linkerd-proxy"), "{added}");
         assert!(
@@ -477,7 +472,7 @@ mod tests {
     #[tokio::test]
     async fn identical_pods_share_a_decision_and_any_difference_makes_a_new_one() {
         let (injector, mut queued) = Fixture::default().injector();
-        let patch_of = |r: AdmissionResponse| r.patch.map(|p| String::from_utf8(p).unwrap());
+        let patch_of = |r: Answer| r.patch.map(|p| String::from_utf8(p.decode()).unwrap());
         let web = pod("web-abc", json!({}));
         let first = patch_of(injector.admit(&request("apps", &web)).await);
         let second = patch_of(injector.admit(&request("apps", &web)).await);
@@ -501,7 +496,7 @@ mod tests {
         disabled.metadata.annotations =
             Some([("linkerd.io/inject".to_owned(), "disabled".to_owned())].into());
         let response = injector.admit(&request("apps", &disabled)).await;
-        assert!(response.allowed && response.patch.is_none());
+        assert!(response.response.allowed && response.patch.is_none());
     }
 
     #[tokio::test]
@@ -514,7 +509,10 @@ mod tests {
                     &pod("x", json!({"linkerd.io/inject": "enabled"})),
                 ))
                 .await;
-            assert!(response.allowed && response.patch.is_none(), "{ns}");
+            assert!(
+                response.response.allowed && response.patch.is_none(),
+                "{ns}"
+            );
         }
     }
 
@@ -528,7 +526,7 @@ mod tests {
         let response = injector
             .admit(&request("apps", &pod("web-abc", json!({}))))
             .await;
-        assert!(response.allowed && response.patch.is_none());
+        assert!(response.response.allowed && response.patch.is_none());
 
         let (injector, mut queued) = Fixture {
             trust_roots: false,
@@ -538,7 +536,7 @@ mod tests {
         let response = injector
             .admit(&request("apps", &pod("web-abc", json!({}))))
             .await;
-        assert!(response.allowed && response.patch.is_none());
+        assert!(response.response.allowed && response.patch.is_none());
         let notice = queued.try_recv().unwrap();
         assert_eq!(notice.reason, "InjectionSkipped");
         assert!(notice.note.contains(TRUST_ROOTS), "{}", notice.note);

@@ -7,9 +7,10 @@
 //! injector would make again.
 
 use crate::inject::{self, Decision, SkipReason};
+use keelson_webhooks::admission::EncodedPatch;
 use std::collections::HashMap;
 use std::hash::{DefaultHasher, Hash, Hasher};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Mutex, PoisonError};
 
 /// Decisions kept; past this the memo starts afresh (rollouts are bursts of
 /// identical pods, so recency is all that matters).
@@ -18,7 +19,7 @@ const CAPACITY: usize = 256;
 /// A decision as the webhook answers it: the encoded patch, or why not.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Remembered {
-    Patch(Arc<Vec<u8>>),
+    Patch(EncodedPatch),
     Skip(SkipReason),
 }
 
@@ -35,7 +36,9 @@ impl Memo {
             return Ok(hit.clone());
         }
         let decided = match inject::inject(req) {
-            Decision::Inject(patch) => Remembered::Patch(Arc::new(serde_json::to_vec(&patch)?)),
+            Decision::Inject(patch) => {
+                Remembered::Patch(EncodedPatch::new(&serde_json::to_vec(&patch)?))
+            }
             Decision::Skip(reason) => Remembered::Skip(reason),
         };
         let mut decisions = self.lock();

@@ -24,7 +24,8 @@ use k8s_openapi::api::admissionregistration::v1::MutatingWebhookConfiguration;
 use k8s_openapi::api::apps::v1::ReplicaSet;
 use k8s_openapi::api::core::v1::{ConfigMap, Namespace};
 use keelson_crds::{ControlPlane, DataPlane};
-use keelson_webhooks::{CertResolver, Handler, Limits, Routes, admission::review};
+use keelson_webhooks::admission::{Answer, review};
+use keelson_webhooks::{CertResolver, Handler, Limits, Routes};
 use kube::api::{Api, DeleteParams};
 use kube::core::DynamicObject;
 use kube::core::admission::{AdmissionRequest, AdmissionResponse, Operation};
@@ -118,8 +119,8 @@ impl Handler for Admission {
                 ("inject", response)
             }
             VALIDATE_PATH => {
-                let response = review::<DynamicObject, _, _>(request, |req| async move {
-                    let answer = self.validate(&req);
+                let response = review::<DynamicObject, _, _, _>(request, |req| async move {
+                    let answer = Answer::from(self.validate(&req));
                     *outcome = decision(&answer);
                     answer
                 })
@@ -149,8 +150,8 @@ impl Handler for Admission {
 }
 
 /// What an answer decided, for the metrics.
-fn decision(answer: &AdmissionResponse) -> &'static str {
-    match (answer.allowed, answer.patch.is_some()) {
+fn decision(answer: &Answer) -> &'static str {
+    match (answer.response.allowed, answer.patch.is_some()) {
         (false, _) => "denied",
         (true, true) => "patched",
         (true, false) => "allowed",
