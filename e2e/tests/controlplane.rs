@@ -128,12 +128,7 @@ async fn a_controlplane_installs_linkerd_and_converges_without_further_writes() 
                 "ca.crt",
             )?;
             let roots: Api<ConfigMap> = Api::namespaced(client.clone(), &ns);
-            let bundle = roots
-                .get("linkerd-identity-trust-roots")
-                .await?
-                .data
-                .and_then(|d| d.get("ca-bundle.crt").cloned())
-                .context("no bundle")?;
+            let bundle = common::trust_bundle(&client, &ns).await?;
             ensure!(
                 bundle == anchor.trim(),
                 "the trust roots are the managed anchor"

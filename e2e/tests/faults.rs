@@ -114,13 +114,7 @@ async fn install_across_a_restart(component: Component, during: During, prefix: 
                 before.is_none_or(|before| before == after),
                 "the trust anchor changed across the restart"
             );
-            let roots: Api<ConfigMap> = Api::namespaced(client.clone(), &ns);
-            let bundle = roots
-                .get("linkerd-identity-trust-roots")
-                .await?
-                .data
-                .and_then(|d| d.get("ca-bundle.crt").cloned())
-                .context("no trust bundle")?;
+            let bundle = common::trust_bundle(&client, &ns).await?;
             ensure!(bundle == after.trim(), "the trust bundle is not the anchor");
             let (holder, _) = common::lease_holder(&client).await?;
             ensure!(

@@ -93,13 +93,7 @@ impl Monitor {
     }
 
     async fn check(&self, client: &Client, cp_ns: &str, app_ns: &str) -> anyhow::Result<()> {
-        let roots: Api<ConfigMap> = Api::namespaced(client.clone(), cp_ns);
-        let bundle = roots
-            .get("linkerd-identity-trust-roots")
-            .await?
-            .data
-            .and_then(|d| d.get("ca-bundle.crt").cloned())
-            .context("no bundle")?;
+        let bundle = common::trust_bundle(client, cp_ns).await?;
         let secrets: Api<Secret> = Api::namespaced(client.clone(), cp_ns);
         let issuer =
             common::secret_text(&secrets.get("linkerd-identity-issuer").await?, "crt.pem")?;
@@ -261,12 +255,7 @@ async fn a_trust_anchor_rotation_survives_operator_kills_in_every_phase() {
                 ensure!(new != old, "the anchor did not change");
                 let keys: BTreeSet<&String> = anchor_secret.data.iter().flat_map(|d| d.keys()).collect();
                 ensure!(keys.len() == 2, "left-over anchors in the Secret: {keys:?}");
-                let bundle = Api::<ConfigMap>::namespaced(client.clone(), &ns)
-                    .get("linkerd-identity-trust-roots")
-                    .await?
-                    .data
-                    .and_then(|d| d.get("ca-bundle.crt").cloned())
-                    .context("no bundle")?;
+                let bundle = common::trust_bundle(&client, &ns).await?;
                 ensure!(bundle == new.trim(), "the bundle is not the new anchor alone");
                 let issuer = common::secret_text(&secrets.get("linkerd-identity-issuer").await?, "crt.pem")?;
                 ensure!(signs(&der_certificates(&new)?[0], &der_certificates(&issuer)?[0]));
@@ -296,14 +285,10 @@ async fn a_trust_anchor_rotation_survives_operator_kills_in_every_phase() {
                     );
                 }
                 // Every phase left an Event.
-                let events = Api::<Event>::namespaced(client.clone(), "default")
-                    .list(&ListParams::default())
-                    .await?;
-                let reasons: BTreeSet<String> = events
-                    .items
+                let reasons: BTreeSet<String> = common::control_plane_events(&client, &ns)
+                    .await?
                     .into_iter()
-                    .filter(|e| e.involved_object.name.as_deref() == Some(ns.as_str()))
-                    .filter_map(|e| e.reason)
+                    .map(|(reason, _)| reason)
                     .collect();
                 for reason in ["RotationStarted", "IssuerSwitched", "AnchorRemoved", "RotationFinished"] {
                     ensure!(reasons.contains(reason), "no {reason} event: {reasons:?}");
@@ -509,12 +494,7 @@ async fn a_declared_trust_anchor_is_checked_then_rotated_to() {
                 common::secret_text(&stored, "ca.key")?.trim() == key.trim(),
                 "the declared key is not stored"
             );
-            let bundle = Api::<ConfigMap>::namespaced(client.clone(), &ns)
-                .get("linkerd-identity-trust-roots")
-                .await?
-                .data
-                .and_then(|d| d.get("ca-bundle.crt").cloned())
-                .context("no bundle")?;
+            let bundle = common::trust_bundle(&client, &ns).await?;
             ensure!(
                 bundle == cert.trim() && bundle != old.trim(),
                 "the bundle is not the declared anchor alone"
@@ -531,15 +511,7 @@ async fn a_declared_trust_anchor_is_checked_then_rotated_to() {
                 "the declared anchor is not shown as adopted"
             );
 
-            let events = Api::<Event>::namespaced(client.clone(), "default")
-                .list(&ListParams::default())
-                .await?;
-            let notes: Vec<(String, String)> = events
-                .items
-                .into_iter()
-                .filter(|e| e.involved_object.name.as_deref() == Some(ns.as_str()))
-                .map(|e| (e.reason.unwrap_or_default(), e.message.unwrap_or_default()))
-                .collect();
+            let notes = common::control_plane_events(&client, &ns).await?;
             ensure!(
                 notes
                     .iter()

@@ -539,3 +539,32 @@ pub fn secret_text(
         })?;
     Ok(String::from_utf8(bytes.0.clone())?)
 }
+
+/// The trust bundle a control plane in `namespace` publishes (its
+/// `linkerd-identity-trust-roots` ConfigMap).
+pub async fn trust_bundle(client: &Client, namespace: &str) -> anyhow::Result<String> {
+    Api::<k8s_openapi::api::core::v1::ConfigMap>::namespaced(client.clone(), namespace)
+        .get("linkerd-identity-trust-roots")
+        .await?
+        .data
+        .and_then(|d| d.get("ca-bundle.crt").cloned())
+        .context("no trust bundle")
+}
+
+/// Reason and message of the Events about ControlPlane `name` (cluster-scoped,
+/// so its Events are in `default`).
+pub async fn control_plane_events(
+    client: &Client,
+    name: &str,
+) -> anyhow::Result<Vec<(String, String)>> {
+    Ok(
+        Api::<k8s_openapi::api::core::v1::Event>::namespaced(client.clone(), "default")
+            .list(&Default::default())
+            .await?
+            .items
+            .into_iter()
+            .filter(|e| e.involved_object.name.as_deref() == Some(name))
+            .map(|e| (e.reason.unwrap_or_default(), e.message.unwrap_or_default()))
+            .collect(),
+    )
+}
