@@ -26,10 +26,6 @@ use std::time::{Duration, Instant, SystemTime};
 
 const NOOP_PATH: &str = "/noop";
 
-// As in the keelson binary.
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 /// The production routes plus a handler that admits everything unread.
 struct Bench {
     admission: Admission,

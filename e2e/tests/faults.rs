@@ -14,7 +14,7 @@ use common::{
     set_fault, set_version, wait_converged, wait_for, wait_until, wait_up_to_date, with_dumps,
 };
 use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::core::v1::{ConfigMap, Secret};
+use k8s_openapi::api::core::v1::Secret;
 use keelson_crds::controlplane::ControlPlanePhase;
 use keelson_crds::{ControlPlane, DataPlane};
 use keelson_e2e::Component;

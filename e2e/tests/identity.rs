@@ -14,7 +14,7 @@ use common::{
     injected_namespace, wait_until, with_dumps,
 };
 use k8s_openapi::ByteString;
-use k8s_openapi::api::core::v1::{ConfigMap, Event, Pod, Secret};
+use k8s_openapi::api::core::v1::{Pod, Secret};
 use keelson_crds::controlplane::{
     DECLARED_TRUST_ANCHOR_SECRET, DeclaredAnchor, DeclaredAnchorState, ROTATE_TRUST_ANCHOR,
     RotationPhase,
