@@ -188,15 +188,7 @@ async fn pods_in_injected_namespaces_get_the_proxy() {
     let _serial = common::SERIAL.lock().await;
     env()
         .in_namespace("inject", |client, ns| async move {
-            install_keelson_crds(&client).await?;
-            let _operator = Operator::start(client.clone());
-            let cps: Api<ControlPlane> = Api::all(client.clone());
-            cps.create(
-                &PostParams::default(),
-                &control_plane(&ns, &ns, "edge-25.4.4", json!({})),
-            )
-            .await?;
-            wait_converged(&cps, &ns, "edge-25.4.4").await?;
+            let (_operator, _cps) = common::installed(&client, &ns, "edge-25.4.4").await?;
             wait_injector(&client, "Ignore").await?;
 
             let meshed = format!("{ns}-meshed");

@@ -6,10 +6,8 @@
 mod common;
 
 use anyhow::ensure;
-use common::{Operator, control_plane, wait_converged};
 use k8s_openapi::api::core::v1::{Namespace, Pod, Secret};
-use keelson_crds::ControlPlane;
-use keelson_e2e::shared::{env, install_keelson_crds};
+use keelson_e2e::shared::env;
 use keelson_operator::check::{Outcome, Report, cluster};
 use keelson_operator::identity;
 use keelson_operator::render::TlsPair;
@@ -44,16 +42,7 @@ async fn check_passes_on_a_converged_mesh_and_names_what_breaks() {
     let _serial = common::SERIAL.lock().await;
     env()
         .in_namespace("check", |client, ns| async move {
-            install_keelson_crds(&client).await?;
-            let operator = Operator::start(client.clone());
-            let cps: Api<ControlPlane> = Api::all(client.clone());
-            cps.create(
-                &PostParams::default(),
-                &control_plane(&ns, &ns, "edge-25.4.4", json!({})),
-            )
-            .await?;
-            wait_converged(&cps, &ns, "edge-25.4.4").await?;
-            operator.webhooks_registered(&client).await?;
+            let (operator, _cps) = common::installed(&client, &ns, "edge-25.4.4").await?;
 
             // A pod meshed by an older proxy (labelled and annotated as the
             // injector would; its namespace is not injected).

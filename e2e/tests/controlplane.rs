@@ -90,13 +90,7 @@ async fn a_controlplane_installs_linkerd_and_converges_without_further_writes() 
             let (operator_client, writes) = env().recording_client();
             let _operator = Operator::start(operator_client);
 
-            let cps: Api<ControlPlane> = Api::all(client.clone());
-            cps.create(
-                &PostParams::default(),
-                &control_plane(&ns, &ns, "edge-25.4.4", json!({})),
-            )
-            .await?;
-            let cp = wait_converged(&cps, &ns, "edge-25.4.4").await?;
+            let (cps, cp) = common::converged(&client, &ns, "edge-25.4.4").await?;
             let status = cp.status.clone().unwrap_or_default();
             ensure!(
                 status.current_version.as_deref() == Some("edge-25.4.4"),
@@ -274,15 +268,7 @@ async fn an_upgrade_survives_an_operator_restart_and_is_recorded() {
     let _serial = common::SERIAL.lock().await;
     env()
         .in_namespace("upg", |client, ns| async move {
-            install_keelson_crds(&client).await?;
-            let first = Operator::start(client.clone());
-            let cps: Api<ControlPlane> = Api::all(client.clone());
-            cps.create(
-                &PostParams::default(),
-                &control_plane(&ns, &ns, "edge-25.4.4", json!({})),
-            )
-            .await?;
-            wait_converged(&cps, &ns, "edge-25.4.4").await?;
+            let (first, cps) = common::installed(&client, &ns, "edge-25.4.4").await?;
 
             // Hold the upgrade at its first gate: 2.19's controller pods crash.
             set_fault(&client, Some("controller:edge-25.10.7")).await?;

@@ -8,14 +8,11 @@ mod common;
 
 use anyhow::{Context, ensure};
 use common::{
-    KEELSON_NAMESPACE, Operator, WAIT, control_plane, free_port, lease_holder, set_fault,
-    set_version, wait_converged, wait_for,
+    KEELSON_NAMESPACE, Operator, WAIT, free_port, lease_holder, set_fault, set_version,
+    wait_converged, wait_for,
 };
-use keelson_crds::ControlPlane;
 use keelson_e2e::shared::{env, install_keelson_crds};
-use kube::api::PostParams;
-use kube::{Api, Client};
-use serde_json::json;
+use kube::Client;
 use std::time::Duration;
 
 /// Waits until one of `candidates` holds the Lease, and returns its index.
@@ -52,13 +49,7 @@ async fn only_the_leader_reconciles_and_a_standby_finishes_its_work() {
             };
             leader.webhooks_registered(&client).await?;
 
-            let cps: Api<ControlPlane> = Api::all(client.clone());
-            cps.create(
-                &PostParams::default(),
-                &control_plane(&ns, &ns, "edge-25.4.4", json!({})),
-            )
-            .await?;
-            wait_converged(&cps, &ns, "edge-25.4.4").await?;
+            let (cps, _) = common::converged(&client, &ns, "edge-25.4.4").await?;
             // The standby kept its caches and served webhooks, but wrote
             // nothing beyond what any replica may write as it starts: the
             // harness's Keelson namespace, the webhook CA Secret (one

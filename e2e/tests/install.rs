@@ -5,12 +5,10 @@
 
 mod common;
 
-use common::{Operator, WAIT, control_plane, wait_converged};
-use keelson_crds::ControlPlane;
+use common::{Operator, WAIT};
 use keelson_e2e::shared::{env, install_keelson_crds};
-use kube::api::{DeleteParams, PostParams};
+use kube::api::DeleteParams;
 use kube::{Api, ResourceExt};
-use serde_json::json;
 
 #[tokio::test]
 async fn the_operator_works_with_only_its_install_rbac() {
@@ -29,13 +27,7 @@ async fn the_operator_works_with_only_its_install_rbac() {
             let operator = Operator::start(operator_client);
             operator.webhooks_registered(&client).await?;
 
-            let cps: Api<ControlPlane> = Api::all(client.clone());
-            cps.create(
-                &PostParams::default(),
-                &control_plane(&ns, &ns, "edge-25.4.4", json!({})),
-            )
-            .await?;
-            let cp = wait_converged(&cps, &ns, "edge-25.4.4").await?;
+            let (cps, cp) = common::converged(&client, &ns, "edge-25.4.4").await?;
             cps.delete(&ns, &DeleteParams::default()).await?;
             tokio::time::timeout(
                 WAIT,

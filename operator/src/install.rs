@@ -63,15 +63,7 @@ pub fn objects(i: &Install<'_>) -> Vec<Value> {
         i.meta(NAME, false),
         json!({"rules": rules()}),
     ));
-    out.push(object(
-        "rbac.authorization.k8s.io/v1",
-        "ClusterRoleBinding",
-        i.meta(NAME, false),
-        json!({
-            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": NAME},
-            "subjects": [{"kind": "ServiceAccount", "name": NAME, "namespace": i.namespace}],
-        }),
-    ));
+    out.push(binding(i, "ClusterRole"));
     // Leader election: a Role in Keelson's namespace, scoped to the one
     // Lease where Kubernetes allows it (a create cannot name its object).
     out.push(object(
@@ -84,15 +76,7 @@ pub fn objects(i: &Install<'_>) -> Vec<Value> {
              "resourceNames": [crate::leader::lease::LEASE_NAME], "verbs": ["get", "update"]},
         ]}),
     ));
-    out.push(object(
-        "rbac.authorization.k8s.io/v1",
-        "RoleBinding",
-        i.meta(NAME, true),
-        json!({
-            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": NAME},
-            "subjects": [{"kind": "ServiceAccount", "name": NAME, "namespace": i.namespace}],
-        }),
-    ));
+    out.push(binding(i, "Role"));
     out.push(deployment(i));
     // Voluntary disruptions (node drains) take one replica at a time, so
     // the webhooks keep answering; never blocks a drain, even at 1 replica.
@@ -203,6 +187,20 @@ fn rules() -> Value {
         ),
         rule(&["gateway.networking.k8s.io"], &["httproutes"], &READ),
     ])
+}
+
+/// Binds Keelson's ServiceAccount to its `ClusterRole` or its `Role` (in
+/// Keelson's namespace), both named after it.
+fn binding(i: &Install<'_>, role_kind: &str) -> Value {
+    object(
+        "rbac.authorization.k8s.io/v1",
+        &format!("{role_kind}Binding"),
+        i.meta(NAME, role_kind == "Role"),
+        json!({
+            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": role_kind, "name": NAME},
+            "subjects": [{"kind": "ServiceAccount", "name": NAME, "namespace": i.namespace}],
+        }),
+    )
 }
 
 fn deployment(i: &Install<'_>) -> Value {

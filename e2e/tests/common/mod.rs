@@ -481,14 +481,25 @@ pub async fn installed(
     keelson_e2e::shared::install_keelson_crds(client).await?;
     let operator = Operator::start(client.clone());
     operator.webhooks_registered(client).await?;
+    let (cps, _) = converged(client, name, version).await?;
+    Ok((operator, cps))
+}
+
+/// Creates ControlPlane `name` at `version` (installing into namespace
+/// `name`) and waits until it converged; returns the API and what it became.
+pub async fn converged(
+    client: &Client,
+    name: &str,
+    version: &str,
+) -> anyhow::Result<(Api<ControlPlane>, ControlPlane)> {
     let cps: Api<ControlPlane> = Api::all(client.clone());
     cps.create(
         &PostParams::default(),
         &control_plane(name, name, version, json!({})),
     )
     .await?;
-    wait_converged(&cps, name, version).await?;
-    Ok((operator, cps))
+    let cp = wait_converged(&cps, name, version).await?;
+    Ok((cps, cp))
 }
 
 /// Applies Keelson's install manifests except what the in-process operator

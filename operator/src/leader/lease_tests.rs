@@ -227,6 +227,14 @@ struct Replica {
     task: tokio::task::JoinHandle<()>,
 }
 
+impl Replica {
+    /// Stops the elector gracefully and waits until it has finished.
+    async fn shut_down(&mut self) {
+        self.stop.take().unwrap().send(()).unwrap();
+        (&mut self.task).await.unwrap();
+    }
+}
+
 fn replica(api: &Arc<Mutex<FakeApi>>, name: &'static str, log: &Log) -> Replica {
     slow_replica(api, name, log, Duration::ZERO)
 }
@@ -275,8 +283,7 @@ async fn one_replica_leads_and_hands_over_on_release() {
     // A graceful stop hands the lease back; b takes it without waiting
     // for it to expire.
     let stopped_at = Instant::now();
-    a.stop.take().unwrap().send(()).unwrap();
-    (&mut a.task).await.unwrap();
+    a.shut_down().await;
     assert_eq!(a.metrics.leader.get(), 0);
     b.leadership.acquired().await;
     assert!(
@@ -286,8 +293,7 @@ async fn one_replica_leads_and_hands_over_on_release() {
     let spec = api.lock().unwrap().spec();
     assert_eq!(spec.holder_identity.as_deref(), Some("b"));
     assert_eq!(spec.lease_transitions, Some(1));
-    b.stop.take().unwrap().send(()).unwrap();
-    (&mut b.task).await.unwrap();
+    b.shut_down().await;
     assert_eq!(api.lock().unwrap().spec().holder_identity, None);
 }
 
@@ -357,8 +363,7 @@ async fn a_release_after_an_unseen_write_still_hands_the_lease_back() {
         let lease = api.lease.clone().unwrap();
         api.store(&serde_json::to_vec(&lease).unwrap());
     }
-    a.stop.take().unwrap().send(()).unwrap();
-    (&mut a.task).await.unwrap();
+    a.shut_down().await;
     assert_eq!(api.lock().unwrap().spec().holder_identity, None);
 }
 
