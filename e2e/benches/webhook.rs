@@ -5,7 +5,9 @@
 //!
 //! The injector runs with its caches filled in memory, as they are once the
 //! operator's watches have synced, so the figures are the webhook's own cost
-//! without an API server. Client and server share this machine's cores.
+//! without an API server. Client and server share this machine's cores. A
+//! second no-op handler answers with a patch as large as the injector's, so
+//! the run also shows what carrying that answer costs by itself.
 //!
 //! Settings: `BENCH_CONCURRENCY` (32), `BENCH_SECONDS` per path (10).
 
@@ -15,6 +17,7 @@ use hyper_util::rt::TokioIo;
 use keelson_operator::admission::Admission;
 use keelson_operator::admission::injector::{Caches, Injector, store_of};
 use keelson_operator::catalog::KubeVersion;
+use keelson_webhooks::admission::{Answer, EncodedPatch, review};
 use keelson_webhooks::{CertResolver, Handler, Limits, Routes, WebhookCa};
 use kube::core::DynamicObject;
 use kube::core::admission::AdmissionResponse;
@@ -25,23 +28,48 @@ use std::sync::atomic::AtomicBool;
 use std::time::{Duration, Instant, SystemTime};
 
 const NOOP_PATH: &str = "/noop";
+const SIZED_PATH: &str = "/noop-sized";
 
-/// The production routes plus a handler that admits everything unread.
+/// The production routes plus handlers that admit everything unread: with
+/// no patch, and with `sized`, a patch as large as the injector's.
 struct Bench {
     admission: Admission,
+    sized: EncodedPatch,
 }
 
 impl Handler for Bench {
     async fn handle(&self, request: http::Request<Bytes>) -> http::Response<Bytes> {
-        if request.uri().path() == NOOP_PATH {
-            keelson_webhooks::admission::review::<DynamicObject, _, _, AdmissionResponse>(
-                request,
-                |req| async move { AdmissionResponse::from(&req) },
-            )
-            .await
-        } else {
-            self.admission.handle(request).await
+        match request.uri().path() {
+            NOOP_PATH => {
+                review::<DynamicObject, _, _, AdmissionResponse>(request, |req| async move {
+                    AdmissionResponse::from(&req)
+                })
+                .await
+            }
+            SIZED_PATH => {
+                review::<DynamicObject, _, _, Answer>(request, |req| async move {
+                    Answer::patched(AdmissionResponse::from(&req), self.sized.clone())
+                })
+                .await
+            }
+            _ => self.admission.handle(request).await,
         }
+    }
+}
+
+impl Bench {
+    /// The production handler, and the patch it answers `one` with for the
+    /// sized no-op.
+    async fn new(one: &Bytes) -> anyhow::Result<Self> {
+        let admission = Admission::new(injector()?, Default::default());
+        let request = http::Request::post("/inject").body(one.clone())?;
+        let answer: Value = serde_json::from_slice(admission.handle(request).await.body())?;
+        let patch: k8s_openapi::ByteString =
+            serde_json::from_value(answer["response"]["patch"].clone())?;
+        Ok(Self {
+            admission,
+            sized: EncodedPatch::new(&patch.0),
+        })
     }
 }
 
@@ -60,7 +88,8 @@ fn main() -> anyhow::Result<()> {
         .enable_all()
         .build()?;
     runtime.block_on(async move {
-        let (addr, ca_pem) = start_server().await?;
+        let one = vec![Bytes::from(serde_json::to_vec(&pod_review(None))?)];
+        let (addr, ca_pem) = start_server(&one[0]).await?;
         let tls = client_tls(&ca_pem)?;
         println!(
             "admission webhook over TLS (HTTP/1.1 keep-alive), concurrency {concurrency}, {seconds} s per path, {} cores",
@@ -72,16 +101,14 @@ fn main() -> anyhow::Result<()> {
         );
         // The handler alone, called in-process on one thread: what a review
         // costs without TLS, HTTP and sockets.
-        let alone = Bench {
-            admission: Admission::new(injector()?, Default::default()),
-        };
-        let one = vec![Bytes::from(serde_json::to_vec(&pod_review(None))?)];
+        let alone = Bench::new(&one[0]).await?;
         // More distinct pods than the injector remembers: every one misses.
         let distinct = (0..1024)
             .map(|i| Ok(Bytes::from(serde_json::to_vec(&pod_review(Some(i)))?)))
             .collect::<anyhow::Result<Vec<_>>>()?;
-        let cases: [(&str, &str, &[Bytes]); 3] = [
+        let cases: [(&str, &str, &[Bytes]); 4] = [
             ("noop", NOOP_PATH, &one),
+            ("sized", SIZED_PATH, &one),
             ("inject", "/inject", &one),
             ("distinct", "/inject", &distinct),
         ];
@@ -109,9 +136,10 @@ fn main() -> anyhow::Result<()> {
             p99s.push(ms(pct(0.99)));
         }
         println!(
-            "injection p99 / floor p99 = {:.2} for pods of one ReplicaSet (a rollout), {:.2} for distinct pods (target: under 2 ms and within 1.5x)",
-            p99s[1] / p99s[0],
-            p99s[2] / p99s[0]
+            "injection p99 / floor p99 = {:.2} for pods of one ReplicaSet (a rollout), {:.2} for distinct pods (target: under 2 ms and within 1.5x); a no-op answering as much as the injector: {:.2}",
+            p99s[2] / p99s[0],
+            p99s[3] / p99s[0],
+            p99s[1] / p99s[0]
         );
         anyhow::Ok(())
     })
@@ -119,7 +147,7 @@ fn main() -> anyhow::Result<()> {
 
 /// Serves the production admission handler, with filled caches, on a free
 /// loopback port; returns the address and the CA to trust.
-async fn start_server() -> anyhow::Result<(std::net::SocketAddr, String)> {
+async fn start_server(one: &Bytes) -> anyhow::Result<(std::net::SocketAddr, String)> {
     let ca = WebhookCa::generate("bench-ca", Duration::from_secs(86_400), SystemTime::now())?;
     let serving = ca.issue(
         &["127.0.0.1"],
@@ -128,12 +156,7 @@ async fn start_server() -> anyhow::Result<(std::net::SocketAddr, String)> {
     )?;
     let resolver = Arc::new(CertResolver::new(serving.certified_key()?));
     let tls = keelson_webhooks::server_config(resolver)?;
-    let routes = Routes::new(
-        Bench {
-            admission: Admission::new(injector()?, Default::default()),
-        },
-        Arc::new(AtomicBool::new(true)),
-    );
+    let routes = Routes::new(Bench::new(one).await?, Arc::new(AtomicBool::new(true)));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let addr = listener.local_addr()?;
     tokio::spawn(keelson_webhooks::serve(

@@ -212,7 +212,8 @@ fn injected(case: &Case, version: &str) -> Value {
         panic!("{version} {}: {decision:?}", case.name)
     };
     let mut doc = serde_json::to_value(&pod).unwrap();
-    json_patch::patch(&mut doc, &patch).unwrap_or_else(|e| panic!("{version} {}: {e}", case.name));
+    json_patch::patch(&mut doc, &patch.ops())
+        .unwrap_or_else(|e| panic!("{version} {}: {e}", case.name));
     doc
 }
 

@@ -50,30 +50,28 @@ pub struct Injector {
 }
 
 impl Injector {
-    pub async fn admit(&self, req: &AdmissionRequest<Pod>) -> Answer {
-        let allow = AdmissionResponse::from(req);
+    pub async fn admit(&self, req: AdmissionRequest<Pod>) -> Answer {
+        let allow = AdmissionResponse::from(&req);
         if req.operation != Operation::Create
             || req.kind.kind != "Pod"
             || !req.kind.group.is_empty()
         {
             return allow.into();
         }
-        let Some(submitted) = &req.object else {
+        let Some(mut pod) = req.object else {
             return allow.deny("the request carries no pod").into();
         };
         // The API server always sends a name or generateName; a patch for a
         // pod without metadata could not be applied to what was sent.
-        if submitted.metadata == ObjectMeta::default() {
+        if pod.metadata == ObjectMeta::default() {
             return allow.deny("the pod has no metadata").into();
         }
         // Pods created through a controller have no namespace in the body
         // yet; the request names it.
         let namespace = req
             .namespace
-            .clone()
-            .or_else(|| submitted.metadata.namespace.clone())
+            .or_else(|| pod.metadata.namespace.clone())
             .unwrap_or_default();
-        let mut pod = submitted.clone();
         pod.metadata.namespace = Some(namespace.clone());
 
         let Some(cp) = self.control_plane(&namespace) else {
@@ -140,10 +138,7 @@ impl Injector {
             }),
         });
         match decision {
-            Err(e) => allow
-                .deny(format!("encoding the injection patch: {e}"))
-                .into(),
-            Ok(Remembered::Patch(patch)) => {
+            Remembered::Patch(patch) => {
                 self.notify(
                     owner.as_ref(),
                     &namespace,
@@ -153,7 +148,7 @@ impl Injector {
                 );
                 Answer::patched(allow, patch)
             }
-            Ok(Remembered::Skip(reason)) => {
+            Remembered::Skip(reason) => {
                 if reason != inject::SkipReason::NotEnabled {
                     self.notify(
                         owner.as_ref(),
@@ -447,7 +442,7 @@ mod tests {
     async fn a_pod_of_a_deployment_is_injected_and_its_deployment_told() {
         let (injector, mut queued) = Fixture::default().injector();
         let response = injector
-            .admit(&request("apps", &pod("web-abc", json!({}))))
+            .admit(request("apps", &pod("web-abc", json!({}))))
             .await;
         assert!(response.response.allowed);
         let patch: Value = serde_json::from_slice(&response.patch.unwrap().decode()).unwrap();
@@ -474,8 +469,8 @@ mod tests {
         let (injector, mut queued) = Fixture::default().injector();
         let patch_of = |r: Answer| r.patch.map(|p| String::from_utf8(p.decode()).unwrap());
         let web = pod("web-abc", json!({}));
-        let first = patch_of(injector.admit(&request("apps", &web)).await);
-        let second = patch_of(injector.admit(&request("apps", &web)).await);
+        let first = patch_of(injector.admit(request("apps", &web)).await);
+        let second = patch_of(injector.admit(request("apps", &web)).await);
         assert!(first.is_some());
         assert_eq!(first, second);
         // Each pod is still told about, remembered or not.
@@ -490,12 +485,12 @@ mod tests {
             )]
             .into(),
         );
-        let third = patch_of(injector.admit(&request("apps", &tuned)).await).unwrap();
+        let third = patch_of(injector.admit(request("apps", &tuned)).await).unwrap();
         assert!(third.contains("250m"), "{third}");
         let mut disabled = web;
         disabled.metadata.annotations =
             Some([("linkerd.io/inject".to_owned(), "disabled".to_owned())].into());
-        let response = injector.admit(&request("apps", &disabled)).await;
+        let response = injector.admit(request("apps", &disabled)).await;
         assert!(response.response.allowed && response.patch.is_none());
     }
 
@@ -504,7 +499,7 @@ mod tests {
         let (injector, _queued) = Fixture::default().injector();
         for ns in ["kube-system", "linkerd", "keelson"] {
             let response = injector
-                .admit(&request(
+                .admit(request(
                     ns,
                     &pod("x", json!({"linkerd.io/inject": "enabled"})),
                 ))
@@ -524,7 +519,7 @@ mod tests {
         }
         .injector();
         let response = injector
-            .admit(&request("apps", &pod("web-abc", json!({}))))
+            .admit(request("apps", &pod("web-abc", json!({}))))
             .await;
         assert!(response.response.allowed && response.patch.is_none());
 
@@ -534,7 +529,7 @@ mod tests {
         }
         .injector();
         let response = injector
-            .admit(&request("apps", &pod("web-abc", json!({}))))
+            .admit(request("apps", &pod("web-abc", json!({}))))
             .await;
         assert!(response.response.allowed && response.patch.is_none());
         let notice = queued.try_recv().unwrap();

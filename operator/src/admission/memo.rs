@@ -30,15 +30,13 @@ pub struct Memo {
 
 impl Memo {
     /// The decision for `req`, computed once per distinct input.
-    pub fn decide(&self, req: &inject::Request<'_>) -> Result<Remembered, serde_json::Error> {
-        let key = key(req)?;
+    pub fn decide(&self, req: &inject::Request<'_>) -> Remembered {
+        let key = key(req);
         if let Some(hit) = self.lock().get(&key) {
-            return Ok(hit.clone());
+            return hit.clone();
         }
         let decided = match inject::inject(req) {
-            Decision::Inject(patch) => {
-                Remembered::Patch(EncodedPatch::new(&serde_json::to_vec(&patch)?))
-            }
+            Decision::Inject(patch) => Remembered::Patch(EncodedPatch::new(patch.json())),
             Decision::Skip(reason) => Remembered::Skip(reason),
         };
         let mut decisions = self.lock();
@@ -46,7 +44,7 @@ impl Memo {
             decisions.clear();
         }
         decisions.insert(key, decided.clone());
-        Ok(decided)
+        decided
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<u64, Remembered>> {
@@ -56,32 +54,23 @@ impl Memo {
     }
 }
 
-/// Feeds serialized JSON straight into a hasher, without a buffer.
-struct HashWriter<'a>(&'a mut DefaultHasher);
-
-impl std::io::Write for HashWriter<'_> {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.write(buf);
-        Ok(buf.len())
-    }
-
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-fn key(req: &inject::Request<'_>) -> Result<u64, serde_json::Error> {
+fn key(req: &inject::Request<'_>) -> u64 {
     let mut h = DefaultHasher::new();
     req.control_plane.hash(&mut h);
     req.release.version.to_string().hash(&mut h);
     (req.kubernetes.major, req.kubernetes.minor).hash(&mut h);
     req.trust_anchors_pem.hash(&mut h);
     req.owner.as_ref().map(|o| (&o.kind, &o.name)).hash(&mut h);
-    // Separators keep one value's end from passing for the next's start.
-    serde_json::to_writer(HashWriter(&mut h), req.spec)?;
-    0xffu8.hash(&mut h);
-    serde_json::to_writer(HashWriter(&mut h), req.namespace)?;
-    0xffu8.hash(&mut h);
-    serde_json::to_writer(HashWriter(&mut h), req.pod)?;
-    Ok(h.finish())
+    // Hashed in one write: many small writes cost more than the buffer.
+    // Serializing into memory cannot fail (string keys only), and 0xff,
+    // never part of JSON text, keeps one value's end from passing for the
+    // next's start.
+    let mut json = Vec::with_capacity(4096);
+    let _ = serde_json::to_writer(&mut json, req.spec);
+    json.push(0xff);
+    let _ = serde_json::to_writer(&mut json, req.namespace);
+    json.push(0xff);
+    let _ = serde_json::to_writer(&mut json, req.pod);
+    h.write(&json);
+    h.finish()
 }

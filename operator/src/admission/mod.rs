@@ -111,7 +111,7 @@ impl Handler for Admission {
         let (webhook, response) = match request.uri().path() {
             INJECT_PATH => {
                 let response = review(request, |req| async move {
-                    let answer = self.injector.admit(&req).await;
+                    let answer = self.injector.admit(req).await;
                     *outcome = decision(&answer);
                     answer
                 })

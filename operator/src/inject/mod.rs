@@ -24,13 +24,14 @@ use annotations::{
     CREATED_BY, INJECT, LOG_HTTP_HEADERS, NATIVE_SIDECAR_ALPHA, NATIVE_SIDECAR_BETA, PROXY_VERSION,
     TRUST_ROOT_SHA, WAIT_BEFORE_EXIT,
 };
-use k8s_openapi::api::core::v1::{Container, Pod, PodSpec, Probe};
+use k8s_openapi::api::core::v1::{Container, ExecAction, Pod, PodSpec, Probe, VolumeMount};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use keelson_crds::ControlPlaneSpec;
 use keelson_crds::controlplane::NativeSidecar;
 use patch::Ops;
-use serde_json::{Value, json};
+pub use patch::Patch;
+use serde_json::json;
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 
@@ -62,7 +63,7 @@ pub struct Request<'a> {
 /// What the webhook does with a pod.
 #[derive(Debug)]
 pub enum Decision {
-    Inject(json_patch::Patch),
+    Inject(Patch),
     Skip(SkipReason),
 }
 
@@ -147,7 +148,7 @@ const OWNER_LABEL_KINDS: &[&str] = &[
 /// Where workloads mount their API token; the proxy mounts it too.
 const SERVICE_ACCOUNT_PATH: &str = "/var/run/secrets/kubernetes.io/serviceaccount";
 
-fn plan(req: &Request<'_>) -> Result<json_patch::Patch, SkipReason> {
+fn plan(req: &Request<'_>) -> Result<Patch, SkipReason> {
     let pod = req.pod;
     let release = req.release;
     let none = BTreeMap::new();
@@ -262,36 +263,39 @@ fn plan(req: &Request<'_>) -> Result<json_patch::Patch, SkipReason> {
 
     let mut ops = Ops::default();
     if pod_ann.is_empty() {
-        ops.add(&["metadata", "annotations"], json!({}));
+        ops.add(&["metadata", "annotations"], &json!({}));
     }
     for (key, value) in &added {
-        ops.add(&["metadata", "annotations", key], value.as_str().into());
+        ops.add(&["metadata", "annotations", key], value);
     }
     if pod.metadata.labels.as_ref().is_none_or(BTreeMap::is_empty) {
-        ops.add(&["metadata", "labels"], json!({}));
+        ops.add(&["metadata", "labels"], &json!({}));
     }
     for (key, value) in &labels {
-        ops.add(&["metadata", "labels", key], value.as_str().into());
+        ops.add(&["metadata", "labels", key], value);
     }
     if spec.volumes.as_ref().is_none_or(Vec::is_empty) {
-        ops.add(&["spec", "volumes"], json!([]));
+        ops.add(&["spec", "volumes"], &json!([]));
     }
     if spec.init_containers.as_ref().is_none_or(Vec::is_empty) {
-        ops.add(&["spec", "initContainers"], json!([]));
+        ops.add(&["spec", "initContainers"], &json!([]));
     }
-    ops.add(&["spec", "volumes", "-"], proxy::xtables_volume());
+    ops.add(&["spec", "volumes", "-"], &proxy::xtables_volume());
     // A native sidecar proxy starts right after linkerd-init, ahead of the
     // pod's own init containers, so they run meshed.
     let init_at = if v.native_sidecar { "0" } else { "-" };
-    ops.add(&["spec", "initContainers", init_at], init_container_for(&v));
+    ops.add(
+        &["spec", "initContainers", init_at],
+        &init_container_for(&v),
+    );
     if let Some(debug) = debug {
-        ops.add(&["spec", "containers", "-"], debug_container(&debug));
+        ops.add(&["spec", "containers", "-"], &debug_container(&debug));
     }
     ops.add(
         &["spec", "volumes", "-"],
-        proxy::identity_end_entity_volume(),
+        &proxy::identity_end_entity_volume(),
     );
-    ops.add(&["spec", "volumes", "-"], proxy::identity_token_volume());
+    ops.add(&["spec", "volumes", "-"], &proxy::identity_token_volume());
     let proxy_at: &[&str] = if v.native_sidecar {
         &["spec", "initContainers", "1"]
     } else if v.await_ready {
@@ -300,7 +304,7 @@ fn plan(req: &Request<'_>) -> Result<json_patch::Patch, SkipReason> {
     } else {
         &["spec", "containers", "-"]
     };
-    ops.add(proxy_at, proxy_container(&v));
+    ops.add(proxy_at, &proxy_container(&v));
     Ok(ops.into_patch())
 }
 
@@ -426,8 +430,11 @@ fn take_from_first_container(v: &mut ProxyValues<'_>, first: &Container) {
         .iter()
         .flatten()
         .find(|m| m.mount_path == SERVICE_ACCOUNT_PATH)
-        .map(|m| {
-            json!({"mountPath": m.mount_path, "name": m.name, "readOnly": m.read_only.unwrap_or(false)})
+        .map(|m| VolumeMount {
+            mount_path: m.mount_path.clone(),
+            name: m.name.clone(),
+            read_only: Some(m.read_only.unwrap_or(false)),
+            ..VolumeMount::default()
         });
     v.init.service_account_mount.clone_from(&mount);
     v.service_account_mount = mount;
@@ -435,18 +442,27 @@ fn take_from_first_container(v: &mut ProxyValues<'_>, first: &Container) {
 
 /// `linkerd-debug`, with probes that always pass for clusters that demand
 /// probes.
-fn debug_container(d: &annotations::Debug) -> Value {
+fn debug_container(d: &annotations::Debug) -> Container {
     let pull_policy = if d.pull_policy.is_empty() {
         "IfNotPresent"
     } else {
         d.pull_policy.as_str()
     };
-    json!({
-        "image": format!("{}:{}", d.image.name, d.image.version),
-        "imagePullPolicy": pull_policy,
-        "livenessProbe": {"exec": {"command": ["true"]}},
-        "name": "linkerd-debug",
-        "readinessProbe": {"exec": {"command": ["true"]}},
-        "terminationMessagePolicy": "FallbackToLogsOnError",
-    })
+    let always = || {
+        Some(Probe {
+            exec: Some(ExecAction {
+                command: Some(vec!["true".to_owned()]),
+            }),
+            ..Probe::default()
+        })
+    };
+    Container {
+        image: Some(format!("{}:{}", d.image.name, d.image.version)),
+        image_pull_policy: Some(pull_policy.to_owned()),
+        liveness_probe: always(),
+        name: "linkerd-debug".to_owned(),
+        readiness_probe: always(),
+        termination_message_policy: Some("FallbackToLogsOnError".to_owned()),
+        ..Container::default()
+    }
 }

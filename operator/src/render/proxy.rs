@@ -10,9 +10,13 @@
 
 use super::Context;
 use crate::catalog::{Feature, Release};
+use k8s_openapi::api::core::v1 as k8s;
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use keelson_crds::ControlPlaneSpec;
 use keelson_crds::controlplane::{LogFormat, NativeSidecar, ProxyResources};
 use serde_json::{Value, json};
+use std::collections::BTreeMap;
 
 pub(crate) const PROXY_UID: u16 = 2102;
 const INBOUND_PORT: u16 = 4143;
@@ -101,7 +105,7 @@ pub(crate) struct InitValues {
     /// `--timeout-close-wait-secs`; zero leaves it out.
     pub close_wait_secs: i64,
     pub capabilities: Option<Capabilities>,
-    pub service_account_mount: Option<Value>,
+    pub service_account_mount: Option<k8s::VolumeMount>,
 }
 
 /// `.Values.proxy` with everything the chart templates read, resolved.
@@ -153,7 +157,7 @@ pub(crate) struct ProxyValues<'a> {
     pub wait_before_exit_seconds: u64,
     pub native_sidecar: bool,
     pub capabilities: Option<Capabilities>,
-    pub service_account_mount: Option<Value>,
+    pub service_account_mount: Option<k8s::VolumeMount>,
     pub init: InitValues,
 }
 
@@ -323,51 +327,96 @@ pub(super) fn container(ctx: &Context<'_>, p: &ControlPlaneProxy<'_>) -> Value {
     v.identity_addr.clone_from(&p.identity_addr);
     v.destination_addr.clone_from(&p.destination_addr);
     v.policy_addr.clone_from(&p.policy_addr);
-    proxy_container(&v)
+    to_value(&proxy_container(&v))
 }
 
 /// `linkerd-init` of a control-plane pod: it leaves the API server ports alone.
 pub(super) fn init_container(ctx: &Context<'_>) -> Value {
-    init_container_for(&ctx.control_plane_proxy_values())
+    to_value(&init_container_for(&ctx.control_plane_proxy_values()))
 }
 
 /// Container `resources` from Linkerd's request/limit shape; `None` when
 /// empty. Empty quantities are left out, as the chart's `with` does.
-pub(crate) fn resources(r: &ProxyResources) -> Option<Value> {
-    let mut requests = serde_json::Map::new();
-    let mut limits = serde_json::Map::new();
+pub(crate) fn resources(r: &ProxyResources) -> Option<k8s::ResourceRequirements> {
+    let mut requests = BTreeMap::new();
+    let mut limits = BTreeMap::new();
     for (name, bounds) in [
         ("cpu", &r.cpu),
         ("memory", &r.memory),
         ("ephemeral-storage", &r.ephemeral_storage),
     ] {
         if let Some(q) = bounds.request.as_ref().filter(|q| !q.is_empty()) {
-            requests.insert(name.into(), q.clone().into());
+            requests.insert(name.to_owned(), Quantity(q.clone()));
         }
         if let Some(q) = bounds.limit.as_ref().filter(|q| !q.is_empty()) {
-            limits.insert(name.into(), q.clone().into());
+            limits.insert(name.to_owned(), Quantity(q.clone()));
         }
     }
-    let mut out = serde_json::Map::new();
-    if !limits.is_empty() {
-        out.insert("limits".into(), limits.into());
+    let non_empty = |m: BTreeMap<String, Quantity>| (!m.is_empty()).then_some(m);
+    let out = k8s::ResourceRequirements {
+        limits: non_empty(limits),
+        requests: non_empty(requests),
+        ..Default::default()
+    };
+    (out != k8s::ResourceRequirements::default()).then_some(out)
+}
+
+fn env(name: &str, value: impl Into<String>) -> k8s::EnvVar {
+    k8s::EnvVar {
+        name: name.to_owned(),
+        value: Some(value.into()),
+        value_from: None,
     }
-    if !requests.is_empty() {
-        out.insert("requests".into(), requests.into());
+}
+
+fn field_env(name: &str, path: &str) -> k8s::EnvVar {
+    k8s::EnvVar {
+        name: name.to_owned(),
+        value: None,
+        value_from: Some(k8s::EnvVarSource {
+            field_ref: Some(k8s::ObjectFieldSelector {
+                field_path: path.to_owned(),
+                api_version: None,
+            }),
+            ..Default::default()
+        }),
     }
-    (!out.is_empty()).then_some(out.into())
 }
 
-fn env(name: &str, value: impl Into<Value>) -> Value {
-    json!({"name": name, "value": value.into()})
+/// An HTTP probe on the admin port, timings as the chart sets them.
+fn http_probe(path: &str, port: i32) -> k8s::Probe {
+    k8s::Probe {
+        http_get: Some(k8s::HTTPGetAction {
+            path: Some(path.to_owned()),
+            port: IntOrString::Int(port),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
 }
 
-fn field_env(name: &str, path: &str) -> Value {
-    json!({"name": name, "valueFrom": {"fieldRef": {"fieldPath": path}}})
+fn exec(command: Vec<String>) -> k8s::LifecycleHandler {
+    k8s::LifecycleHandler {
+        exec: Some(k8s::ExecAction {
+            command: Some(command),
+        }),
+        ..Default::default()
+    }
 }
 
-fn http_get(path: &str, port: impl Into<Value>) -> Value {
-    json!({"path": path, "port": port.into()})
+fn mount(path: &str, name: &str) -> k8s::VolumeMount {
+    k8s::VolumeMount {
+        mount_path: path.to_owned(),
+        name: name.to_owned(),
+        ..Default::default()
+    }
+}
+
+fn runtime_default_seccomp() -> Option<k8s::SeccompProfile> {
+    Some(k8s::SeccompProfile {
+        type_: "RuntimeDefault".to_owned(),
+        localhost_profile: None,
+    })
 }
 
 /// Go's `%v` of a float64, as the chart's `quote` prints the CPU ratio:
@@ -385,7 +434,7 @@ fn go_float(x: f64) -> String {
 }
 
 /// Worker-thread env vars, per the release's template.
-fn cores_env(v: &ProxyValues<'_>, out: &mut Vec<Value>) {
+fn cores_env(v: &ProxyValues<'_>, out: &mut Vec<k8s::EnvVar>) {
     let workers = v.release.has(Feature::ProxyCoresEnv);
     if v.cores.fixed != 0 {
         out.push(env("LINKERD2_PROXY_CORES", v.cores.fixed.to_string()));
@@ -414,7 +463,7 @@ fn cores_env(v: &ProxyValues<'_>, out: &mut Vec<Value>) {
 }
 
 /// The `linkerd-proxy` container, with its environment in the chart's order.
-pub(crate) fn proxy_container(v: &ProxyValues<'_>) -> Value {
+pub(crate) fn proxy_container(v: &ProxyValues<'_>) -> k8s::Container {
     let release = v.release;
     let networks = v.cluster_networks.as_str();
     let mut env_vars = vec![
@@ -582,10 +631,18 @@ pub(crate) fn proxy_container(v: &ProxyValues<'_>) -> Value {
             "LINKERD2_PROXY_IDENTITY_TRUST_ANCHORS",
             format!("{}\n", pem.trim().replace("\r\n", "\n").replace('\r', "\n")),
         ),
-        TrustAnchors::ConfigMap => {
-            json!({"name": "LINKERD2_PROXY_IDENTITY_TRUST_ANCHORS", "valueFrom": {"configMapKeyRef": {
-                "name": "linkerd-identity-trust-roots", "key": "ca-bundle.crt"}}})
-        }
+        TrustAnchors::ConfigMap => k8s::EnvVar {
+            name: "LINKERD2_PROXY_IDENTITY_TRUST_ANCHORS".to_owned(),
+            value: None,
+            value_from: Some(k8s::EnvVarSource {
+                config_map_key_ref: Some(k8s::ConfigMapKeySelector {
+                    name: "linkerd-identity-trust-roots".to_owned(),
+                    key: "ca-bundle.crt".to_owned(),
+                    optional: None,
+                }),
+                ..Default::default()
+            }),
+        },
     };
     env_vars.extend([
         env(
@@ -623,71 +680,81 @@ pub(crate) fn proxy_container(v: &ProxyValues<'_>) -> Value {
         ));
     }
 
-    let mut security = json!({
-        "allowPrivilegeEscalation": false,
-        "readOnlyRootFilesystem": true,
-        "runAsNonRoot": true,
-        "runAsUser": v.uid,
-        "seccompProfile": {"type": "RuntimeDefault"},
-    });
-    if let Some(caps) = v.capabilities.as_ref().and_then(capabilities) {
-        security["capabilities"] = caps;
-    }
-    if v.gid >= 0 {
-        security["runAsGroup"] = v.gid.into();
-    }
     let mut mounts = vec![
-        json!({"mountPath": IDENTITY_DIR, "name": "linkerd-identity-end-entity"}),
-        json!({"mountPath": TOKEN_DIR, "name": "linkerd-identity-token"}),
+        mount(IDENTITY_DIR, "linkerd-identity-end-entity"),
+        mount(TOKEN_DIR, "linkerd-identity-token"),
     ];
     mounts.extend(v.service_account_mount.clone());
-    let mut c = json!({
-        "env": env_vars,
-        "image": v.image.reference(),
-        "imagePullPolicy": pull_policy(&v.pull_policy),
-        "livenessProbe": {"httpGet": http_get("/live", ports.admin), "initialDelaySeconds": 10, "timeoutSeconds": 1},
-        "name": "linkerd-proxy",
+    let mut lifecycle = k8s::Lifecycle::default();
+    // A native sidecar waits through its startup probe instead.
+    if !v.native_sidecar && v.await_ready {
+        lifecycle.post_start = Some(exec(vec![
+            "/usr/lib/linkerd/linkerd-await".to_owned(),
+            "--timeout=2m".to_owned(),
+            format!("--port={}", ports.admin),
+        ]));
+    }
+    if !v.native_sidecar && v.wait_before_exit_seconds > 0 {
+        lifecycle.pre_stop = Some(exec(vec![
+            "/bin/sleep".to_owned(),
+            v.wait_before_exit_seconds.to_string(),
+        ]));
+    }
+    k8s::Container {
+        env: Some(env_vars),
+        image: Some(v.image.reference()),
+        image_pull_policy: Some(pull_policy(&v.pull_policy).to_owned()),
+        lifecycle: (lifecycle != k8s::Lifecycle::default()).then_some(lifecycle),
+        liveness_probe: Some(k8s::Probe {
+            initial_delay_seconds: Some(10),
+            timeout_seconds: Some(1),
+            ..http_probe("/live", ports.admin)
+        }),
+        name: "linkerd-proxy".to_owned(),
         // Explicit protocol, as for Service ports (see `services::service`);
         // the API server defaults the same value where it is missing.
-        "ports": [
-            {"containerPort": ports.inbound, "name": "linkerd-proxy", "protocol": "TCP"},
-            {"containerPort": ports.admin, "name": "linkerd-admin", "protocol": "TCP"},
-        ],
-        "readinessProbe": {"httpGet": http_get("/ready", ports.admin), "initialDelaySeconds": 2, "timeoutSeconds": 1},
-        "securityContext": security,
-        "terminationMessagePolicy": "FallbackToLogsOnError",
-        "volumeMounts": mounts,
-    });
-    if v.native_sidecar && v.await_ready {
+        ports: Some(vec![
+            container_port(ports.inbound, "linkerd-proxy"),
+            container_port(ports.admin, "linkerd-admin"),
+        ]),
+        readiness_probe: Some(k8s::Probe {
+            initial_delay_seconds: Some(2),
+            timeout_seconds: Some(1),
+            ..http_probe("/ready", ports.admin)
+        }),
+        resources: resources(&v.resources),
+        restart_policy: v.native_sidecar.then(|| "Always".to_owned()),
+        security_context: Some(k8s::SecurityContext {
+            allow_privilege_escalation: Some(false),
+            capabilities: v.capabilities.as_ref().and_then(capabilities),
+            read_only_root_filesystem: Some(true),
+            run_as_group: (v.gid >= 0).then_some(v.gid),
+            run_as_non_root: Some(true),
+            run_as_user: Some(v.uid),
+            seccomp_profile: runtime_default_seccomp(),
+            ..Default::default()
+        }),
         // A native sidecar is started (and the next containers with it)
         // once this probe passes: the await hook's job.
-        c["startupProbe"] = json!({"httpGet": http_get("/ready", ports.admin),
-            "initialDelaySeconds": 0, "periodSeconds": 1, "failureThreshold": 120});
+        startup_probe: (v.native_sidecar && v.await_ready).then(|| k8s::Probe {
+            initial_delay_seconds: Some(0),
+            period_seconds: Some(1),
+            failure_threshold: Some(120),
+            ..http_probe("/ready", ports.admin)
+        }),
+        termination_message_policy: Some("FallbackToLogsOnError".to_owned()),
+        volume_mounts: Some(mounts),
+        ..Default::default()
     }
-    if !v.native_sidecar && (v.await_ready || v.wait_before_exit_seconds > 0) {
-        let mut lifecycle = serde_json::Map::new();
-        if v.await_ready {
-            lifecycle.insert("postStart".into(), json!({"exec": {"command": [
-                "/usr/lib/linkerd/linkerd-await", "--timeout=2m", format!("--port={}", ports.admin),
-            ]}}));
-        }
-        if v.wait_before_exit_seconds > 0 {
-            lifecycle.insert(
-                "preStop".into(),
-                json!({"exec": {"command": [
-                    "/bin/sleep", v.wait_before_exit_seconds.to_string(),
-                ]}}),
-            );
-        }
-        c["lifecycle"] = lifecycle.into();
+}
+
+fn container_port(port: i32, name: &str) -> k8s::ContainerPort {
+    k8s::ContainerPort {
+        container_port: port,
+        name: Some(name.to_owned()),
+        protocol: Some("TCP".to_owned()),
+        ..Default::default()
     }
-    if let Some(r) = resources(&v.resources) {
-        c["resources"] = r;
-    }
-    if v.native_sidecar {
-        c["restartPolicy"] = "Always".into();
-    }
-    c
 }
 
 fn pull_policy(policy: &str) -> &str {
@@ -699,20 +766,18 @@ fn pull_policy(policy: &str) -> &str {
 }
 
 /// `capabilities` with the non-empty lists; `None` when both are empty.
-fn capabilities(caps: &Capabilities) -> Option<Value> {
-    let mut out = serde_json::Map::new();
-    if !caps.add.is_empty() {
-        out.insert("add".into(), caps.add.clone().into());
-    }
-    if !caps.drop.is_empty() {
-        out.insert("drop".into(), caps.drop.clone().into());
-    }
-    (!out.is_empty()).then_some(out.into())
+fn capabilities(caps: &Capabilities) -> Option<k8s::Capabilities> {
+    let non_empty = |list: &Vec<String>| (!list.is_empty()).then(|| list.clone());
+    let out = k8s::Capabilities {
+        add: non_empty(&caps.add),
+        drop: non_empty(&caps.drop),
+    };
+    (out != k8s::Capabilities::default()).then_some(out)
 }
 
 /// `linkerd-init`: installs the iptables rules that route the pod's traffic
 /// through the proxy.
-pub(crate) fn init_container_for(v: &ProxyValues<'_>) -> Value {
+pub(crate) fn init_container_for(v: &ProxyValues<'_>) -> k8s::Container {
     let init = &v.init;
     let mut args: Vec<String> = Vec::new();
     if init.iptables_mode == "nft" {
@@ -767,62 +832,97 @@ pub(crate) fn init_container_for(v: &ProxyValues<'_>) -> Value {
         caps.add.extend(extra.add.iter().cloned());
         caps.drop.extend(extra.drop.iter().cloned());
     }
-    let mut mounts = vec![json!({"mountPath": "/run", "name": XTABLES_VOLUME})];
+    let mut mounts = vec![mount("/run", XTABLES_VOLUME)];
     mounts.extend(init.service_account_mount.clone());
-    let mut c = json!({
-        "args": args,
-        "image": init.image.reference(),
-        "imagePullPolicy": pull_policy(&init.pull_policy),
-        "name": "linkerd-init",
-        "securityContext": {
-            "allowPrivilegeEscalation": privileged,
-            "capabilities": capabilities(&caps),
-            "privileged": privileged,
-            "readOnlyRootFilesystem": true,
-            "runAsGroup": INIT_UID,
-            "runAsNonRoot": true,
-            "runAsUser": INIT_UID,
-            "seccompProfile": {"type": "RuntimeDefault"},
-        },
-        "terminationMessagePolicy": "FallbackToLogsOnError",
-        "volumeMounts": mounts,
-    });
-    if let Some(r) = resources(&v.resources) {
-        c["resources"] = r;
+    k8s::Container {
+        args: Some(args),
+        image: Some(init.image.reference()),
+        image_pull_policy: Some(pull_policy(&init.pull_policy).to_owned()),
+        name: "linkerd-init".to_owned(),
+        resources: resources(&v.resources),
+        security_context: Some(k8s::SecurityContext {
+            allow_privilege_escalation: Some(privileged),
+            capabilities: capabilities(&caps),
+            privileged: Some(privileged),
+            read_only_root_filesystem: Some(true),
+            run_as_group: Some(INIT_UID.into()),
+            run_as_non_root: Some(true),
+            run_as_user: Some(INIT_UID.into()),
+            seccomp_profile: runtime_default_seccomp(),
+            ..Default::default()
+        }),
+        termination_message_policy: Some("FallbackToLogsOnError".to_owned()),
+        volume_mounts: Some(mounts),
+        ..Default::default()
     }
-    c
 }
 
 /// `linkerd-init`'s iptables lock.
-pub(crate) fn xtables_volume() -> Value {
-    json!({"emptyDir": {}, "name": XTABLES_VOLUME})
+pub(crate) fn xtables_volume() -> k8s::Volume {
+    k8s::Volume {
+        name: XTABLES_VOLUME.to_owned(),
+        empty_dir: Some(k8s::EmptyDirVolumeSource::default()),
+        ..Default::default()
+    }
 }
 
 /// The projected ServiceAccount token the proxy presents to identity.
-pub(crate) fn identity_token_volume() -> Value {
-    json!({"name": "linkerd-identity-token", "projected": {"sources": [{"serviceAccountToken": {
-        "audience": "identity.l5d.io", "expirationSeconds": 86400, "path": "linkerd-identity-token"}}]}})
+pub(crate) fn identity_token_volume() -> k8s::Volume {
+    k8s::Volume {
+        name: "linkerd-identity-token".to_owned(),
+        projected: Some(k8s::ProjectedVolumeSource {
+            sources: Some(vec![k8s::VolumeProjection {
+                service_account_token: Some(k8s::ServiceAccountTokenProjection {
+                    audience: Some("identity.l5d.io".to_owned()),
+                    expiration_seconds: Some(86400),
+                    path: "linkerd-identity-token".to_owned(),
+                }),
+                ..Default::default()
+            }]),
+            default_mode: None,
+        }),
+        ..Default::default()
+    }
 }
 
 /// Where the proxy keeps its key and certificate: memory only.
-pub(crate) fn identity_end_entity_volume() -> Value {
-    json!({"emptyDir": {"medium": "Memory"}, "name": "linkerd-identity-end-entity"})
+pub(crate) fn identity_end_entity_volume() -> k8s::Volume {
+    k8s::Volume {
+        name: "linkerd-identity-end-entity".to_owned(),
+        empty_dir: Some(k8s::EmptyDirVolumeSource {
+            medium: Some("Memory".to_owned()),
+            size_limit: None,
+        }),
+        ..Default::default()
+    }
 }
 
 /// Volumes every control-plane pod has after its component's own: the
 /// hand-mounted API token (pods turn off automounting), the iptables lock,
 /// and the proxy's identity token and certificate directory.
 pub(super) fn pod_volumes() -> Vec<Value> {
-    vec![
+    let mut volumes = vec![
         json!({"name": "kube-api-access", "projected": {"defaultMode": 420, "sources": [
             {"serviceAccountToken": {"expirationSeconds": 3607, "path": "token"}},
             {"configMap": {"items": [{"key": "ca.crt", "path": "ca.crt"}], "name": "kube-root-ca.crt"}},
             {"downwardAPI": {"items": [{"fieldRef": {"apiVersion": "v1", "fieldPath": "metadata.namespace"}, "path": "namespace"}]}},
         ]}}),
-        xtables_volume(),
-        identity_token_volume(),
-        identity_end_entity_volume(),
-    ]
+    ];
+    volumes.extend(
+        [
+            xtables_volume(),
+            identity_token_volume(),
+            identity_end_entity_volume(),
+        ]
+        .iter()
+        .map(to_value),
+    );
+    volumes
+}
+
+/// A typed Kubernetes value as JSON, for the control plane's objects.
+fn to_value(typed: &impl serde::Serialize) -> Value {
+    serde_json::to_value(typed).expect("Kubernetes types serialize to JSON (string keys only)")
 }
 
 /// Mount of the hand-made API token volume, for containers that talk to the API.
@@ -850,11 +950,14 @@ pub fn trust_root_sha256(anchors_pem: &str) -> String {
 }
 
 pub(crate) fn sha256_hex(data: &[u8]) -> String {
-    ring::digest::digest(&ring::digest::SHA256, data)
-        .as_ref()
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let digest = ring::digest::digest(&ring::digest::SHA256, data);
+    let mut hex = String::with_capacity(64);
+    for b in digest.as_ref() {
+        hex.push(HEX[usize::from(b >> 4)].into());
+        hex.push(HEX[usize::from(b & 0xf)].into());
+    }
+    hex
 }
 
 #[cfg(test)]
