@@ -114,23 +114,25 @@ impl Injector {
             );
             return allow.into();
         };
-        let ns_meta = self
-            .caches
-            .namespaces
-            .get(&ObjectRef::new(&namespace))
-            .map(|ns| ns.metadata.clone())
-            .unwrap_or_else(|| ObjectMeta {
-                name: Some(namespace.clone()),
-                ..ObjectMeta::default()
-            });
-        let name = cp.name_any();
+        let cached_ns = self.caches.namespaces.get(&ObjectRef::new(&namespace));
+        let unknown_ns;
+        let ns_meta = match &cached_ns {
+            Some(ns) => &ns.metadata,
+            None => {
+                unknown_ns = ObjectMeta {
+                    name: Some(namespace.clone()),
+                    ..ObjectMeta::default()
+                };
+                &unknown_ns
+            }
+        };
         let decision = self.memo.decide(&inject::Request {
-            control_plane: &name,
+            control_plane: cp.metadata.name.as_deref().unwrap_or_default(),
             spec: &cp.spec,
             release,
             kubernetes: self.kubernetes,
             trust_anchors_pem: &anchors,
-            namespace: &ns_meta,
+            namespace: ns_meta,
             pod: &pod,
             owner: owner.as_ref().map(|o| Owner {
                 kind: o.kind.clone(),
@@ -169,10 +171,11 @@ impl Injector {
         let named = self
             .caches
             .data_planes
-            .state()
-            .into_iter()
-            .filter(|dp| dp.namespace().as_deref() == Some(namespace))
-            .find_map(|dp| dp.spec.control_plane.clone());
+            .find(|dp| {
+                dp.metadata.namespace.as_deref() == Some(namespace)
+                    && dp.spec.control_plane.is_some()
+            })
+            .and_then(|dp| dp.spec.control_plane.clone());
         match named {
             Some(name) => self.caches.control_planes.get(&ObjectRef::new(&name)),
             None => {
@@ -194,11 +197,11 @@ impl Injector {
         let pinned = self
             .caches
             .data_planes
-            .state()
-            .into_iter()
-            .filter(|dp| dp.namespace().as_deref() == Some(namespace))
-            .filter(|dp| dp.spec.proxy_version.policy == VersionPolicy::Pinned)
-            .find(|dp| Self::selects(dp, pod))
+            .find(|dp| {
+                dp.metadata.namespace.as_deref() == Some(namespace)
+                    && dp.spec.proxy_version.policy == VersionPolicy::Pinned
+                    && Self::selects(dp, pod)
+            })
             .and_then(|dp| dp.spec.proxy_version.version.clone());
         let version = pinned.unwrap_or_else(|| {
             cp.status
@@ -253,20 +256,21 @@ impl Injector {
         let cached = self
             .caches
             .replica_sets
-            .get(&ObjectRef::new(&controller.name).within(namespace))
-            .map(|rs| rs.metadata.clone());
-        let metadata = match (cached, &self.client) {
-            (Some(meta), _) => Some(meta),
-            (None, Some(client)) => Api::<ReplicaSet>::namespaced(client.clone(), namespace)
-                .get_metadata_opt(&controller.name)
-                .await
-                .ok()
-                .flatten()
-                .map(|rs| rs.metadata),
+            .get(&ObjectRef::new(&controller.name).within(namespace));
+        let fetched;
+        let metadata = match (&cached, &self.client) {
+            (Some(rs), _) => Some(&rs.metadata),
+            (None, Some(client)) => {
+                fetched = Api::<ReplicaSet>::namespaced(client.clone(), namespace)
+                    .get_metadata_opt(&controller.name)
+                    .await
+                    .ok()
+                    .flatten();
+                fetched.as_ref().map(|rs| &rs.metadata)
+            }
             (None, None) => None,
         };
         let deployment = metadata
-            .as_ref()
             .and_then(|m| m.owner_references.as_deref())
             .and_then(controller_of)
             .filter(|o| o.kind == "Deployment");

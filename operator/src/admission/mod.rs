@@ -332,10 +332,10 @@ where
         + 'static,
 {
     let (store, writer) = reflector::store();
-    spawn_reflector(
-        reflector::reflector(writer, watcher(api, config)),
-        changed.cloned(),
-    );
+    // managedFields are often most of an object and never read here; a
+    // decision would otherwise clone them with the metadata it reads.
+    let events = watcher(api, config).modify(|o| o.managed_fields_mut().clear());
+    spawn_reflector(reflector::reflector(writer, events), changed.cloned());
     store
 }
 
