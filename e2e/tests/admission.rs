@@ -5,13 +5,11 @@ mod common;
 
 use anyhow::{Context, bail, ensure};
 use common::{Operator, WAIT, control_plane, wait_converged};
-use k8s_openapi::api::admissionregistration::v1::MutatingWebhookConfiguration;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{Event, Namespace, Pod};
 use keelson_crds::{ControlPlane, DataPlane};
 use keelson_e2e::shared::{env, install_keelson_crds};
-use keelson_operator::admission::configurations::INJECTOR;
 use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use kube::core::{ApiResource, DynamicObject, GroupVersionKind};
 use kube::{Api, Client, ResourceExt};
@@ -189,7 +187,7 @@ async fn pods_in_injected_namespaces_get_the_proxy() {
     env()
         .in_namespace("inject", |client, ns| async move {
             let (_operator, _cps) = common::installed(&client, &ns, "edge-25.4.4").await?;
-            wait_injector(&client, "Ignore").await?;
+            common::injector_registered(&client, "Ignore").await?;
 
             let meshed = format!("{ns}-meshed");
             let plain = format!("{ns}-plain");
@@ -245,6 +243,30 @@ async fn pods_in_injected_namespaces_get_the_proxy() {
                 }
                 for pod in pods_of(&client, &plain, "opt-in", 1).await? {
                     ensure!(has_proxy(&pod), "an annotated pod was not injected");
+                }
+                // What Linkerd's chart will not render is denied, as
+                // Linkerd's injector denies it, naming the annotation.
+                let mut refused = bare_pod("bad-log-headers")?;
+                refused.metadata.annotations = Some(
+                    [(
+                        "config.linkerd.io/proxy-log-http-headers".to_owned(),
+                        "on".to_owned(),
+                    )]
+                    .into(),
+                );
+                let denied = Api::<Pod>::namespaced(client.clone(), &meshed)
+                    .create(&pp, &refused)
+                    .await;
+                match denied {
+                    Err(kube::Error::Api(e)) => ensure!(
+                        e.message
+                            .contains("config.linkerd.io/proxy-log-http-headers"),
+                        "the denial does not name the annotation: {}",
+                        e.message
+                    ),
+                    other => {
+                        anyhow::bail!("a pod Linkerd's chart refuses was not denied: {other:?}")
+                    }
                 }
                 // A CronJob's pods are attributed to the CronJob, as
                 // Linkerd's injector does (1.20 serves CronJobs as v1beta1).
@@ -322,26 +344,6 @@ async fn pods_in_injected_namespaces_get_the_proxy() {
         .await;
 }
 
-/// Waits until the proxy injector is registered with `failure_policy`.
-async fn wait_injector(client: &Client, failure_policy: &str) -> anyhow::Result<()> {
-    let api: Api<MutatingWebhookConfiguration> = Api::all(client.clone());
-    tokio::time::timeout(WAIT, async {
-        loop {
-            let current = api
-                .get_opt(INJECTOR)
-                .await?
-                .and_then(|m| m.webhooks)
-                .and_then(|w| w.into_iter().next().and_then(|h| h.failure_policy));
-            if current.as_deref() == Some(failure_policy) {
-                return anyhow::Ok(());
-            }
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
-    })
-    .await
-    .with_context(|| format!("the proxy injector was not registered with {failure_policy}"))?
-}
-
 fn bare_pod(name: &str) -> anyhow::Result<Pod> {
     Ok(serde_json::from_value(json!({
         "apiVersion": "v1", "kind": "Pod",
@@ -372,7 +374,7 @@ async fn with_the_webhook_down_pods_follow_the_failure_policy() {
             )
             .await?;
             wait_converged(&cps, &ns, "edge-25.4.4").await?;
-            wait_injector(&client, "Fail").await?;
+            common::injector_registered(&client, "Fail").await?;
             let meshed = format!("{ns}-meshed");
             namespace(&client, &meshed, json!({"linkerd.io/inject": "enabled"})).await?;
             let pods: Api<Pod> = Api::namespaced(client.clone(), &meshed);
@@ -397,7 +399,7 @@ async fn with_the_webhook_down_pods_follow_the_failure_policy() {
                     &Patch::Merge(json!({"spec": {"webhook": {"failurePolicy": "Ignore"}}})),
                 )
                 .await?;
-                wait_injector(&client, "Ignore").await?;
+                common::injector_registered(&client, "Ignore").await?;
                 let injected = pods
                     .create(&PostParams::default(), &bare_pod("while-up")?)
                     .await?;

@@ -90,7 +90,7 @@ async fn a_controlplane_installs_linkerd_and_converges_without_further_writes() 
             let (operator_client, writes) = env().recording_client();
             let _operator = Operator::start(operator_client);
 
-            let (cps, cp) = common::converged(&client, &ns, "edge-25.4.4").await?;
+            let (cps, cp) = common::converged(&client, &ns, "edge-25.4.4", json!({})).await?;
             let status = cp.status.clone().unwrap_or_default();
             ensure!(
                 status.current_version.as_deref() == Some("edge-25.4.4"),

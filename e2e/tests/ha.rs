@@ -49,7 +49,8 @@ async fn only_the_leader_reconciles_and_a_standby_finishes_its_work() {
             };
             leader.webhooks_registered(&client).await?;
 
-            let (cps, _) = common::converged(&client, &ns, "edge-25.4.4").await?;
+            let (cps, _) =
+                common::converged(&client, &ns, "edge-25.4.4", serde_json::json!({})).await?;
             // The standby kept its caches and served webhooks, but wrote
             // nothing beyond what any replica may write as it starts: the
             // harness's Keelson namespace, the webhook CA Secret (one

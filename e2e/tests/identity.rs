@@ -175,7 +175,18 @@ async fn a_trust_anchor_rotation_survives_operator_kills_in_every_phase() {
     let _serial = common::SERIAL.lock().await;
     env()
         .in_namespace("rotate", |client, ns| async move {
-            let (first, cps) = common::installed(&client, &ns, VERSION).await?;
+            // The operator is killed in every phase while waves restart pods:
+            // with `Fail`, a pod created while no replica serves the injector
+            // is refused and recreated once one does, rather than admitted
+            // without a proxy (which the wave reports and does not repeat).
+            let (first, cps) = common::installed_with(
+                &client,
+                &ns,
+                VERSION,
+                json!({"webhook": {"failurePolicy": "Fail"}}),
+            )
+            .await?;
+            common::injector_registered(&client, "Fail").await?;
             let mut operator = Some(first);
 
             let app = format!("{ns}-app");

@@ -27,7 +27,8 @@ async fn the_operator_works_with_only_its_install_rbac() {
             let operator = Operator::start(operator_client);
             operator.webhooks_registered(&client).await?;
 
-            let (cps, cp) = common::converged(&client, &ns, "edge-25.4.4").await?;
+            let (cps, cp) =
+                common::converged(&client, &ns, "edge-25.4.4", serde_json::json!({})).await?;
             cps.delete(&ns, &DeleteParams::default()).await?;
             tokio::time::timeout(
                 WAIT,

@@ -2,13 +2,16 @@
 #![allow(dead_code)] // each test binary uses its own subset
 
 use anyhow::Context as _;
-use k8s_openapi::api::admissionregistration::v1::ValidatingWebhookConfiguration;
+use k8s_openapi::api::admissionregistration::v1::{
+    MutatingWebhookConfiguration, ValidatingWebhookConfiguration,
+};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{ConfigMap, Namespace};
 use keelson_crds::{ControlPlane, DataPlane, DataPlaneStatus};
 use keelson_e2e::hollow;
 use keelson_e2e::shared::{TEST_NAMESPACE_LABEL, dump_namespace};
+use keelson_operator::admission::configurations::INJECTOR;
 use keelson_operator::leader::lease;
 use kube::api::{DeleteParams, PostParams};
 use kube::api::{Patch, PatchParams};
@@ -478,28 +481,60 @@ pub async fn installed(
     name: &str,
     version: &str,
 ) -> anyhow::Result<(Operator, Api<ControlPlane>)> {
+    installed_with(client, name, version, json!({})).await
+}
+
+/// As [`installed`], with `extra` merged into the ControlPlane's spec.
+pub async fn installed_with(
+    client: &Client,
+    name: &str,
+    version: &str,
+    extra: serde_json::Value,
+) -> anyhow::Result<(Operator, Api<ControlPlane>)> {
     keelson_e2e::shared::install_keelson_crds(client).await?;
     let operator = Operator::start(client.clone());
     operator.webhooks_registered(client).await?;
-    let (cps, _) = converged(client, name, version).await?;
+    let (cps, _) = converged(client, name, version, extra).await?;
     Ok((operator, cps))
 }
 
 /// Creates ControlPlane `name` at `version` (installing into namespace
-/// `name`) and waits until it converged; returns the API and what it became.
+/// `name`, `extra` merged into its spec) and waits until it converged;
+/// returns the API and what it became.
 pub async fn converged(
     client: &Client,
     name: &str,
     version: &str,
+    extra: serde_json::Value,
 ) -> anyhow::Result<(Api<ControlPlane>, ControlPlane)> {
     let cps: Api<ControlPlane> = Api::all(client.clone());
     cps.create(
         &PostParams::default(),
-        &control_plane(name, name, version, json!({})),
+        &control_plane(name, name, version, extra),
     )
     .await?;
     let cp = wait_converged(&cps, name, version).await?;
     Ok((cps, cp))
+}
+
+/// Waits until Keelson's proxy injector is registered with `failure_policy`.
+pub async fn injector_registered(client: &Client, failure_policy: &str) -> anyhow::Result<()> {
+    let api: Api<MutatingWebhookConfiguration> = Api::all(client.clone());
+    tokio::time::timeout(WAIT, async {
+        loop {
+            let current = api
+                .get_opt(INJECTOR)
+                .await?
+                .and_then(|m| m.webhooks)
+                .and_then(|w| w.into_iter().next().and_then(|h| h.failure_policy));
+            if current.as_deref() == Some(failure_policy) {
+                return anyhow::Ok(());
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    })
+    .await
+    .with_context(|| format!("the proxy injector was not registered with {failure_policy}"))?
 }
 
 /// Applies Keelson's install manifests except what the in-process operator

@@ -150,6 +150,20 @@ impl Injector {
                 );
                 Answer::patched(allow, patch)
             }
+            Remembered::Refuse(refusal) => {
+                // As Linkerd's injector answers a chart that will not render:
+                // the pod is denied, and the ReplicaSet's FailedCreate and
+                // this Event on the workload say which annotation to change.
+                let message = format!("Linkerd sidecar proxy injection refused: {refusal}");
+                self.notify(
+                    owner.as_ref(),
+                    &namespace,
+                    EventType::Warning,
+                    "InjectionRefused",
+                    message.clone(),
+                );
+                allow.deny(message).into()
+            }
             Remembered::Skip(reason) => {
                 if reason != inject::SkipReason::NotEnabled {
                     self.notify(
@@ -496,6 +510,32 @@ mod tests {
             Some([("linkerd.io/inject".to_owned(), "disabled".to_owned())].into());
         let response = injector.admit(request("apps", &disabled)).await;
         assert!(response.response.allowed && response.patch.is_none());
+    }
+
+    #[tokio::test]
+    async fn a_pod_linkerds_chart_refuses_is_denied_naming_the_annotation() {
+        let (injector, mut queued) = Fixture::default().injector();
+        let mut refused = pod("web-abc", json!({}));
+        refused.metadata.annotations = Some(
+            [(
+                "config.linkerd.io/proxy-log-http-headers".to_owned(),
+                "on".to_owned(),
+            )]
+            .into(),
+        );
+        let answer = injector.admit(request("apps", &refused)).await;
+        assert!(!answer.response.allowed && answer.patch.is_none());
+        let message = &answer.response.result.message;
+        assert!(
+            message.contains("config.linkerd.io/proxy-log-http-headers"),
+            "{message}"
+        );
+        let notice = queued.try_recv().unwrap();
+        assert_eq!(
+            (notice.reason.as_str(), notice.type_),
+            ("InjectionRefused", EventType::Warning)
+        );
+        assert_eq!(&notice.note, message);
     }
 
     #[tokio::test]

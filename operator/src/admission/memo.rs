@@ -6,7 +6,7 @@
 //! key covers every input of [`inject::inject`], so a hit is the decision the
 //! injector would make again.
 
-use crate::inject::{self, Decision, SkipReason};
+use crate::inject::{self, Decision, Refusal, SkipReason};
 use keelson_webhooks::admission::EncodedPatch;
 use std::collections::HashMap;
 use std::hash::{DefaultHasher, Hash, Hasher};
@@ -21,6 +21,7 @@ const CAPACITY: usize = 256;
 pub enum Remembered {
     Patch(EncodedPatch),
     Skip(SkipReason),
+    Refuse(Refusal),
 }
 
 #[derive(Default)]
@@ -38,6 +39,7 @@ impl Memo {
         let decided = match inject::inject(req) {
             Decision::Inject(patch) => Remembered::Patch(EncodedPatch::new(patch.json())),
             Decision::Skip(reason) => Remembered::Skip(reason),
+            Decision::Refuse(refusal) => Remembered::Refuse(refusal),
         };
         let mut decisions = self.lock();
         if decisions.len() >= CAPACITY {

@@ -64,7 +64,23 @@ pub struct Request<'a> {
 #[derive(Debug)]
 pub enum Decision {
     Inject(Patch),
+    /// Admit the pod as it is.
     Skip(SkipReason),
+    /// Deny the pod: Linkerd's chart refuses to render its proxy, and
+    /// Linkerd's injector then answers with the error, `allowed: false`.
+    Refuse(Refusal),
+}
+
+impl From<SkipReason> for Decision {
+    fn from(reason: SkipReason) -> Self {
+        Self::Skip(reason)
+    }
+}
+
+impl From<Refusal> for Decision {
+    fn from(refusal: Refusal) -> Self {
+        Self::Refuse(refusal)
+    }
 }
 
 /// Where an annotation was read.
@@ -83,9 +99,8 @@ impl fmt::Display for AnnotationSource {
     }
 }
 
-/// Why a pod is left alone. The first four are Linkerd's skip reasons; the
-/// rest are annotation combinations Linkerd's chart refuses to render (its
-/// injector then rejects the pod; Keelson admits it without a proxy).
+/// Why a pod is left alone: Linkerd's skip reasons, and two of Keelson's
+/// (nothing to inject into, no trust bundle to give the proxy).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum SkipReason {
     #[error(
@@ -114,6 +129,12 @@ pub enum SkipReason {
         "the trust bundle is empty, so the proxy could not verify any peer; check the control plane's identity"
     )]
     NoTrustAnchors,
+}
+
+/// Annotation combinations Linkerd's chart refuses to render; each message
+/// names the annotation to change.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Refusal {
     #[error(
         "a native sidecar proxy cannot wait before exit: remove {WAIT_BEFORE_EXIT} or turn off native sidecars ({NATIVE_SIDECAR_BETA}, {NATIVE_SIDECAR_ALPHA} or spec.proxy.nativeSidecar)"
     )]
@@ -130,7 +151,7 @@ pub enum SkipReason {
 pub fn inject(req: &Request<'_>) -> Decision {
     match plan(req) {
         Ok(patch) => Decision::Inject(patch),
-        Err(reason) => Decision::Skip(reason),
+        Err(not_injected) => not_injected,
     }
 }
 
@@ -148,7 +169,8 @@ const OWNER_LABEL_KINDS: &[&str] = &[
 /// Where workloads mount their API token; the proxy mounts it too.
 const SERVICE_ACCOUNT_PATH: &str = "/var/run/secrets/kubernetes.io/serviceaccount";
 
-fn plan(req: &Request<'_>) -> Result<Patch, SkipReason> {
+/// The patch, or why there is none.
+fn plan(req: &Request<'_>) -> Result<Patch, Decision> {
     let pod = req.pod;
     let release = req.release;
     let none = BTreeMap::new();
@@ -164,13 +186,13 @@ fn plan(req: &Request<'_>) -> Result<Patch, SkipReason> {
         .filter(|s| !s.containers.is_empty())
         .ok_or(SkipReason::NoPodSpec)?;
     if spec.host_network == Some(true) {
-        return Err(SkipReason::HostNetwork);
+        return Err(SkipReason::HostNetwork.into());
     }
     if let Some(container) = existing_sidecar(spec) {
-        return Err(SkipReason::SidecarPresent { container });
+        return Err(SkipReason::SidecarPresent { container }.into());
     }
     if req.trust_anchors_pem.trim().is_empty() {
-        return Err(SkipReason::NoTrustAnchors);
+        return Err(SkipReason::NoTrustAnchors.into());
     }
 
     // The annotations the patch adds: who injected, what the namespace
@@ -226,15 +248,16 @@ fn plan(req: &Request<'_>) -> Result<Patch, SkipReason> {
     }
 
     if v.native_sidecar && v.wait_before_exit_seconds > 0 {
-        return Err(SkipReason::NativeSidecarWithWaitBeforeExit);
+        return Err(Refusal::NativeSidecarWithWaitBeforeExit.into());
     }
     if !matches!(v.log_http_headers.as_str(), "insecure" | "off" | "") {
-        return Err(SkipReason::InvalidLogHttpHeaders(v.log_http_headers));
+        return Err(Refusal::InvalidLogHttpHeaders(v.log_http_headers).into());
     }
     if v.init.close_wait_secs != 0 && annotations::close_wait_needs_root(release) {
-        return Err(SkipReason::CloseWaitNeedsRoot {
+        return Err(Refusal::CloseWaitNeedsRoot {
             version: release.version.to_string(),
-        });
+        }
+        .into());
     }
 
     added.insert(PROXY_VERSION.into(), v.image.version.clone());

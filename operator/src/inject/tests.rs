@@ -58,14 +58,21 @@ impl Fixture {
                 json_patch::patch(&mut doc, &patch.ops()).unwrap();
                 doc
             }
-            Decision::Skip(reason) => panic!("skipped: {reason}"),
+            other => panic!("not injected: {other:?}"),
         }
     }
 
     fn skipped(&self, pod: &Pod) -> SkipReason {
         match self.decide(pod) {
             Decision::Skip(reason) => reason,
-            Decision::Inject(patch) => panic!("injected: {patch:?}"),
+            other => panic!("not skipped: {other:?}"),
+        }
+    }
+
+    fn refused(&self, pod: &Pod) -> Refusal {
+        match self.decide(pod) {
+            Decision::Refuse(refusal) => refusal,
+            other => panic!("not refused: {other:?}"),
         }
     }
 }
@@ -130,6 +137,7 @@ fn the_inject_annotation_decides_as_linkerds_truth_table() {
         match fixture.decide(&pod) {
             Decision::Inject(_) => Ok(()),
             Decision::Skip(r) => Err(r),
+            Decision::Refuse(r) => panic!("refused: {r}"),
         }
     };
     use SkipReason::*;
@@ -245,29 +253,29 @@ fn pods_without_spec_or_trust_bundle_are_skipped() {
 }
 
 #[test]
-fn what_linkerds_chart_refuses_is_skipped_with_the_annotation_named() {
+fn what_linkerds_chart_refuses_is_refused_with_the_annotation_named() {
     let fixture = Fixture::new("edge-25.4.4");
-    let reason = fixture.skipped(&pod_with(json!({
+    let reason = fixture.refused(&pod_with(json!({
         "config.alpha.linkerd.io/proxy-enable-native-sidecar": "true",
         "config.alpha.linkerd.io/proxy-wait-before-exit-seconds": "10",
     })));
-    assert_eq!(reason, SkipReason::NativeSidecarWithWaitBeforeExit);
+    assert_eq!(reason, Refusal::NativeSidecarWithWaitBeforeExit);
     assert!(
         reason
             .to_string()
             .contains("proxy-wait-before-exit-seconds")
     );
 
-    let reason = fixture.skipped(&pod_with(
+    let reason = fixture.refused(&pod_with(
         json!({"config.linkerd.io/proxy-log-http-headers": "on"}),
     ));
-    assert_eq!(reason, SkipReason::InvalidLogHttpHeaders("on".into()));
+    assert_eq!(reason, Refusal::InvalidLogHttpHeaders("on".into()));
 
     // close-wait-timeout needs a root proxy-init from edge-25.1.1 on.
     let close_wait = pod_with(json!({"config.linkerd.io/close-wait-timeout": "2m"}));
     assert!(matches!(
-        fixture.skipped(&close_wait),
-        SkipReason::CloseWaitNeedsRoot { .. }
+        fixture.refused(&close_wait),
+        Refusal::CloseWaitNeedsRoot { .. }
     ));
     let doc = Fixture::new("edge-24.11.8").injected(&close_wait);
     let args = init_args(&doc);
@@ -865,6 +873,9 @@ proptest! {
         match fixture.decide(&pod) {
             Decision::Skip(reason) => {
                 prop_assert!(!reason.to_string().is_empty());
+            }
+            Decision::Refuse(refusal) => {
+                prop_assert!(refusal.to_string().contains("linkerd.io/"), "{}", refusal);
             }
             Decision::Inject(patch) => {
                 let mut doc = serde_json::to_value(&pod).unwrap();
