@@ -383,7 +383,7 @@ fn field_env(name: &str, path: &str) -> k8s::EnvVar {
     }
 }
 
-/// An HTTP probe on the admin port, timings as the chart sets them.
+/// An HTTP GET probe of `path` on `port`; callers add the timings.
 fn http_probe(path: &str, port: i32) -> k8s::Probe {
     k8s::Probe {
         http_get: Some(k8s::HTTPGetAction {
