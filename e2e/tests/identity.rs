@@ -178,7 +178,8 @@ async fn a_trust_anchor_rotation_survives_operator_kills_in_every_phase() {
             // The operator is killed in every phase while waves restart pods:
             // with `Fail`, a pod created while no replica serves the injector
             // is refused and recreated once one does, rather than admitted
-            // without a proxy (which the wave reports and does not repeat).
+            // without a proxy (which costs the wave another restart, and
+            // after a second one leaves the workload `Unchanged`).
             let (first, cps) = common::installed_with(
                 &client,
                 &ns,

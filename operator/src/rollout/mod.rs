@@ -202,12 +202,14 @@ impl Workload {
         self.rolled_out() && self.version_lag(target).is_none()
     }
 
-    /// Whether its template carries a restart token of `wave`.
-    fn restarted_in(&self, wave: &Wave) -> bool {
+    /// How many restarts `wave` gave it, from the token its template carries
+    /// (0: none of this wave's).
+    fn restarts_in(&self, wave: &Wave) -> u32 {
         self.restarted_at
             .as_deref()
             .and_then(parse_token)
-            .is_some_and(|(number, at)| number == wave.number && at >= wave.started_at.0)
+            .filter(|t| t.wave == wave.number && t.at >= wave.started_at.0)
+            .map_or(0, |t| t.restart)
     }
 }
 
@@ -378,13 +380,13 @@ pub fn plan(input: &Input<'_>) -> Plan {
         if now.0.as_second() < ready_at {
             wait_until = Some(ready_at);
         } else {
-            let token = token(w.number, now);
             let batch = batch(
                 &candidates,
                 usize::try_from(input.rollout.batch_size.max(1)).unwrap_or(1),
                 allowed - unavailable,
             );
             for c in &batch {
+                let token = token(w.number, c.restarts_in(w) + 1, now);
                 restarts.push(Restart {
                     kind: c.kind,
                     name: c.name.clone(),
@@ -609,12 +611,12 @@ fn lag(w: &Workload, target: &Target, wave: Option<&Wave>, allowed: Option<i32>)
         .version_lag(target)
         .unwrap_or(("ProxyVersion", "pods not yet known".into()));
     if let Some(wave) = wave
-        && w.restarted_in(wave)
+        && w.restarts_in(wave) >= RESTARTS_PER_WAVE
     {
         return held(
             "Unchanged",
             format!(
-                "restarted in wave {}, but {message}; the proxy injector did not give its new pods the target",
+                "restarted {RESTARTS_PER_WAVE} times in wave {}, but {message}; the proxy injector did not give its new pods the target",
                 wave.number
             ),
         );
@@ -778,17 +780,44 @@ fn conditions(
     set(PROGRESSING, ok, reason, message);
 }
 
-/// A restart token: the wave's number and the time, `w3-2025-11-02T10:00:00Z`.
-/// The number tells a restart of this wave from one of an earlier wave in
-/// the same second; the time tells it from another DataPlane's wave 3.
-fn token(number: i64, now: &Time) -> String {
+/// Restarts one wave gives a workload. A restart whose new pods came up
+/// without the target is repeated once: the injector may have been out of
+/// reach for a moment (a `failurePolicy: Ignore` webhook admits pods
+/// unmeshed). A second such restart means the injector does not give the
+/// target, and repeating it would only restart pods.
+const RESTARTS_PER_WAVE: u32 = 2;
+
+/// A restart token: the wave's number, the restart's within the wave after a
+/// dot from the second on, and the time: `w3-2025-11-02T10:00:00Z`,
+/// `w3.2-2025-11-02T10:05:00Z`. The wave number tells a restart of this wave
+/// from one of an earlier wave in the same second; the time tells it from
+/// another DataPlane's wave 3.
+fn token(wave: i64, restart: u32, now: &Time) -> String {
     let at = k8s_openapi::jiff::Timestamp::from_second(now.0.as_second()).unwrap_or(now.0);
-    format!("w{number}-{at}")
+    if restart > 1 {
+        format!("w{wave}.{restart}-{at}")
+    } else {
+        format!("w{wave}-{at}")
+    }
 }
 
-fn parse_token(token: &str) -> Option<(i64, k8s_openapi::jiff::Timestamp)> {
-    let (number, at) = token.strip_prefix('w')?.split_once('-')?;
-    Some((number.parse().ok()?, at.parse().ok()?))
+struct Token {
+    wave: i64,
+    restart: u32,
+    at: k8s_openapi::jiff::Timestamp,
+}
+
+fn parse_token(token: &str) -> Option<Token> {
+    let (numbers, at) = token.strip_prefix('w')?.split_once('-')?;
+    let (wave, restart) = match numbers.split_once('.') {
+        Some((wave, restart)) => (wave, restart.parse().ok()?),
+        None => (numbers, 1),
+    };
+    Some(Token {
+        wave: wave.parse().ok()?,
+        restart,
+        at: at.parse().ok()?,
+    })
 }
 
 fn secs(d: Duration) -> i64 {

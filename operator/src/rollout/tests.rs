@@ -427,21 +427,48 @@ fn a_new_target_starts_a_new_wave_and_a_held_one_starts_nothing() {
 }
 
 #[test]
-fn a_restart_that_did_not_bring_the_target_is_not_repeated() {
+fn a_restart_that_did_not_bring_the_target_is_repeated_once_then_held() {
     let workloads = vec![lagging("a", 1)];
     let rollout = spec(1, "100%");
+    // Rolled out and available, but the injector gave the old proxy.
+    let unchanged = |token: &str| {
+        let mut a = restarting(workloads[0].clone(), token);
+        a.observed_generation = a.generation;
+        a.updated = 1;
+        vec![a]
+    };
     let first = Case::new(&rollout, &workloads, &DataPlaneStatus::default()).at(0);
     let token = first.restarts[0].token.clone();
-    // Rolled out and available, but the injector gave the old proxy.
-    let mut a = restarting(workloads[0].clone(), &token);
-    a.observed_generation = a.generation;
-    a.updated = 1;
-    let now = vec![a];
-    let p = Case::new(&rollout, &now, &first.status).at(60);
+    // The batch closes; after the interval, once more: the injector may
+    // have been out of reach for a moment.
+    let now = unchanged(&token);
+    let closed = Case::new(&rollout, &now, &first.status).at(60);
+    assert!(closed.restarts.is_empty());
+    let second = Case::new(&rollout, &now, &closed.status).at(100);
+    assert_eq!(second.restarts.len(), 1);
+    let retry = second.restarts[0].token.clone();
+    assert_ne!(retry, token);
+    assert_eq!(reason_of(&second.status, "a"), Some("Restarting"));
+    // Unchanged again: held, and never restarted again in this wave.
+    let now = unchanged(&retry);
+    let p = Case::new(&rollout, &now, &second.status).at(160);
     assert!(p.restarts.is_empty());
     assert_eq!(reason_of(&p.status, "a"), Some("Unchanged"));
     let again = Case::new(&rollout, &now, &p.status).at(600);
     assert!(again.restarts.is_empty());
+    assert_eq!(reason_of(&again.status, "a"), Some("Unchanged"));
+}
+
+#[test]
+fn restart_tokens_count_the_restarts_of_a_wave() {
+    let at = Time(k8s_openapi::jiff::Timestamp::from_second(1_700_000_000).unwrap());
+    let first = token(3, 1, &at);
+    assert_eq!(first, "w3-2023-11-14T22:13:20Z");
+    let parsed = parse_token(&first).unwrap();
+    assert_eq!((parsed.wave, parsed.restart), (3, 1));
+    let second = parse_token(&token(3, 2, &at)).unwrap();
+    assert_eq!((second.wave, second.restart, second.at), (3, 2, at.0));
+    assert!(parse_token("w3.x-2023-11-14T22:13:20Z").is_none());
 }
 
 #[test]
