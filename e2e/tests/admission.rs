@@ -4,7 +4,7 @@
 mod common;
 
 use anyhow::{Context, bail, ensure};
-use common::{Operator, WAIT, control_plane, wait_converged};
+use common::{Operator, WAIT, control_plane};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{Event, Namespace, Pod};
@@ -360,20 +360,13 @@ async fn with_the_webhook_down_pods_follow_the_failure_policy() {
     let _serial = common::SERIAL.lock().await;
     env()
         .in_namespace("outage", |client, ns| async move {
-            install_keelson_crds(&client).await?;
-            let operator = Operator::start(client.clone());
-            let cps: Api<ControlPlane> = Api::all(client.clone());
-            cps.create(
-                &PostParams::default(),
-                &control_plane(
-                    &ns,
-                    &ns,
-                    "edge-25.4.4",
-                    json!({"webhook": {"failurePolicy": "Fail"}}),
-                ),
+            let (operator, cps) = common::installed_with(
+                &client,
+                &ns,
+                "edge-25.4.4",
+                json!({"webhook": {"failurePolicy": "Fail"}}),
             )
             .await?;
-            wait_converged(&cps, &ns, "edge-25.4.4").await?;
             common::injector_registered(&client, "Fail").await?;
             let meshed = format!("{ns}-meshed");
             namespace(&client, &meshed, json!({"linkerd.io/inject": "enabled"})).await?;

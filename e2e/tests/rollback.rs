@@ -4,15 +4,11 @@
 mod common;
 
 use anyhow::{Context, ensure};
-use common::{
-    Operator, condition, control_plane, set_fault, set_version, wait_converged, wait_for,
-};
+use common::{condition, set_fault, set_version, wait_for};
 use k8s_openapi::api::apps::v1::Deployment;
-use keelson_crds::ControlPlane;
 use keelson_crds::controlplane::UpgradeOutcome;
-use keelson_e2e::shared::{env, install_keelson_crds};
+use keelson_e2e::shared::env;
 use kube::Api;
-use kube::api::PostParams;
 use serde_json::json;
 
 #[tokio::test]
@@ -20,17 +16,13 @@ async fn a_failed_gate_rolls_back_to_the_previous_release() {
     let _serial = common::SERIAL.lock().await;
     env()
         .in_namespace("rb", |client, ns| async move {
-            install_keelson_crds(&client).await?;
-            let _operator = Operator::start(client.clone());
-            let cps: Api<ControlPlane> = Api::all(client.clone());
-            let cp = control_plane(
-                &ns,
+            let (_operator, cps) = common::installed_with(
+                &client,
                 &ns,
                 "edge-25.4.4",
                 json!({"upgrade": {"healthDeadline": "10s"}}),
-            );
-            cps.create(&PostParams::default(), &cp).await?;
-            wait_converged(&cps, &ns, "edge-25.4.4").await?;
+            )
+            .await?;
 
             set_fault(&client, Some("controller:edge-25.10.7")).await?;
             set_version(&cps, &ns, "edge-25.10.7").await?;

@@ -26,11 +26,6 @@ impl Patch {
         &self.0
     }
 
-    /// The patch's JSON text, owned.
-    pub fn into_json(self) -> Vec<u8> {
-        self.0
-    }
-
     /// The operations, parsed: for tests that apply the patch.
     pub fn ops(&self) -> json_patch::Patch {
         serde_json::from_slice(&self.0).expect("Ops writes a JSON Patch")
