@@ -24,7 +24,7 @@ use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use keelson_crds::ControlPlaneSpec;
 use keelson_operator::catalog::{self, KubeVersion};
-use keelson_operator::inject::{self, Decision, Owner, Request};
+use keelson_operator::inject::{self, Context, Decision, Owner};
 use serde_json::{Value, json};
 use std::path::PathBuf;
 
@@ -192,7 +192,7 @@ fn injected(case: &Case, version: &str) -> Value {
         "name": case.pod["metadata"]["namespace"], "annotations": case.namespace}))
     .unwrap();
     let pod: Pod = serde_json::from_value(case.pod.clone()).unwrap();
-    let decision = inject::inject(&Request {
+    let context = Context {
         control_plane: "linkerd",
         spec: &spec,
         release,
@@ -202,12 +202,12 @@ fn injected(case: &Case, version: &str) -> Value {
         },
         trust_anchors_pem: TRUST_ANCHORS,
         namespace: &namespace,
-        pod: &pod,
         owner: case.owner.map(|(kind, name)| Owner {
             kind: kind.into(),
             name: name.into(),
         }),
-    });
+    };
+    let decision = inject::inject(&context, &pod);
     let Decision::Inject(patch) = decision else {
         panic!("{version} {}: {decision:?}", case.name)
     };

@@ -6,52 +6,60 @@
 //! (there is no `uid` to answer with), and the API server then applies the
 //! webhook's failure policy.
 
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD as BASE64;
 use bytes::Bytes;
 use http::{Method, Request, Response, StatusCode, header};
 use kube::Resource;
 use kube::core::DynamicObject;
-use kube::core::admission::{AdmissionRequest, AdmissionResponse, AdmissionReview};
+use kube::core::TypeMeta;
+use kube::core::admission::{AdmissionRequest, AdmissionResponse};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
-use serde_json::value::RawValue;
 use std::future::Future;
-use std::sync::Arc;
 
-/// A JSON patch encoded as the review's `patch` field: the base64 JSON
-/// string the API server reads. Encoded once, it is written into every
-/// answer that carries it as it is, so a patch remembered across reviews
-/// (the pods of one rollout) costs no encoding per review.
-#[derive(Clone, Debug)]
-pub struct EncodedPatch(Arc<RawValue>);
+/// A JSON patch encoded as the review's `patch` field: the base64 text the
+/// API server decodes. Encoded once, it is copied into every answer that
+/// carries it, so a patch remembered across reviews (the pods of one
+/// rollout) costs no encoding per review.
+#[derive(Clone, Debug, PartialEq)]
+pub struct EncodedPatch(Bytes);
 
 impl EncodedPatch {
     /// Encodes a serialized JSON patch.
     pub fn new(patch_json: &[u8]) -> Self {
-        use base64::Engine as _;
         // kube-core writes `[]byte` as an array of numbers; the API documents
-        // a base64 string (what Go encodes it to), four times smaller. The
-        // literal is written in one exactly sized buffer: base64 needs no
-        // escaping inside quotes.
-        let encoded = base64::encoded_len(patch_json.len(), true).unwrap_or(0);
-        let mut literal = String::with_capacity(encoded + 2);
-        literal.push('"');
-        base64::engine::general_purpose::STANDARD.encode_string(patch_json, &mut literal);
-        literal.push('"');
-        let raw = RawValue::from_string(literal).expect("a base64 string literal is valid JSON");
-        Self(Arc::from(raw))
+        // a base64 string (what Go encodes it to), four times smaller.
+        Self(Bytes::from(BASE64.encode(patch_json)))
+    }
+
+    /// The patch with the JSON bytes at each of `offsets` replaced by
+    /// `bytes`, as many as they replace. Only the base64 quanta (three JSON
+    /// bytes each) that `bytes` fall in are encoded again: adapting a
+    /// remembered patch to a pod costs a copy, not an encoding.
+    ///
+    /// # Panics
+    /// If a replaced range is not within the patch.
+    pub fn overwritten(&self, offsets: &[usize], bytes: &[u8]) -> Self {
+        let mut text = self.0.to_vec();
+        for &offset in offsets {
+            let first = offset / 3;
+            let end = (offset + bytes.len()).div_ceil(3);
+            let chars = first * 4..(end * 4).min(text.len());
+            let mut window = BASE64.decode(&text[chars.clone()]).expect("encoded by new");
+            window[offset - first * 3..][..bytes.len()].copy_from_slice(bytes);
+            // The window decodes to as many bytes as it had, so it encodes
+            // to as many characters, padding included.
+            BASE64
+                .encode_slice(&window, &mut text[chars])
+                .expect("as long as before");
+        }
+        Self(Bytes::from(text))
     }
 
     /// The patch as JSON again.
     pub fn decode(&self) -> Vec<u8> {
-        serde_json::from_str::<k8s_openapi::ByteString>(self.0.get())
-            .expect("encoded by new")
-            .0
-    }
-}
-
-impl PartialEq for EncodedPatch {
-    fn eq(&self, other: &Self) -> bool {
-        self.0.get() == other.0.get()
+        BASE64.decode(&self.0).expect("encoded by new")
     }
 }
 
@@ -106,10 +114,10 @@ where
             "admission reviews are POSTed",
         );
     }
-    let answer = match serde_json::from_slice::<AdmissionReview<K>>(request.body()) {
-        Ok(review) => match review.try_into() {
-            Ok(admission) => admit(admission).await.into(),
-            Err(_) => {
+    let answer = match serde_json::from_slice::<Review<K>>(request.body()) {
+        Ok(review) => match review.into_request() {
+            Some(admission) => admit(admission).await.into(),
+            None => {
                 return plain(
                     StatusCode::BAD_REQUEST,
                     "the AdmissionReview has no request",
@@ -117,10 +125,8 @@ where
             }
         },
         Err(typed) => {
-            let envelope = serde_json::from_slice::<AdmissionReview<DynamicObject>>(request.body());
-            let admission: Option<AdmissionRequest<DynamicObject>> =
-                envelope.ok().and_then(|r| r.try_into().ok());
-            match admission {
+            let envelope = serde_json::from_slice::<Review<DynamicObject>>(request.body());
+            match envelope.ok().and_then(Review::into_request) {
                 Some(admission) => AdmissionResponse::from(&admission)
                     .deny(format!(
                         "the {} cannot be read: {typed}",
@@ -149,6 +155,30 @@ where
     }
 }
 
+/// An `AdmissionReview` as the API server sends it. kube's own type
+/// flattens its `TypeMeta`, which makes serde buffer the whole review (the
+/// object twice over, for updates) before decoding it, and keeps objects from
+/// being taken as raw JSON text.
+#[derive(serde::Deserialize)]
+#[serde(bound = "K: DeserializeOwned")]
+struct Review<K: Resource> {
+    #[serde(rename = "apiVersion")]
+    api_version: String,
+    kind: String,
+    request: Option<AdmissionRequest<K>>,
+}
+
+impl<K: Resource> Review<K> {
+    fn into_request(self) -> Option<AdmissionRequest<K>> {
+        let mut request = self.request?;
+        request.types = TypeMeta {
+            api_version: self.api_version,
+            kind: self.kind,
+        };
+        Some(request)
+    }
+}
+
 /// The review the API server expects back, in the request's API version,
 /// written in one pass.
 fn encode(answer: Answer) -> serde_json::Result<Vec<u8>> {
@@ -157,31 +187,31 @@ fn encode(answer: Answer) -> serde_json::Result<Vec<u8>> {
         #[serde(rename = "apiVersion")]
         api_version: &'a str,
         kind: &'a str,
-        response: Out<'a>,
-    }
-    #[derive(Serialize)]
-    struct Out<'a> {
-        #[serde(flatten)]
         response: &'a AdmissionResponse,
-        #[serde(skip_serializing_if = "Option::is_none")]
-        patch: Option<&'a RawValue>,
     }
     let types = &answer.response.types;
+    const PATCH_FIELD: &[u8] = b",\"patch\":\"";
     // Sized for the patch and the rest of the review, so the answer is
     // written without growing (and copying) the buffer.
-    let patch_len = answer.patch.as_ref().map_or(0, |p| p.0.get().len());
+    let patch_len = answer.patch.as_ref().map_or(0, |p| p.0.len());
     let mut out = Vec::with_capacity(patch_len + 1024);
     serde_json::to_writer(
         &mut out,
         &Review {
             api_version: &types.api_version,
             kind: &types.kind,
-            response: Out {
-                response: &answer.response,
-                patch: answer.patch.as_ref().map(|p| &*p.0),
-            },
+            response: &answer.response,
         },
     )?;
+    if let Some(patch) = &answer.patch {
+        // The review ends with the response's and its own closing braces;
+        // the patch goes in before them. Base64 needs no escaping.
+        debug_assert!(out.ends_with(b"}}"));
+        out.truncate(out.len() - 2);
+        out.extend_from_slice(PATCH_FIELD);
+        out.extend_from_slice(&patch.0);
+        out.extend_from_slice(b"\"}}");
+    }
     Ok(out)
 }
 
@@ -265,6 +295,34 @@ mod tests {
         assert_eq!(decoded.0, expected);
         assert_eq!(body["response"]["patchType"], "JSONPatch");
         assert_eq!(body["response"]["allowed"], true);
+    }
+
+    #[test]
+    fn an_overwritten_patch_decodes_to_the_overwritten_json() {
+        let json: Vec<u8> = (0..64u8).map(|i| b'a' + i % 26).collect();
+        // Every length of patch (so every padding), and every place and
+        // length of overwrite, quanta boundaries included.
+        for len in 1..json.len() {
+            let patch = EncodedPatch::new(&json[..len]);
+            for offset in 0..len {
+                for n in 0..=(len - offset).min(7) {
+                    let bytes = &b"0123456"[..n];
+                    let mut expected = json[..len].to_vec();
+                    expected[offset..offset + n].copy_from_slice(bytes);
+                    let overwritten = patch.overwritten(&[offset], bytes);
+                    assert_eq!(overwritten.decode(), expected, "{len} {offset} {n}");
+                    assert_eq!(overwritten, EncodedPatch::new(&expected));
+                }
+            }
+        }
+        // Several places at once, one quantum apart and in one quantum.
+        let patch = EncodedPatch::new(&json);
+        let overwritten = patch.overwritten(&[2, 5, 30, 31], b"XY");
+        let mut expected = json.clone();
+        for at in [2, 5, 30, 31] {
+            expected[at..at + 2].copy_from_slice(b"XY");
+        }
+        assert_eq!(overwritten.decode(), expected);
     }
 
     #[tokio::test]

@@ -18,6 +18,11 @@ use kube::core::{PartialObjectMeta, Selector, SelectorExt};
 use kube::runtime::events::EventType;
 use kube::runtime::reflector::{ObjectRef, Store};
 use kube::{Api, Client, ResourceExt};
+use serde::de::Error as _;
+use serde::{Deserialize, Deserializer};
+use serde_json::value::RawValue;
+use std::collections::BTreeMap;
+use std::sync::Arc;
 use tokio::sync::mpsc;
 
 /// The ConfigMap holding the trust bundle, in the control plane's namespace.
@@ -49,8 +54,53 @@ pub struct Injector {
     pub memo: Memo,
 }
 
+/// A pod as a review carries it: its JSON text, the memo's key, decoded in
+/// full only for a pod the injector has not decided on before; and its
+/// metadata, which finds its workload and DataPlane.
+pub struct SubmittedPod {
+    pub text: Box<RawValue>,
+    pub metadata: ObjectMeta,
+}
+
+impl<'de> Deserialize<'de> for SubmittedPod {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        // `metadata: null` reads as no metadata, as k8s-openapi reads it.
+        #[derive(Deserialize)]
+        struct Head {
+            metadata: Option<ObjectMeta>,
+        }
+        let text = Box::<RawValue>::deserialize(deserializer)?;
+        let head: Head = serde_json::from_str(text.get()).map_err(D::Error::custom)?;
+        Ok(Self {
+            text,
+            metadata: head.metadata.unwrap_or_default(),
+        })
+    }
+}
+
+impl k8s_openapi::Resource for SubmittedPod {
+    const API_VERSION: &'static str = Pod::API_VERSION;
+    const GROUP: &'static str = Pod::GROUP;
+    const KIND: &'static str = Pod::KIND;
+    const VERSION: &'static str = Pod::VERSION;
+    const URL_PATH_SEGMENT: &'static str = Pod::URL_PATH_SEGMENT;
+    type Scope = <Pod as k8s_openapi::Resource>::Scope;
+}
+
+impl k8s_openapi::Metadata for SubmittedPod {
+    type Ty = ObjectMeta;
+
+    fn metadata(&self) -> &ObjectMeta {
+        &self.metadata
+    }
+
+    fn metadata_mut(&mut self) -> &mut ObjectMeta {
+        &mut self.metadata
+    }
+}
+
 impl Injector {
-    pub async fn admit(&self, req: AdmissionRequest<Pod>) -> Answer {
+    pub async fn admit(&self, req: AdmissionRequest<SubmittedPod>) -> Answer {
         let allow = AdmissionResponse::from(&req);
         if req.operation != Operation::Create
             || req.kind.kind != "Pod"
@@ -58,7 +108,7 @@ impl Injector {
         {
             return allow.into();
         }
-        let Some(mut pod) = req.object else {
+        let Some(pod) = &req.object else {
             return allow.deny("the request carries no pod").into();
         };
         // The API server always sends a name or generateName; a patch for a
@@ -70,9 +120,9 @@ impl Injector {
         // yet; the request names it.
         let namespace = req
             .namespace
+            .clone()
             .or_else(|| pod.metadata.namespace.clone())
             .unwrap_or_default();
-        pod.metadata.namespace = Some(namespace.clone());
 
         let Some(cp) = self.control_plane(&namespace) else {
             return allow.into();
@@ -84,8 +134,8 @@ impl Injector {
         {
             return allow.into();
         }
-        let owner = self.owner(&pod, &namespace).await;
-        let release = match self.release(&cp, &namespace, &pod) {
+        let owner = self.owner(&pod.metadata, &namespace).await;
+        let release = match self.release(&cp, &namespace, &pod.metadata) {
             Ok(release) => release,
             Err(message) => {
                 self.notify(
@@ -98,7 +148,8 @@ impl Injector {
                 return allow.into();
             }
         };
-        let Some(anchors) = self.trust_anchors(&cp) else {
+        let trust_roots = self.trust_roots(&cp);
+        let Some(anchors) = trust_roots.as_deref().and_then(trust_anchors) else {
             // Injecting without the bundle would give the proxy no way to
             // verify anyone; the pod starts unmeshed and a DataPlane wave
             // meshes it once identity is up.
@@ -126,19 +177,32 @@ impl Injector {
                 &unknown_ns
             }
         };
-        let decision = self.memo.decide(&inject::Request {
+        let context = inject::Context {
             control_plane: cp.metadata.name.as_deref().unwrap_or_default(),
             spec: &cp.spec,
             release,
             kubernetes: self.kubernetes,
-            trust_anchors_pem: &anchors,
+            trust_anchors_pem: anchors,
             namespace: ns_meta,
-            pod: &pod,
             owner: owner.as_ref().map(|o| Owner {
                 kind: o.kind.clone(),
                 name: o.name.clone(),
             }),
+        };
+        // Only a pod not seen before is decoded in full.
+        let decision = self.memo.decide(&cp, &context, pod.text.get(), || {
+            let mut pod: Pod = serde_json::from_str(pod.text.get())?;
+            pod.metadata.namespace = Some(namespace.clone());
+            Ok::<_, serde_json::Error>(inject::inject(&context, &pod))
         });
+        let decision = match decision {
+            Ok(decision) => decision,
+            Err(unreadable) => {
+                return allow
+                    .deny(format!("the Pod cannot be read: {unreadable}"))
+                    .into();
+            }
+        };
         match decision {
             Remembered::Patch(patch) => {
                 self.notify(
@@ -206,7 +270,7 @@ impl Injector {
         &self,
         cp: &ControlPlane,
         namespace: &str,
-        pod: &Pod,
+        pod: &ObjectMeta,
     ) -> Result<&'static Release, String> {
         let pinned = self
             .caches
@@ -230,23 +294,23 @@ impl Injector {
 
     /// Whether a DataPlane selects the pod. At admission only the pod is
     /// known; its labels are its workload's template labels.
-    fn selects(dp: &DataPlane, pod: &Pod) -> bool {
+    fn selects(dp: &DataPlane, pod: &ObjectMeta) -> bool {
+        let labels = pod.labels.as_ref();
         Selector::try_from(dp.spec.selector.clone())
-            .is_ok_and(|selector| selector.matches(pod.labels()))
+            .is_ok_and(|selector| selector.matches(labels.unwrap_or(&BTreeMap::new())))
     }
 
-    fn trust_anchors(&self, cp: &ControlPlane) -> Option<String> {
-        let cm = self
-            .caches
+    /// The ConfigMap holding the control plane's trust bundle.
+    fn trust_roots(&self, cp: &ControlPlane) -> Option<Arc<ConfigMap>> {
+        self.caches
             .config_maps
-            .get(&ObjectRef::new(TRUST_ROOTS).within(&cp.spec.namespace))?;
-        cm.data.as_ref()?.get(TRUST_ROOTS_KEY).cloned()
+            .get(&ObjectRef::new(TRUST_ROOTS).within(&cp.spec.namespace))
     }
 
     /// The workload that owns the pod, as Linkerd's injector resolves it: a
     /// ReplicaSet's Deployment, a Job's CronJob, else the pod's controller.
-    async fn owner(&self, pod: &Pod, namespace: &str) -> Option<OwnerReference> {
-        let controller = controller_of(pod.owner_references())?;
+    async fn owner(&self, pod: &ObjectMeta, namespace: &str) -> Option<OwnerReference> {
+        let controller = controller_of(pod.owner_references.as_deref().unwrap_or_default())?;
         if controller.kind == "Job" {
             // Jobs are few and short-lived: asked for, not cached.
             let job = match &self.client {
@@ -319,6 +383,15 @@ impl Injector {
             note,
         });
     }
+}
+
+/// The PEM bundle in the trust roots ConfigMap.
+fn trust_anchors(trust_roots: &ConfigMap) -> Option<&str> {
+    trust_roots
+        .data
+        .as_ref()?
+        .get(TRUST_ROOTS_KEY)
+        .map(String::as_str)
 }
 
 fn controller_of(refs: &[OwnerReference]) -> Option<&OwnerReference> {
@@ -442,8 +515,8 @@ mod tests {
         }))
     }
 
-    fn request(namespace: &str, pod: &Pod) -> AdmissionRequest<Pod> {
-        let review: kube::core::admission::AdmissionReview<Pod> = from(json!({
+    fn request(namespace: &str, pod: &Pod) -> AdmissionRequest<SubmittedPod> {
+        let review: kube::core::admission::AdmissionReview<SubmittedPod> = from(json!({
             "apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview",
             "request": {
                 "uid": "u-1",
@@ -480,6 +553,108 @@ mod tests {
             (Some("Deployment"), Some("web"))
         );
         assert_eq!(notice.reference.uid.as_deref(), Some("d-1"));
+    }
+
+    /// A pod of `web-abc` whose API token volume is named as Kubernetes
+    /// 1.21 on names it, with a random suffix.
+    fn pod_with_token(random: &str) -> Pod {
+        let volume = format!("kube-api-access-{random}");
+        let mut pod = pod("web-abc", json!({"app": "web"}));
+        let spec = pod.spec.as_mut().unwrap();
+        spec.containers[0].volume_mounts = Some(vec![from(json!({
+            "name": volume, "readOnly": true,
+            "mountPath": "/var/run/secrets/kubernetes.io/serviceaccount"}))]);
+        spec.volumes = Some(vec![from(json!({"name": volume, "projected": {
+            "sources": [{"serviceAccountToken": {"path": "token"}}]}}))]);
+        pod
+    }
+
+    #[tokio::test]
+    async fn pods_differing_in_their_token_volume_name_share_a_decision_each_with_its_own_name() {
+        let patch_of = |r: Answer| String::from_utf8(r.patch.unwrap().decode()).unwrap();
+        let (remembering, _queued) = Fixture::default().injector();
+        let first = patch_of(
+            remembering
+                .admit(request("apps", &pod_with_token("x7k2p")))
+                .await,
+        );
+        assert!(first.contains("\"kube-api-access-x7k2p\""), "{first}");
+        for random in ["q9z4m", "x7k2p", "bb2c4"] {
+            let pod = pod_with_token(random);
+            let remembered = patch_of(remembering.admit(request("apps", &pod)).await);
+            // What an injector that never saw another pod answers.
+            let (fresh, _queued) = Fixture::default().injector();
+            let rendered = patch_of(fresh.admit(request("apps", &pod)).await);
+            assert_eq!(remembered, rendered, "{random}");
+            assert_eq!(
+                remembered
+                    .matches(&format!("\"kube-api-access-{random}\""))
+                    .count(),
+                2,
+                "the proxy's and linkerd-init's mounts: {remembered}"
+            );
+        }
+        // Only the volume's name is left out of the key: a pod that differs
+        // otherwise is decided afresh.
+        let mut tuned = pod_with_token("q9z4m");
+        tuned.metadata.annotations = Some(
+            [(
+                "config.linkerd.io/proxy-cpu-request".to_owned(),
+                "250m".to_owned(),
+            )]
+            .into(),
+        );
+        let tuned = patch_of(remembering.admit(request("apps", &tuned)).await);
+        assert!(tuned.contains("250m") && tuned.contains("kube-api-access-q9z4m"));
+    }
+
+    #[tokio::test]
+    async fn a_changed_control_plane_is_decided_afresh() {
+        let (mut injector, _queued) = Fixture::default().injector();
+        let mut writer = kube::runtime::reflector::store::Writer::<ControlPlane>::default();
+        injector.caches.control_planes = writer.as_reader();
+        let mut apply = |log_level: &str| {
+            let mut cp = control_plane(Some("edge-25.4.4"));
+            cp.spec.proxy.log_level = log_level.to_owned();
+            writer.apply_watcher_event(&kube::runtime::watcher::Event::Apply(cp));
+        };
+        apply("warn,linkerd=info");
+        let web = pod("web-abc", json!({}));
+        let patch_of = |r: Answer| String::from_utf8(r.patch.unwrap().decode()).unwrap();
+        let before = patch_of(injector.admit(request("apps", &web)).await);
+        assert!(before.contains("warn,linkerd=info"), "{before}");
+        apply("debug");
+        let after = patch_of(injector.admit(request("apps", &web)).await);
+        assert!(
+            after.contains("\"debug,") && !after.contains("warn,linkerd=info"),
+            "{after}"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_pod_that_cannot_be_read_is_denied_and_not_remembered() {
+        let (injector, _queued) = Fixture::default().injector();
+        let review = |containers: Value| -> AdmissionRequest<SubmittedPod> {
+            let review: kube::core::admission::AdmissionReview<SubmittedPod> = from(json!({
+                "apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview",
+                "request": {
+                    "uid": "u-2",
+                    "kind": {"group": "", "version": "v1", "kind": "Pod"},
+                    "resource": {"group": "", "version": "v1", "resource": "pods"},
+                    "operation": "CREATE", "namespace": "apps", "userInfo": {},
+                    "object": {"apiVersion": "v1", "kind": "Pod",
+                        "metadata": {"generateName": "web-"},
+                        "spec": {"containers": containers}},
+                },
+            }));
+            review.try_into().unwrap()
+        };
+        for _ in 0..2 {
+            let answer = injector.admit(review(json!("not a list"))).await;
+            assert!(!answer.response.allowed);
+            let message = &answer.response.result.message;
+            assert!(message.starts_with("the Pod cannot be read"), "{message}");
+        }
     }
 
     #[tokio::test]
@@ -585,7 +760,7 @@ mod tests {
     async fn the_owner_is_the_deployment_when_the_replica_set_is_known() {
         let (injector, _) = Fixture::default().injector();
         let known = injector
-            .owner(&pod("web-abc", json!({})), "apps")
+            .owner(&pod("web-abc", json!({})).metadata, "apps")
             .await
             .unwrap();
         assert_eq!(
@@ -594,7 +769,7 @@ mod tests {
         );
         // Not yet in the cache and no client to ask: the ReplicaSet itself.
         let unknown = injector
-            .owner(&pod("web-new", json!({})), "apps")
+            .owner(&pod("web-new", json!({})).metadata, "apps")
             .await
             .unwrap();
         assert_eq!(
@@ -619,7 +794,7 @@ mod tests {
         let cp = control_plane(Some("edge-25.4.4"));
         let version = |ns: &str, labels: Value| {
             injector
-                .release(&cp, ns, &pod("web-abc", labels))
+                .release(&cp, ns, &pod("web-abc", labels).metadata)
                 .unwrap()
                 .version
                 .to_string()
@@ -631,7 +806,7 @@ mod tests {
         // Before the first install completes, the version being installed.
         let installing = control_plane(None);
         let release = injector
-            .release(&installing, "plain", &pod("x", json!({})))
+            .release(&installing, "plain", &pod("x", json!({})).metadata)
             .unwrap();
         assert_eq!(release.version.to_string(), "edge-25.10.7");
     }

@@ -1,7 +1,7 @@
 //! Proxy injection as Linkerd's injector does it: the same decision, the same
 //! containers, volumes, labels and annotations, and a JSON Patch shaped like
 //! Linkerd's `charts/patch/templates/patch.json`, for the release the pod
-//! gets. Pure: the caller gathers everything into a [`Request`].
+//! gets. Pure: the caller gathers everything else into a [`Context`].
 //!
 //! References, per catalog release: `controller/proxy-injector/webhook.go`
 //! (what is added), `pkg/inject/report.go` (when to skip),
@@ -43,8 +43,8 @@ pub struct Owner {
     pub name: String,
 }
 
-/// Everything one injection decision is made from.
-pub struct Request<'a> {
+/// Everything an injection decision is made from, besides the pod.
+pub struct Context<'a> {
     /// Name of the ControlPlane the pod is meshed with.
     pub control_plane: &'a str,
     pub spec: &'a ControlPlaneSpec,
@@ -55,8 +55,6 @@ pub struct Request<'a> {
     pub trust_anchors_pem: &'a str,
     /// Metadata of the pod's namespace.
     pub namespace: &'a ObjectMeta,
-    /// The pod as submitted; `metadata.namespace` is set.
-    pub pod: &'a Pod,
     pub owner: Option<Owner>,
 }
 
@@ -147,9 +145,10 @@ pub enum Refusal {
     CloseWaitNeedsRoot { version: String },
 }
 
-/// Decides whether and how to inject `req.pod`.
-pub fn inject(req: &Request<'_>) -> Decision {
-    match plan(req) {
+/// Decides whether and how to inject `pod`, as submitted with
+/// `metadata.namespace` set.
+pub fn inject(req: &Context<'_>, pod: &Pod) -> Decision {
+    match plan(req, pod) {
         Ok(patch) => Decision::Inject(patch),
         Err(not_injected) => not_injected,
     }
@@ -170,8 +169,7 @@ const OWNER_LABEL_KINDS: &[&str] = &[
 const SERVICE_ACCOUNT_PATH: &str = "/var/run/secrets/kubernetes.io/serviceaccount";
 
 /// The patch, or why there is none.
-fn plan(req: &Request<'_>) -> Result<Patch, Decision> {
-    let pod = req.pod;
+fn plan(req: &Context<'_>, pod: &Pod) -> Result<Patch, Decision> {
     let release = req.release;
     let none = BTreeMap::new();
     let pod_ann = pod.metadata.annotations.as_ref().unwrap_or(&none);

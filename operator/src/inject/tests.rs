@@ -38,16 +38,18 @@ impl Fixture {
     }
 
     fn decide(&self, pod: &Pod) -> Decision {
-        inject(&Request {
-            control_plane: "linkerd",
-            spec: &self.spec,
-            release: self.release,
-            kubernetes: self.kubernetes,
-            trust_anchors_pem: ANCHORS,
-            namespace: &self.namespace,
+        inject(
+            &Context {
+                control_plane: "linkerd",
+                spec: &self.spec,
+                release: self.release,
+                kubernetes: self.kubernetes,
+                trust_anchors_pem: ANCHORS,
+                namespace: &self.namespace,
+                owner: self.owner.clone(),
+            },
             pod,
-            owner: self.owner.clone(),
-        })
+        )
     }
 
     /// The injected pod, as JSON; panics if the pod is skipped.
@@ -236,16 +238,18 @@ fn pods_without_spec_or_trust_bundle_are_skipped() {
     let mut empty = pod();
     empty.spec.as_mut().unwrap().containers.clear();
     assert_eq!(fixture.skipped(&empty), SkipReason::NoPodSpec);
-    let decision = inject(&Request {
-        control_plane: "linkerd",
-        spec: &fixture.spec,
-        release: fixture.release,
-        kubernetes: fixture.kubernetes,
-        trust_anchors_pem: " \n",
-        namespace: &fixture.namespace,
-        pod: &pod(),
-        owner: None,
-    });
+    let decision = inject(
+        &Context {
+            control_plane: "linkerd",
+            spec: &fixture.spec,
+            release: fixture.release,
+            kubernetes: fixture.kubernetes,
+            trust_anchors_pem: " \n",
+            namespace: &fixture.namespace,
+            owner: None,
+        },
+        &pod(),
+    );
     assert!(matches!(
         decision,
         Decision::Skip(SkipReason::NoTrustAnchors)
