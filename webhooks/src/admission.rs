@@ -183,7 +183,7 @@ impl<K: Resource> Review<K> {
 /// written in one pass.
 fn encode(answer: Answer) -> serde_json::Result<Vec<u8>> {
     #[derive(Serialize)]
-    struct Review<'a> {
+    struct Out<'a> {
         #[serde(rename = "apiVersion")]
         api_version: &'a str,
         kind: &'a str,
@@ -197,7 +197,7 @@ fn encode(answer: Answer) -> serde_json::Result<Vec<u8>> {
     let mut out = Vec::with_capacity(patch_len + 1024);
     serde_json::to_writer(
         &mut out,
-        &Review {
+        &Out {
             api_version: &types.api_version,
             kind: &types.kind,
             response: &answer.response,
