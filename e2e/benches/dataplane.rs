@@ -407,19 +407,7 @@ impl OperatorProcess {
 
     /// User and system CPU time the operator has used, in seconds.
     fn cpu_seconds(&self) -> anyhow::Result<f64> {
-        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.pid()))?;
-        // Fields after the command name, which ends at the last ')'.
-        let fields: Vec<&str> = stat
-            .rsplit_once(')')
-            .context("unreadable /proc/pid/stat")?
-            .1
-            .split_whitespace()
-            .collect();
-        let ticks = |i: usize| -> anyhow::Result<f64> {
-            Ok(fields.get(i).context("short /proc/pid/stat")?.parse()?)
-        };
-        // utime and stime (fields 14 and 15), in clock ticks of 1/100 s on Linux.
-        Ok((ticks(11)? + ticks(12)?) / 100.0)
+        keelson_e2e::cpu_seconds(&self.pid().to_string())
     }
 
     /// The operator's request and reconcile counters, from its admin server.

@@ -14,6 +14,13 @@
 //! volume name), the same pod over and over (1.20), and pods that differ
 //! from each other in a label, so that every one is rendered afresh.
 //!
+//! The columns: the handler called alone in-process (`handler us`), and the
+//! whole process's CPU time per request over TLS (`CPU us`: client, server
+//! and kernel). With a fixed number of requests in flight and the cores
+//! busy, latency follows that CPU time: the mean is about concurrency times
+//! it over the number of cores, so the row tells how much of a latency is
+//! the webhook's own work and how much the client's and the sockets'.
+//!
 //! Settings: `BENCH_CONCURRENCY` (32), `BENCH_SECONDS` per path (10), in
 //! `BENCH_ROUNDS` turns (5); `BENCH_ONLY` runs one path by name.
 
@@ -114,8 +121,8 @@ fn main() -> anyhow::Result<()> {
             std::thread::available_parallelism().map_or(1, |n| n.get())
         );
         println!(
-            "{:<8} {:>10} {:>10} {:>10} {:>10} {:>10} {:>12}",
-            "pods", "requests", "req/s", "p50 ms", "p99 ms", "max ms", "handler us"
+            "{:<8} {:>10} {:>10} {:>10} {:>10} {:>10} {:>12} {:>10}",
+            "pods", "requests", "req/s", "p50 ms", "p99 ms", "max ms", "handler us", "CPU us"
         );
         // The handler alone, called in-process on one thread: what a review
         // costs without TLS, HTTP and sockets.
@@ -150,29 +157,43 @@ fn main() -> anyhow::Result<()> {
         }
         let mut latencies = vec![Vec::new(); cases.len()];
         let mut handler = vec![Duration::ZERO; cases.len()];
+        let mut cpu = vec![0.0; cases.len()];
         for _ in 0..rounds {
             for (i, (_, path, bodies)) in cases.iter().enumerate() {
+                let before = keelson_e2e::cpu_seconds("self")?;
                 latencies[i].extend(run(addr, &tls, path, bodies, concurrency, slice).await?);
+                cpu[i] += keelson_e2e::cpu_seconds("self")? - before;
                 handler[i] += handler_cost(&alone, path, bodies).await / rounds as u32;
             }
         }
         let mut p99s = Vec::new();
-        for (((name, ..), mut latencies), handler) in cases.iter().zip(latencies).zip(handler) {
+        for ((((name, ..), mut latencies), handler), cpu) in
+            cases.iter().zip(latencies).zip(handler).zip(cpu)
+        {
             latencies.sort_unstable();
             let n = latencies.len();
             let pct = |p: f64| latencies[((n as f64 * p) as usize).min(n - 1)];
             let ms = |d: Duration| d.as_secs_f64() * 1e3;
             println!(
-                "{:<8} {:>10} {:>10.0} {:>10.3} {:>10.3} {:>10.3} {:>12.1}",
+                "{:<8} {:>10} {:>10.0} {:>10.3} {:>10.3} {:>10.3} {:>12.1} {:>10.1}",
                 name,
                 n,
                 n as f64 / seconds as f64,
                 ms(pct(0.50)),
                 ms(pct(0.99)),
                 ms(latencies[n - 1]),
-                handler.as_secs_f64() * 1e6
+                handler.as_secs_f64() * 1e6,
+                cpu / n as f64 * 1e6
             );
             p99s.push(ms(pct(0.99)));
+        }
+        let floor = cases.iter().zip(&p99s).find(|((name, ..), _)| *name == "noop");
+        if let Some((_, &noop)) = floor
+            && noop >= 2.0
+        {
+            println!(
+                "the floor (a no-op on the same server) is itself at {noop:.2} ms p99 on this machine now: under 2 ms is out of any handler's reach in this run"
+            );
         }
         if let [noop, sized, same, rollout, distinct] = p99s[..] {
             println!(

@@ -22,3 +22,22 @@ pub use error::Error;
 pub fn install_crypto_provider() {
     let _ = rustls::crypto::ring::default_provider().install_default();
 }
+
+/// User and system CPU time process `pid` (`"self"` for this one) has used,
+/// in seconds.
+pub fn cpu_seconds(pid: &str) -> anyhow::Result<f64> {
+    use anyhow::Context as _;
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
+    // Fields after the command name, which ends at the last ')'.
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .context("unreadable /proc/pid/stat")?
+        .1
+        .split_whitespace()
+        .collect();
+    let ticks = |i: usize| -> anyhow::Result<f64> {
+        Ok(fields.get(i).context("short /proc/pid/stat")?.parse()?)
+    };
+    // utime and stime (fields 14 and 15), in clock ticks of 1/100 s on Linux.
+    Ok((ticks(11)? + ticks(12)?) / 100.0)
+}
