@@ -24,6 +24,18 @@ fn denial<T: std::fmt::Debug>(result: Result<T, kube::Error>) -> anyhow::Result<
     }
 }
 
+/// The API server's refusal of a ControlPlane `name` naming a release no
+/// catalog has.
+async fn unknown_release(cps: &Api<ControlPlane>, name: &str) -> anyhow::Result<String> {
+    denial(
+        cps.create(
+            &PostParams::default(),
+            &control_plane(name, name, "edge-99.1.1", json!({})),
+        )
+        .await,
+    )
+}
+
 #[tokio::test]
 async fn keelson_objects_are_validated_by_the_webhook() {
     let _serial = common::SERIAL.lock().await;
@@ -34,13 +46,7 @@ async fn keelson_objects_are_validated_by_the_webhook() {
             operator.webhooks_registered(&client).await?;
 
             let cps: Api<ControlPlane> = Api::all(client.clone());
-            let message = denial(
-                cps.create(
-                    &PostParams::default(),
-                    &control_plane(&ns, &ns, "edge-99.1.1", json!({})),
-                )
-                .await,
-            )?;
+            let message = unknown_release(&cps, &ns).await?;
             ensure!(
                 message.contains("validate.keelson.dev") && message.contains("spec.version"),
                 "{message}"
@@ -408,6 +414,91 @@ async fn with_the_webhook_down_pods_follow_the_failure_policy() {
             let _operator = Operator::start(client.clone());
             cleanup(&client, &ns, &[&meshed]).await?;
             result
+        })
+        .await;
+}
+
+#[tokio::test]
+async fn the_webhook_ca_follows_its_secret() {
+    use k8s_openapi::api::admissionregistration::v1::ValidatingWebhookConfiguration;
+    use k8s_openapi::api::core::v1::Secret;
+    use keelson_operator::admission::certs::CA_SECRET;
+    use keelson_operator::admission::configurations::VALIDATOR;
+
+    let _serial = common::SERIAL.lock().await;
+    env()
+        .in_namespace("webhook-ca", |client, ns| async move {
+            install_keelson_crds(&client).await?;
+            let operator = Operator::start(client.clone());
+            operator.webhooks_registered(&client).await?;
+            let secrets: Api<Secret> = Api::namespaced(client.clone(), common::KEELSON_NAMESPACE);
+            let ca_of = |secret: &Secret| {
+                secret
+                    .data
+                    .as_ref()
+                    .and_then(|d| d.get("ca.crt"))
+                    .map(|pem| pem.0.clone())
+            };
+            let in_use = ca_of(&secrets.get(CA_SECRET).await?).context("the Secret has ca.crt")?;
+
+            // Deleted: put back with the CA the replicas serve from, so the
+            // next replica to start does not make another.
+            secrets.delete(CA_SECRET, &DeleteParams::default()).await?;
+            let stored = common::wait_until("the CA Secret is stored again", WAIT, || async {
+                Ok(secrets.get_opt(CA_SECRET).await?.and_then(|s| ca_of(&s)))
+            })
+            .await?;
+            ensure!(stored == in_use, "the Secret came back with another CA");
+
+            // Replaced: the configurations trust the new CA, and the server
+            // presents a certificate of it, so the API server's calls pass.
+            let next = keelson_webhooks::WebhookCa::generate(
+                "e2e-replaced-webhook-ca",
+                Duration::from_secs(86_400),
+                std::time::SystemTime::now(),
+            )?;
+            let mut secret = secrets.get(CA_SECRET).await?;
+            secret.data = Some(
+                [("ca.crt", next.cert_pem()), ("ca.key", next.key_pem())]
+                    .into_iter()
+                    .map(|(k, v)| (k.to_owned(), k8s_openapi::ByteString(v.as_bytes().to_vec())))
+                    .collect(),
+            );
+            secrets
+                .replace(CA_SECRET, &PostParams::default(), &secret)
+                .await?;
+            let validators: Api<ValidatingWebhookConfiguration> = Api::all(client.clone());
+            common::wait_until(
+                "the webhook configuration trusts the new CA",
+                WAIT,
+                || async {
+                    let bundle = validators
+                        .get(VALIDATOR)
+                        .await?
+                        .webhooks
+                        .and_then(|w| w.into_iter().next())
+                        .and_then(|w| w.client_config.ca_bundle);
+                    Ok(bundle
+                        .is_some_and(|b| b.0 == next.cert_pem().as_bytes())
+                        .then_some(()))
+                },
+            )
+            .await?;
+            let cps: Api<ControlPlane> = Api::all(client.clone());
+            let refused =
+                common::wait_until("the API server reaches the webhook", WAIT, || async {
+                    let message = unknown_release(&cps, &ns).await?;
+                    // Until the server's certificate chains to the bundle, the
+                    // API server reports a failed call instead of the denial.
+                    Ok(message.contains("spec.version").then_some(message))
+                })
+                .await?;
+            ensure!(refused.contains("validate.keelson.dev"), "{refused}");
+            ensure!(
+                !refused.contains("failed calling webhook"),
+                "the webhook answered: {refused}"
+            );
+            operator.stop().await
         })
         .await;
 }

@@ -25,7 +25,7 @@ use k8s_openapi::api::apps::v1::ReplicaSet;
 use k8s_openapi::api::core::v1::{ConfigMap, Namespace};
 use keelson_crds::{ControlPlane, DataPlane};
 use keelson_webhooks::admission::{Answer, review};
-use keelson_webhooks::{CertResolver, Handler, Limits, Routes};
+use keelson_webhooks::{CertResolver, Handler, Limits, Routes, WebhookCa};
 use kube::api::{Api, DeleteParams};
 use kube::core::DynamicObject;
 use kube::core::admission::{AdmissionRequest, AdmissionResponse, Operation};
@@ -39,7 +39,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 use tokio::net::TcpListener;
-use tokio::sync::Notify;
+use tokio::sync::{Notify, watch};
 
 /// Why the admission server could not start.
 #[derive(Debug, thiserror::Error)]
@@ -243,6 +243,8 @@ pub async fn run(
     metrics.certificate_expires("webhook-ca", ca.not_after());
     let names = config.serving_names();
     let (key, not_after) = certs::issue(&ca, &names)?;
+    // The CA in use: the Secret's, as `certs::follow` keeps it.
+    let (ca_source, ca) = watch::channel(ca);
     metrics.certificate_expires("webhook-serving", not_after);
     let resolver = Arc::new(CertResolver::new(key));
     let tls = keelson_webhooks::server_config(Arc::clone(&resolver))?;
@@ -286,9 +288,14 @@ pub async fn run(
         Admission::new(injector, Arc::clone(&metrics)),
         Arc::clone(&ready),
     );
-    let ca_pem = ca.cert_pem().to_owned();
+    let follow = tokio::spawn(certs::follow(
+        client.clone(),
+        config.namespace.clone(),
+        ca_source,
+        Arc::clone(&metrics),
+    ));
     let renewal = tokio::spawn(certs::renew(
-        ca,
+        ca.clone(),
         names,
         resolver,
         not_after,
@@ -302,7 +309,7 @@ pub async fn run(
             caches.wait_ready().await;
             ready.store(true, Ordering::Release);
             tracing::info!("admission caches synced; webhooks ready");
-            configure(client, config, ca_pem, caches, changed, leadership).await;
+            configure(client, config, ca, caches, changed, leadership).await;
         }
     });
     if let Ok(addr) = listener.local_addr() {
@@ -314,6 +321,7 @@ pub async fn run(
         ready.store(false, Ordering::Release);
     };
     keelson_webhooks::serve(listener, tls, routes, Limits::default(), stop).await;
+    follow.abort();
     renewal.abort();
     background.abort();
     Ok(())
@@ -380,26 +388,27 @@ where
 
 /// Keeps the webhook configurations current (once the caches are filled): the validator always, the
 /// injector while a ControlPlane exists (following its failure policy and
-/// namespace). Only the leader writes them: replicas of different versions
+/// namespace), with `ca` in their `caBundle`s. Only the leader writes them: replicas of different versions
 /// (a rolling update) or endpoints (operators outside the cluster) would
 /// otherwise overwrite each other, and deleting the injector must not race
 /// another replica's apply.
 async fn configure(
     client: Client,
     config: Config,
-    ca_pem: String,
+    mut ca: watch::Receiver<WebhookCa>,
     caches: Caches,
     changed: Arc<Notify>,
     mut leadership: Leadership,
 ) {
     let applier = Applier::new(client.clone());
-    let webhooks = Webhooks {
-        endpoint: &config.endpoint,
-        ca_pem: &ca_pem,
-        keelson_namespace: &config.namespace,
-    };
     loop {
         leadership.acquired().await;
+        let ca_pem = ca.borrow_and_update().cert_pem().to_owned();
+        let webhooks = Webhooks {
+            endpoint: &config.endpoint,
+            ca_pem: &ca_pem,
+            keelson_namespace: &config.namespace,
+        };
         if let Err(e) = configure_once(&client, &applier, &webhooks, &caches.control_planes).await {
             tracing::warn!(error = %e, "updating the webhook configurations; retrying");
             tokio::select! {
@@ -410,6 +419,7 @@ async fn configure(
         }
         tokio::select! {
             () = changed.notified() => {}
+            Ok(()) = ca.changed() => {}
             () = leadership.lost() => {}
         }
     }
