@@ -386,12 +386,13 @@ where
     });
 }
 
-/// Keeps the webhook configurations current (once the caches are filled): the validator always, the
-/// injector while a ControlPlane exists (following its failure policy and
-/// namespace), with `ca` in their `caBundle`s. Only the leader writes them: replicas of different versions
-/// (a rolling update) or endpoints (operators outside the cluster) would
-/// otherwise overwrite each other, and deleting the injector must not race
-/// another replica's apply.
+/// Keeps the webhook configurations current (once the caches are filled):
+/// the validator always, the injector while a ControlPlane exists (following
+/// its failure policy and namespace), with `ca` in their `caBundle`s. Only
+/// the leader writes them: replicas of different versions (a rolling update)
+/// or endpoints (operators outside the cluster) would otherwise overwrite
+/// each other, and deleting the injector must not race another replica's
+/// apply.
 async fn configure(
     client: Client,
     config: Config,
