@@ -1,8 +1,8 @@
 //! `ControlPlane`: one Linkerd control plane, its version and its settings.
 
+use crate::duration::Duration;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use kube::CustomResource;
-use kube::core::Duration;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
@@ -33,15 +33,18 @@ pub struct ControlPlaneSpec {
     /// `edge-25.4.4`, which is stable 2.18). It must be a release in Keelson's
     /// embedded catalog (`keelson versions`). Changing it starts an
     /// ordered, health-gated upgrade.
+    #[schemars(length(min = 1, max = 64))]
     pub version: String,
 
     /// Namespace the control plane runs in. Defaults to `linkerd`. It cannot be
     /// changed once the control plane is installed.
     #[serde(default = "default_namespace")]
+    #[schemars(length(min = 1, max = 63))]
     pub namespace: String,
 
     /// DNS domain of the cluster's Services. Defaults to `cluster.local`.
     #[serde(default = "default_cluster_domain")]
+    #[schemars(length(min = 1, max = 253))]
     pub cluster_domain: String,
 
     /// CIDRs of the cluster's pod and service networks: traffic to them is
@@ -117,6 +120,7 @@ pub struct IdentitySpec {
     /// (`<sa>.<ns>.serviceaccount.identity.<linkerd ns>.<trust domain>`).
     /// Defaults to `cluster.local`.
     #[serde(default = "default_trust_domain")]
+    #[schemars(length(min = 1, max = 253))]
     pub trust_domain: String,
 
     /// Where the issuer certificate comes from: `Managed` (Keelson generates
@@ -241,6 +245,7 @@ pub struct ProxySpec {
     /// Proxy log filter, in the proxy's own syntax. Defaults to Linkerd's
     /// `warn,linkerd=info,hickory=error`.
     #[serde(default = "default_log_level")]
+    #[schemars(length(min = 1, max = 1024))]
     pub log_level: String,
 
     /// Proxy log format: `plain` or `json`.

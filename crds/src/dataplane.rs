@@ -1,10 +1,10 @@
 //! `DataPlane`: which meshed workloads follow which proxy version, and how fast
 //! their pods may be restarted to get there.
 
+use crate::duration::Duration;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, LabelSelector, Time};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use kube::CustomResource;
-use kube::core::Duration;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
@@ -85,7 +85,9 @@ pub enum VersionPolicy {
 pub struct RolloutSpec {
     /// Most workloads restarted in one batch. Defaults to 5.
     #[serde(default = "default_batch_size")]
-    #[schemars(range(min = 1))]
+    // The upper bound is i32's: the API server then refuses a larger number
+    // naming the field, instead of storing one Keelson cannot read back.
+    #[schemars(range(min = 1, max = 2147483647))]
     pub batch_size: i32,
 
     /// Most pods of this DataPlane that may be unavailable at once because of

@@ -4,6 +4,7 @@
 
 pub mod controlplane;
 pub mod dataplane;
+pub mod duration;
 pub mod gateway;
 pub mod policy;
 pub mod preserved;
@@ -70,8 +71,8 @@ mod tests {
         assert_eq!(cp.spec.namespace, "linkerd");
         assert_eq!(cp.spec.identity.trust_domain, "cluster.local");
         assert_eq!(
-            std::time::Duration::from(cp.spec.identity.issuance_lifetime),
-            std::time::Duration::from_secs(24 * 3600)
+            cp.spec.identity.issuance_lifetime.positive(),
+            Ok(std::time::Duration::from_secs(24 * 3600))
         );
         assert!(cp.spec.upgrade.automatic_rollback);
         assert_eq!(cp.spec.proxy.log_level, "warn,linkerd=info,hickory=error");
@@ -92,15 +93,14 @@ mod tests {
         let spec: controlplane::UpgradeSpec =
             serde_json::from_value(serde_json::json!({"healthDeadline": "1h30m"})).unwrap();
         assert_eq!(
-            std::time::Duration::from(spec.health_deadline),
-            std::time::Duration::from_secs(5400)
+            spec.health_deadline.positive(),
+            Ok(std::time::Duration::from_secs(5400))
         );
-        assert!(
-            serde_json::from_value::<controlplane::UpgradeSpec>(
-                serde_json::json!({"healthDeadline": "ninety"})
-            )
-            .is_err()
-        );
+        // A bad value decodes (a stored object must stay readable, to be
+        // reported) and is refused where it is used.
+        let bad: controlplane::UpgradeSpec =
+            serde_json::from_value(serde_json::json!({"healthDeadline": "ninety"})).unwrap();
+        assert!(bad.health_deadline.positive().is_err());
     }
 
     #[test]

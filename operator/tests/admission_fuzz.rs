@@ -120,9 +120,11 @@ const PLACES: &[&str] = &[
 ];
 
 async fn answer(admission: &Admission, body: Vec<u8>) -> (u16, Option<Value>) {
-    let request = http::Request::post("/inject")
-        .body(Bytes::from(body))
-        .unwrap();
+    answer_at(admission, "/inject", body).await
+}
+
+async fn answer_at(admission: &Admission, path: &str, body: Vec<u8>) -> (u16, Option<Value>) {
+    let request = http::Request::post(path).body(Bytes::from(body)).unwrap();
     let response = admission.handle(request).await;
     let status = response.status().as_u16();
     (status, serde_json::from_slice(response.body()).ok())
@@ -180,4 +182,115 @@ proptest! {
             prop_assert!(typed.is_ok(), "the patched pod is no longer a pod: {:?}", typed.err());
         }
     }
+
+    /// Keelson's own objects through the validator, with durations and
+    /// numbers that overflow, go negative or are not numbers at all: always
+    /// an answer, and a denial names the field.
+    #[test]
+    fn keelson_objects_with_hostile_numbers_are_answered(
+        place in prop::sample::select(KEELSON_PLACES),
+        value in hostile_number(),
+    ) {
+        let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
+        let (kind, path, field) = place;
+        let mut object = match kind {
+            "ControlPlane" => json!({
+                "apiVersion": "keelson.dev/v1alpha1", "kind": kind,
+                "metadata": {"name": "linkerd"},
+                "spec": {"version": "edge-25.10.7"},
+            }),
+            _ => json!({
+                "apiVersion": "keelson.dev/v1alpha1", "kind": kind,
+                "metadata": {"name": "apps", "namespace": "apps"}, "spec": {},
+            }),
+        };
+        let mut at = &mut object;
+        for key in path {
+            at = at.as_object_mut().unwrap().entry(*key).or_insert_with(|| json!({}));
+        }
+        *at = value.clone();
+        let review = json!({
+            "apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview",
+            "request": {
+                "uid": "fuzz-2",
+                "kind": {"group": "keelson.dev", "version": "v1alpha1", "kind": kind},
+                "resource": {"group": "keelson.dev", "version": "v1alpha1", "resource": "x"},
+                "operation": "CREATE", "userInfo": {}, "object": object,
+            },
+        });
+        let (status, review) = rt.block_on(answer_at(&admission(), "/validate", serde_json::to_vec(&review).unwrap()));
+        prop_assert_eq!(status, 200);
+        let response = &review.unwrap()["response"];
+        prop_assert_eq!(&response["uid"], "fuzz-2");
+        if response["allowed"] == false {
+            let message = response["status"]["message"].as_str().unwrap_or_default();
+            prop_assert!(message.contains(field), "{value}: {message}");
+            prop_assert!(message.len() < 1024, "{} bytes", message.len());
+        }
+    }
+}
+
+/// Where Keelson's kinds hold durations and numbers, with the field a
+/// denial must name.
+const KEELSON_PLACES: &[(&str, &[&str], &str)] = &[
+    (
+        "DataPlane",
+        &["spec", "rollout", "interval"],
+        "spec.rollout.interval",
+    ),
+    (
+        "DataPlane",
+        &["spec", "rollout", "progressDeadline"],
+        "spec.rollout.progressDeadline",
+    ),
+    (
+        "DataPlane",
+        &["spec", "rollout", "batchSize"],
+        "spec.rollout.batchSize",
+    ),
+    (
+        "DataPlane",
+        &["spec", "rollout", "maxUnavailable"],
+        "spec.rollout.maxUnavailable",
+    ),
+    (
+        "ControlPlane",
+        &["spec", "upgrade", "healthDeadline"],
+        "spec.upgrade.healthDeadline",
+    ),
+    (
+        "ControlPlane",
+        &["spec", "identity", "issuerLifetime"],
+        "spec.identity.issuerLifetime",
+    ),
+    (
+        "ControlPlane",
+        &["spec", "identity", "issuanceLifetime"],
+        "spec.identity.issuanceLifetime",
+    ),
+    (
+        "ControlPlane",
+        &["spec", "identity", "rotation", "renewAtPercent"],
+        "spec.identity.rotation.renewAtPercent",
+    ),
+];
+
+/// Numbers and durations past every bound, as JSON numbers and as text.
+fn hostile_number() -> impl Strategy<Value = Value> {
+    prop_oneof![
+        any::<i64>().prop_map(|n| json!(n)),
+        any::<u64>().prop_map(|n| json!(n)),
+        any::<f64>().prop_map(|n| json!(n)),
+        (
+            any::<u64>(),
+            prop::sample::select(vec!["ns", "us", "ms", "s", "m", "h", "d", ""]),
+            any::<bool>()
+        )
+            .prop_map(|(n, unit, negative)| json!(format!(
+                "{}{n}{unit}",
+                if negative { "-" } else { "" }
+            ))),
+        "[0-9]{15,40}(\\.[0-9]{0,30})?(h|m|s|ms)".prop_map(Value::String),
+        "[-+.0-9a-z]{0,24}".prop_map(Value::String),
+    ]
 }

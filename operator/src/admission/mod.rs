@@ -214,9 +214,9 @@ fn decode<K: DeserializeOwned>(
     req: &AdmissionRequest<DynamicObject>,
 ) -> Result<(K, Option<K>), String> {
     let typed = |o: &DynamicObject| {
-        serde_json::to_value(o)
-            .and_then(serde_json::from_value::<K>)
-            .map_err(|e| format!("{} {}: {e}", req.kind.kind, o.name_any()))
+        let value = serde_json::to_value(o).map_err(|e| e.to_string())?;
+        serde_path_to_error::deserialize::<_, K>(value)
+            .map_err(|e| format!("{}: {}", e.path(), validate::cut(&e.inner().to_string())))
     };
     let new = typed(req.object.as_ref().ok_or("the request carries no object")?)?;
     let old = req.old_object.as_ref().map(typed).transpose()?;

@@ -11,7 +11,6 @@ use keelson_crds::{ControlPlane, DataPlane};
 use kube::ResourceExt;
 use std::fmt;
 use std::net::IpAddr;
-use std::time::Duration;
 
 /// One refused field and why.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -82,72 +81,8 @@ pub fn control_plane(
         p.add("spec.version", e.to_string());
     }
 
-    p.check(is_dns_label(&spec.namespace), "spec.namespace", || {
-        format!(
-            "{:?} is not a valid namespace name (a DNS-1123 label)",
-            spec.namespace
-        )
-    });
-    p.check(
-        is_dns_subdomain(&spec.cluster_domain),
-        "spec.clusterDomain",
-        || format!("{:?} is not a DNS name", spec.cluster_domain),
-    );
-    p.check(
-        !spec.cluster_networks.is_empty(),
-        "spec.clusterNetworks",
-        || "must list at least one network".into(),
-    );
-    for (i, net) in spec.cluster_networks.iter().enumerate() {
-        p.check(is_cidr(net), &format!("spec.clusterNetworks[{i}]"), || {
-            format!("{net:?} is not a CIDR such as 10.0.0.0/8")
-        });
-    }
-
+    p.0.extend(control_plane_spec(spec));
     let id = &spec.identity;
-    p.check(
-        is_dns_subdomain(&id.trust_domain),
-        "spec.identity.trustDomain",
-        || format!("{:?} is not a DNS name", id.trust_domain),
-    );
-    let lifetimes = [
-        (
-            "spec.identity.trustAnchorLifetime",
-            &id.trust_anchor_lifetime,
-        ),
-        ("spec.identity.issuerLifetime", &id.issuer_lifetime),
-        ("spec.identity.issuanceLifetime", &id.issuance_lifetime),
-        ("spec.identity.clockSkewAllowance", &id.clock_skew_allowance),
-        ("spec.upgrade.healthDeadline", &spec.upgrade.health_deadline),
-    ];
-    for (field, d) in lifetimes {
-        p.check(
-            !d.is_negative() && Duration::from(*d) > Duration::ZERO,
-            field,
-            || format!("must be a positive duration, not {d}"),
-        );
-    }
-    // Each certificate must fit inside the one that signs it, or the signer
-    // expires while what it signed is still in use.
-    let nested = [
-        (
-            "spec.identity.issuerLifetime",
-            &id.issuer_lifetime,
-            "spec.identity.trustAnchorLifetime",
-            &id.trust_anchor_lifetime,
-        ),
-        (
-            "spec.identity.issuanceLifetime",
-            &id.issuance_lifetime,
-            "spec.identity.issuerLifetime",
-            &id.issuer_lifetime,
-        ),
-    ];
-    for (field, inner, outer_field, outer) in nested {
-        p.check(inner < outer, field, || {
-            format!("{inner} must be shorter than {outer_field} ({outer})")
-        });
-    }
 
     if let Some(old) = old.filter(|o| installed_version(Some(o)).is_some()) {
         // Moving an installed control plane or renaming its trust domain
@@ -174,10 +109,86 @@ pub fn control_plane(
         );
     }
 
+    p.0
+}
+
+/// Problems of a ControlPlane spec on its own: every field that can be
+/// judged without other objects. The validator refuses them at admission,
+/// and the reconciler checks the same before it acts on a stored object
+/// (one created while the validator was not registered).
+pub fn control_plane_spec(spec: &keelson_crds::ControlPlaneSpec) -> Vec<Invalid> {
+    let mut p = Problems::default();
+    p.check(is_dns_label(&spec.namespace), "spec.namespace", || {
+        format!(
+            "{} is not a valid namespace name (a DNS-1123 label)",
+            shown(&spec.namespace)
+        )
+    });
+    p.check(
+        is_dns_subdomain(&spec.cluster_domain),
+        "spec.clusterDomain",
+        || format!("{} is not a DNS name", shown(&spec.cluster_domain)),
+    );
+    p.check(
+        !spec.cluster_networks.is_empty(),
+        "spec.clusterNetworks",
+        || "must list at least one network".into(),
+    );
+    for (i, net) in spec.cluster_networks.iter().enumerate() {
+        p.check(is_cidr(net), &format!("spec.clusterNetworks[{i}]"), || {
+            format!("{} is not a CIDR such as 10.0.0.0/8", shown(net))
+        });
+    }
+
+    let id = &spec.identity;
+    p.check(
+        is_dns_subdomain(&id.trust_domain),
+        "spec.identity.trustDomain",
+        || format!("{} is not a DNS name", shown(&id.trust_domain)),
+    );
+    let lifetimes = [
+        (
+            "spec.identity.trustAnchorLifetime",
+            &id.trust_anchor_lifetime,
+        ),
+        ("spec.identity.issuerLifetime", &id.issuer_lifetime),
+        ("spec.identity.issuanceLifetime", &id.issuance_lifetime),
+        ("spec.identity.clockSkewAllowance", &id.clock_skew_allowance),
+        ("spec.upgrade.healthDeadline", &spec.upgrade.health_deadline),
+    ];
+    for (field, d) in lifetimes {
+        if let Err(e) = d.positive() {
+            p.add(field, e.to_string());
+        }
+    }
+    // Each certificate must fit inside the one that signs it, or the signer
+    // expires while what it signed is still in use.
+    let nested = [
+        (
+            "spec.identity.issuerLifetime",
+            &id.issuer_lifetime,
+            "spec.identity.trustAnchorLifetime",
+            &id.trust_anchor_lifetime,
+        ),
+        (
+            "spec.identity.issuanceLifetime",
+            &id.issuance_lifetime,
+            "spec.identity.issuerLifetime",
+            &id.issuer_lifetime,
+        ),
+    ];
+    for (field, inner, outer_field, outer) in nested {
+        if let (Ok(i), Ok(o)) = (inner.positive(), outer.positive()) {
+            p.check(i < o, field, || {
+                format!("{inner} must be shorter than {outer_field} ({outer})")
+            });
+        }
+    }
+
     p.check(is_log_level(&spec.proxy.log_level), "spec.proxy.logLevel", || {
         format!(
-            "{:?} is not a proxy log level (trace, debug, info, warn, error, off, or a comma-separated list of target=level)",
-            spec.proxy.log_level
+            "{} is not a proxy log level (trace, debug, info, warn, error, off, or a comma-separated list of target=level)",
+            shown(&spec.proxy.log_level)
         )
     });
     let r = &spec.proxy.resources;
@@ -191,7 +202,12 @@ pub fn control_plane(
                 p.check(
                     is_quantity(q),
                     &format!("spec.proxy.resources.{name}.{which}"),
-                    || format!("{q:?} is not a Kubernetes quantity such as 100m or 64Mi"),
+                    || {
+                        format!(
+                            "{} is not a Kubernetes quantity such as 100m or 64Mi",
+                            shown(q)
+                        )
+                    },
                 );
             }
         }
@@ -225,6 +241,13 @@ pub fn data_plane(dp: &DataPlane) -> Vec<Invalid> {
         (VersionPolicy::FollowControlPlane, None) => {}
     }
     selector(&dp.spec.selector, "spec.selector", &mut p);
+    let rollout = &dp.spec.rollout;
+    if let Err(e) = rollout.interval.non_negative() {
+        p.add("spec.rollout.interval", e.to_string());
+    }
+    if let Err(e) = rollout.progress_deadline.positive() {
+        p.add("spec.rollout.progressDeadline", e.to_string());
+    }
     let field = "spec.rollout.maxUnavailable";
     match &dp.spec.rollout.max_unavailable {
         IntOrString::Int(n) => p.check(*n >= 1, field, || {
@@ -235,17 +258,42 @@ pub fn data_plane(dp: &DataPlane) -> Vec<Invalid> {
             p.check(
                 percent.is_some_and(|n| (1..=100).contains(&n)),
                 field,
-                || format!("{s:?} is neither a number nor a percentage from 1% to 100%"),
+                || {
+                    format!(
+                        "{} is neither a number nor a percentage from 1% to 100%",
+                        shown(s)
+                    )
+                },
             );
         }
     }
     p.0
 }
 
+/// A label selector as the API server reads one (apimachinery's
+/// `LabelSelectorAsSelector`): a selector it cannot parse selects nothing,
+/// silently, so it is refused here instead.
 pub(crate) fn selector(s: &LabelSelector, field: &str, p: &mut Problems) {
+    for (key, value) in s.match_labels.iter().flatten() {
+        let at = format!("{field}.matchLabels");
+        p.check(is_qualified_name(key), &at, || {
+            format!("{} is not a valid label key", shown(key))
+        });
+        p.check(is_label_value(value), &format!("{at}.{key}"), || {
+            format!("{} is not a valid label value", shown(value))
+        });
+    }
     for (i, req) in s.match_expressions.iter().flatten().enumerate() {
         let at = format!("{field}.matchExpressions[{i}]");
         let values = req.values.as_deref().unwrap_or_default();
+        p.check(is_qualified_name(&req.key), &format!("{at}.key"), || {
+            format!("{} is not a valid label key", shown(&req.key))
+        });
+        for (j, v) in values.iter().enumerate() {
+            p.check(is_label_value(v), &format!("{at}.values[{j}]"), || {
+                format!("{} is not a valid label value", shown(v))
+            });
+        }
         match req.operator.as_str() {
             "In" | "NotIn" => p.check(!values.is_empty(), &format!("{at}.values"), || {
                 format!("operator {} needs at least one value", req.operator)
@@ -261,6 +309,55 @@ pub(crate) fn selector(s: &LabelSelector, field: &str, p: &mut Problems) {
             ),
         }
     }
+}
+
+/// A value quoted in a denial, cut short: a denial echoes input back to the
+/// client, and input can be megabytes.
+pub(crate) fn shown(s: &str) -> String {
+    if s.len() <= SHOWN {
+        format!("{s:?}")
+    } else {
+        let cut: String = s.chars().take(SHOWN).collect();
+        format!("{cut:?}... ({} bytes)", s.len())
+    }
+}
+
+/// A message cut as [`shown`] cuts a value, for messages that quote input
+/// themselves (serde's).
+pub(crate) fn cut(s: &str) -> String {
+    const MAX: usize = 4 * SHOWN;
+    if s.len() <= MAX {
+        s.to_owned()
+    } else {
+        let cut: String = s.chars().take(MAX).collect();
+        format!("{cut}... ({} bytes)", s.len())
+    }
+}
+
+/// How much of a value a denial quotes.
+const SHOWN: usize = 64;
+
+/// A label key: an optional DNS subdomain prefix and `/`, then a name of at
+/// most 63 alphanumerics, `-`, `_` or `.`, starting and ending alphanumeric.
+fn is_qualified_name(s: &str) -> bool {
+    let (prefix, name) = match s.split_once('/') {
+        Some((prefix, name)) => (Some(prefix), name),
+        None => (None, s),
+    };
+    prefix.is_none_or(|p| !p.is_empty() && is_dns_subdomain(p))
+        && !name.is_empty()
+        && is_label_value(name)
+}
+
+/// A label value: empty, or at most 63 alphanumerics, `-`, `_` or `.`,
+/// starting and ending alphanumeric.
+fn is_label_value(s: &str) -> bool {
+    s.is_empty()
+        || (s.len() <= 63
+            && s.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+            && s.starts_with(|c: char| c.is_ascii_alphanumeric())
+            && s.ends_with(|c: char| c.is_ascii_alphanumeric()))
 }
 
 fn is_dns_label(s: &str) -> bool {
@@ -290,7 +387,9 @@ fn is_cidr(s: &str) -> bool {
 /// The proxy's log filter: a level, or `target=level` directives.
 fn is_log_level(s: &str) -> bool {
     const LEVELS: [&str; 6] = ["trace", "debug", "info", "warn", "error", "off"];
+    // The CRD's maxLength too; checked here for objects stored without it.
     !s.is_empty()
+        && s.len() <= 1024
         && s.split(',').all(|directive| {
             let level = directive.rsplit_once('=').map_or(directive, |(_, l)| l);
             LEVELS.contains(&level.trim())
@@ -520,5 +619,93 @@ mod tests {
         for (spec, field) in cases {
             assert_eq!(fields(&data_plane(&dp(spec.clone()))), [field], "{spec}");
         }
+    }
+
+    #[test]
+    fn data_plane_durations_are_checked_not_trusted() {
+        let cases = [
+            ("interval", "99999999999999999h", "too long"),
+            ("interval", "-10s", "must not be negative"),
+            ("progressDeadline", "-1s", "must be a positive duration"),
+            ("progressDeadline", "0s", "must be a positive duration"),
+            ("progressDeadline", "banana", "not a duration"),
+            ("progressDeadline", "10d", "unknown unit"),
+            ("progressDeadline", "2562048h", "too long"),
+        ];
+        for (field, value, says) in cases {
+            let problems = data_plane(&dp(json!({"rollout": {field: value}})));
+            assert_eq!(
+                fields(&problems),
+                [format!("spec.rollout.{field}")],
+                "{value}"
+            );
+            assert!(problems[0].message.contains(says), "{value}: {problems:?}");
+        }
+        // No pause between batches is a choice, not a mistake.
+        assert_eq!(data_plane(&dp(json!({"rollout": {"interval": "0s"}}))), []);
+    }
+
+    #[test]
+    fn control_plane_durations_overflow_into_a_denial() {
+        let problems = control_plane(
+            &cp(json!({"upgrade": {"healthDeadline": "99999999999999999h"},
+                       "identity": {"issuerLifetime": "-1s"}})),
+            None,
+            &[],
+        );
+        assert_eq!(
+            fields(&problems),
+            [
+                "spec.identity.issuerLifetime",
+                "spec.upgrade.healthDeadline"
+            ]
+        );
+        // The reconciler refuses the same on a stored object.
+        let stored = cp(json!({"upgrade": {"healthDeadline": "99999999999999999h"}}));
+        assert_eq!(
+            fields(&control_plane_spec(&stored.spec)),
+            ["spec.upgrade.healthDeadline"]
+        );
+    }
+
+    #[test]
+    fn selectors_the_api_server_could_not_parse_are_refused() {
+        let cases = [
+            (
+                json!({"matchLabels": {"bad key!": "web"}}),
+                "spec.selector.matchLabels",
+            ),
+            (
+                json!({"matchLabels": {"app": "-web"}}),
+                "spec.selector.matchLabels.app",
+            ),
+            (
+                json!({"matchExpressions": [{"key": "a/b/c", "operator": "Exists"}]}),
+                "spec.selector.matchExpressions[0].key",
+            ),
+            (
+                json!({"matchExpressions": [{"key": "app", "operator": "In", "values": ["x y"]}]}),
+                "spec.selector.matchExpressions[0].values[0]",
+            ),
+        ];
+        for (selector, field) in cases {
+            let problems = data_plane(&dp(json!({"selector": selector})));
+            assert_eq!(fields(&problems), [field], "{selector}");
+        }
+        let fine = json!({"matchLabels": {"app.kubernetes.io/name": "web", "tier": ""}});
+        assert_eq!(data_plane(&dp(json!({"selector": fine}))), []);
+    }
+
+    #[test]
+    fn a_denial_never_echoes_megabytes_back() {
+        let huge = "x".repeat(2 << 20);
+        let problems = control_plane(&cp(json!({"proxy": {"logLevel": huge}})), None, &[]);
+        assert_eq!(fields(&problems), ["spec.proxy.logLevel"]);
+        assert!(
+            problems[0].message.len() < 300,
+            "{}",
+            problems[0].message.len()
+        );
+        assert!(problems[0].message.contains("2097152 bytes"));
     }
 }

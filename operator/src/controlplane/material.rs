@@ -194,7 +194,11 @@ pub async fn load(
     let (identity, issuer_renewal, issuer_cert_pem, rotation, declared) = match spec.issuer {
         IssuerMode::Managed => {
             let new_anchor = || {
-                identity::trust_anchor(&spec.trust_domain, spec.trust_anchor_lifetime.into(), now)
+                identity::trust_anchor(
+                    &spec.trust_domain,
+                    spec.trust_anchor_lifetime.or_zero(),
+                    now,
+                )
             };
             let stored = get(ANCHOR_SECRET).await?;
             let (anchors, secret) = match stored
@@ -291,7 +295,7 @@ pub async fn load(
                         &anchors.active,
                         ns,
                         &spec.trust_domain,
-                        spec.issuer_lifetime.into(),
+                        spec.issuer_lifetime.or_zero(),
                         now,
                     )?;
                     // Never hand the identity controller an issuer that

@@ -194,6 +194,21 @@ async fn apply(cp: Arc<ControlPlane>, ctx: Arc<Context>) -> Result<Action, Recon
     let generation = cp.metadata.generation;
     let previous = cp.status.clone().unwrap_or_default();
 
+    // The validator's own field checks: an object stored while the
+    // validator was not registered (a GitOps sync at first install) is
+    // reported on itself, and nothing is acted on.
+    let problems = crate::admission::validate::control_plane_spec(&cp.spec);
+    if !problems.is_empty() {
+        let message = problems
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join("; ");
+        let next = status::refused(&previous, generation, "InvalidSpec", &message, &now);
+        write_status(&ctx, &cp, &previous, next).await?;
+        return Ok(Action::await_change());
+    }
+
     let release = match catalog::find(&cp.spec.version) {
         Ok(release) => release,
         Err(e) => {

@@ -140,7 +140,7 @@ pub fn plan(
         return step(&next, generation, components, now);
     };
 
-    let deadline: Duration = spec.upgrade.health_deadline.into();
+    let deadline: Duration = spec.upgrade.health_deadline.or_zero();
     if gate_passed(&components, u.stage, &u.step) {
         if u.stage == UpgradeStage::Identity {
             u.stage = UpgradeStage::Destination;

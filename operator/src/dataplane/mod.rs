@@ -205,6 +205,29 @@ async fn reconcile(dp: Arc<DataPlane>, ctx: Arc<Context>) -> Result<Action, Reco
     let namespace = dp.namespace().unwrap_or_default();
     let now = Time(k8s_openapi::jiff::Timestamp::now());
     let previous = dp.status.clone().unwrap_or_default();
+    // The validator's checks: a DataPlane stored while the validator was not
+    // registered is reported on itself and restarts nothing.
+    let problems = crate::admission::validate::data_plane(&dp);
+    if !problems.is_empty() {
+        let message = problems
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join("; ");
+        let next = rollout::invalid(&previous, dp.metadata.generation, &message, &now);
+        if next != previous {
+            publish(
+                &ctx,
+                &dp.object_ref(&()),
+                EventType::Warning,
+                "InvalidSpec",
+                message,
+            )
+            .await;
+        }
+        write_status(&ctx, &dp, &previous, &next).await?;
+        return Ok(Action::await_change());
+    }
     let c = &ctx.caches;
 
     let desired = observe::desired(&dp, &c.control_planes.state(), |ns| {

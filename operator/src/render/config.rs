@@ -44,8 +44,8 @@ fn values(ctx: &Context<'_>) -> Value {
         .as_deref()
         .unwrap_or(&release.images.proxy);
     let mut issuer = json!({
-        "clockSkewAllowance": super::go_duration(identity.clock_skew_allowance.into()),
-        "issuanceLifetime": super::go_duration(identity.issuance_lifetime.into()),
+        "clockSkewAllowance": super::go_duration(identity.clock_skew_allowance.or_zero()),
+        "issuanceLifetime": super::go_duration(identity.issuance_lifetime.or_zero()),
         "scheme": match identity.issuer {
             IssuerMode::Managed => "linkerd.io/tls",
             IssuerMode::External => "kubernetes.io/tls",

@@ -61,11 +61,11 @@ pub(super) fn workload(ctx: &Context<'_>) -> Vec<Value> {
             format!("-identity-trust-domain={}", ctx.trust_domain()),
             format!(
                 "-identity-issuance-lifetime={}",
-                go_duration(spec.issuance_lifetime.into())
+                go_duration(spec.issuance_lifetime.or_zero())
             ),
             format!(
                 "-identity-clock-skew-allowance={}",
-                go_duration(spec.clock_skew_allowance.into())
+                go_duration(spec.clock_skew_allowance.or_zero())
             ),
             format!("-identity-scheme={scheme}"),
             "-enable-pprof=false".into(),

@@ -363,7 +363,7 @@ pub fn plan(input: &Input<'_>) -> Plan {
     }
 
     // A new batch, when nothing holds it back.
-    let interval: Duration = input.rollout.interval.into();
+    let interval: Duration = input.rollout.interval.or_zero();
     let mut new_batch = false;
     let mut wait_until = None;
     let mut short_of_budget = false;
@@ -502,7 +502,7 @@ fn track_batch(
     failed_now: &mut Vec<WaveFailure>,
 ) {
     let find = |kind: &str, name: &str| input.workloads.iter().find(|w| w.is(kind, name));
-    let deadline: Duration = input.rollout.progress_deadline.into();
+    let deadline: Duration = input.rollout.progress_deadline.or_zero();
     let elapsed = wave
         .batch_started_at
         .as_ref()
@@ -664,6 +664,30 @@ fn batch<'a>(candidates: &[&'a Workload], batch_size: usize, budget: i32) -> Vec
         }
     }
     out
+}
+
+/// Status of a DataPlane whose spec is refused: the wave under way is kept
+/// (a fixed spec resumes it), nothing restarts, and the conditions say why.
+pub fn invalid(
+    previous: &DataPlaneStatus,
+    generation: Option<i64>,
+    message: &str,
+    now: &Time,
+) -> DataPlaneStatus {
+    let mut next = previous.clone();
+    next.observed_generation = generation;
+    for (type_, ok) in [(READY, false), (DEGRADED, true)] {
+        set_condition(
+            &mut next.conditions,
+            type_,
+            ok,
+            "InvalidSpec",
+            message,
+            generation,
+            now,
+        );
+    }
+    next
 }
 
 fn conditions(
