@@ -8,14 +8,12 @@ use anyhow::{Context, ensure};
 use common::{
     Operator, WAIT, condition, control_plane, set_fault, set_version, wait_converged, wait_for,
 };
-use k8s_openapi::api::admissionregistration::v1::ValidatingWebhookConfiguration;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Secret};
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use keelson_crds::ControlPlane;
 use keelson_crds::policy::Server;
 use keelson_e2e::shared::{env, install_keelson_crds};
-use keelson_operator::admission::configurations;
 use kube::api::{DeleteParams, Patch, PatchParams, PostParams};
 use kube::runtime::wait::{Condition as _, conditions::is_crd_established};
 use kube::{Api, Client};
@@ -224,10 +222,7 @@ async fn an_unknown_version_is_refused_with_the_field_named() {
             // The validating webhook refuses the version at admission (see
             // tests/admission.rs). Without it (removed here, as if it had
             // been deleted by hand) the reconciler is the second line.
-            let webhooks: Api<ValidatingWebhookConfiguration> = Api::all(client.clone());
-            webhooks
-                .delete(configurations::VALIDATOR, &Default::default())
-                .await?;
+            common::without_validator(&client).await?;
             let cps: Api<ControlPlane> = Api::all(client.clone());
             cps.create(
                 &PostParams::default(),

@@ -57,6 +57,7 @@ async fn install_across_a_restart(component: Component, during: During, prefix: 
             if held {
                 set_fault(&client, Some("controller:edge-25.4.4")).await?;
             }
+            common::hand_over(&client, &ns, &ns).await?;
             let cps: Api<ControlPlane> = Api::all(client.clone());
             let created = cps
                 .create(

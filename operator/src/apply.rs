@@ -348,6 +348,14 @@ impl Applier {
                 if wanted.contains(&k) || !applied_by_keelson(&obj) {
                     continue;
                 }
+                if k.0 == "Namespace" {
+                    // A namespace goes only on uninstall, and only if Keelson
+                    // created it for this very ControlPlane and it holds
+                    // nothing else (controlplane::namespace). A release never
+                    // drops its namespace; one found here belongs to an
+                    // earlier ControlPlane of the same name.
+                    continue;
+                }
                 if k.0 == "CustomResourceDefinition" {
                     // Deleting a CRD deletes every object of its kind: users'
                     // data, which is never removed automatically.

@@ -185,6 +185,11 @@ impl Operator {
         .with_context(|| format!("the validating webhook was not registered at {url}"))?
     }
 
+    /// Whether the operator is still running (it stops on a fatal error).
+    pub fn is_running(&self) -> bool {
+        !self.task.is_finished()
+    }
+
     pub async fn kill(mut self) {
         self.task.abort();
         let _ = (&mut self.task).await;
@@ -507,6 +512,7 @@ pub async fn converged(
     version: &str,
     extra: serde_json::Value,
 ) -> anyhow::Result<(Api<ControlPlane>, ControlPlane)> {
+    hand_over(client, name, name).await?;
     let cps: Api<ControlPlane> = Api::all(client.clone());
     cps.create(
         &PostParams::default(),
@@ -515,6 +521,60 @@ pub async fn converged(
     .await?;
     let cp = wait_converged(&cps, name, version).await?;
     Ok((cps, cp))
+}
+
+/// Hands the test's namespace `namespace` to ControlPlane `name`, as a user
+/// hands over a namespace they made: Keelson takes only a namespace that
+/// does not exist yet or is labelled for it.
+pub async fn hand_over(client: &Client, namespace: &str, name: &str) -> anyhow::Result<()> {
+    let label =
+        json!({"metadata": {"labels": {keelson_operator::render::CONTROL_PLANE_LABEL: name}}});
+    Api::<Namespace>::all(client.clone())
+        .patch(namespace, &PatchParams::default(), &Patch::Merge(label))
+        .await
+        .with_context(|| format!("labelling namespace {namespace} for ControlPlane {name}"))?;
+    Ok(())
+}
+
+/// Removes Keelson's validator, as when a GitOps sync stores objects before
+/// Keelson is installed, and waits until the API server stops calling it:
+/// its webhook informer lags the delete, so a create right after it can
+/// still be sent to the (stopped) webhook. A dry-run create is admitted
+/// through the same webhooks, so its outcome tells.
+pub async fn without_validator(client: &Client) -> anyhow::Result<()> {
+    use keelson_operator::admission::configurations::VALIDATOR;
+    let validators: Api<
+        k8s_openapi::api::admissionregistration::v1::ValidatingWebhookConfiguration,
+    > = Api::all(client.clone());
+    match validators.delete(VALIDATOR, &Default::default()).await {
+        Ok(_) => {}
+        Err(kube::Error::Api(s)) if s.code == 404 => {}
+        Err(e) => return Err(e.into()),
+    }
+    let probe = control_plane(
+        "validator-probe",
+        "validator-probe",
+        "edge-25.4.4",
+        json!({}),
+    );
+    let dry = PostParams {
+        dry_run: true,
+        ..Default::default()
+    };
+    let cps: Api<ControlPlane> = Api::all(client.clone());
+    wait_until(
+        "the API server stops calling the validator",
+        WAIT,
+        || async {
+            match cps.create(&dry, &probe).await {
+                Err(kube::Error::Api(s)) if s.message.contains("failed calling webhook") => {
+                    Ok(None)
+                }
+                _ => Ok(Some(())),
+            }
+        },
+    )
+    .await
 }
 
 /// Waits until Keelson's proxy injector is registered with `failure_policy`.

@@ -178,7 +178,9 @@ impl Admission {
                     .iter()
                     .map(|cp| cp.name_any())
                     .collect();
-                validate::control_plane(&new, old.as_ref(), &others)
+                let mut problems = validate::control_plane(&new, old.as_ref(), &others);
+                problems.extend(self.namespace_problem(&new, old.as_ref()));
+                problems
             }),
             ("keelson.dev", "DataPlane") => {
                 decode::<DataPlane>(req).map(|(new, _)| validate::data_plane(&new))
@@ -205,6 +207,40 @@ impl Admission {
                     .join("; "),
             ),
             Err(message) => response.deny(message),
+        }
+    }
+}
+
+impl Admission {
+    /// A ControlPlane that would take a namespace that is not its own: the
+    /// same rule the reconciler applies before its first write, judged
+    /// from the namespace cache when the namespace is named (a create, or
+    /// a change before anything was installed).
+    fn namespace_problem(
+        &self,
+        cp: &ControlPlane,
+        old: Option<&ControlPlane>,
+    ) -> Option<validate::Invalid> {
+        if old.is_some_and(|o| o.spec.namespace == cp.spec.namespace) {
+            return None;
+        }
+        let existing =
+            self.injector
+                .caches
+                .namespaces
+                .get(&kube::runtime::reflector::ObjectRef::new(
+                    &cp.spec.namespace,
+                ));
+        match crate::controlplane::namespace::claim(
+            &cp.name_any(),
+            cp.metadata.uid.as_deref(),
+            existing.as_ref().map(|n| &n.metadata),
+        ) {
+            crate::controlplane::namespace::Claim::Refused(message) => Some(validate::Invalid {
+                field: "spec.namespace".into(),
+                message,
+            }),
+            _ => None,
         }
     }
 }

@@ -3,6 +3,7 @@
 
 mod identity;
 pub mod material;
+pub mod namespace;
 pub mod status;
 pub mod upgrade;
 
@@ -13,7 +14,7 @@ use crate::metrics::Metrics;
 use crate::render::{self, CONTROL_PLANE_LABEL, Stage};
 use futures::StreamExt;
 use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::core::v1::Secret;
+use k8s_openapi::api::core::v1::{Namespace, Secret};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use keelson_crds::{ControlPlane, ControlPlaneStatus};
 use kube::api::{Api, Patch, PatchParams};
@@ -160,12 +161,15 @@ async fn cleanup(cp: Arc<ControlPlane>, ctx: Arc<Context>) -> Result<Action, Rec
     let order = |kind: &str| match kind {
         "ValidatingWebhookConfiguration" => 0,
         "Deployment" => 1,
-        "Namespace" => 3,
         _ => 2,
     };
     // Never the CRDs: deleting one deletes every object of its kind, users'
-    // Servers and routes included. The next ControlPlane adopts them.
-    for r in objects.iter().filter(|r| r.stage != Stage::Crds) {
+    // Servers and routes included. The next ControlPlane adopts them. The
+    // namespace is decided last, on what Keelson knows of it.
+    for r in objects
+        .iter()
+        .filter(|r| r.stage != Stage::Crds && r.object["kind"] != "Namespace")
+    {
         if !kinds.iter().any(|k| k["kind"] == r.object["kind"]) {
             kinds.push(&r.object);
         }
@@ -175,6 +179,7 @@ async fn cleanup(cp: Arc<ControlPlane>, ctx: Arc<Context>) -> Result<Action, Rec
     Applier::new(ctx.client.clone())
         .delete_owned(&cp.name_any(), &kinds)
         .await?;
+    uninstall_namespace(&ctx, &cp).await?;
     let event = Event {
         type_: EventType::Normal,
         reason: "Uninstalled".into(),
@@ -187,6 +192,155 @@ async fn cleanup(cp: Arc<ControlPlane>, ctx: Arc<Context>) -> Result<Action, Rec
     };
     publish(&ctx, &cp, &event).await;
     Ok(Action::await_change())
+}
+
+/// Creates the control plane's namespace, recording that Keelson did.
+async fn create_namespace(api: &Api<Namespace>, cp: &ControlPlane) -> Result<(), ReconcileError> {
+    let ns: Namespace = serde_json::from_value(serde_json::json!({
+        "metadata": {
+            "name": cp.spec.namespace,
+            "labels": {CONTROL_PLANE_LABEL: cp.name_any()},
+            "annotations": {namespace::CREATED_BY: cp.metadata.uid},
+        },
+    }))
+    .expect("a valid Namespace");
+    match api.create(&Default::default(), &ns).await {
+        // Created meanwhile: the next reconcile judges it.
+        Ok(_) => Ok(()),
+        Err(kube::Error::Api(s)) if s.code == 409 => Ok(()),
+        Err(e) => Err(ReconcileError::kube(
+            "creating the control plane's namespace",
+            e,
+        )),
+    }
+}
+
+/// Deletes the control plane's namespace if Keelson created it and nothing
+/// but Keelson's objects are in it (or the ControlPlane asks to delete it
+/// anyway); otherwise keeps it and says why.
+async fn uninstall_namespace(ctx: &Context, cp: &ControlPlane) -> Result<(), ReconcileError> {
+    let name = &cp.spec.namespace;
+    let api: Api<Namespace> = Api::all(ctx.client.clone());
+    let Some(ns) = api
+        .get_opt(name)
+        .await
+        .map_err(|e| ReconcileError::kube("reading the control plane's namespace", e))?
+    else {
+        return Ok(());
+    };
+    let claim = namespace::claim(
+        &cp.name_any(),
+        cp.metadata.uid.as_deref(),
+        Some(&ns.metadata),
+    );
+    let force = cp
+        .annotations()
+        .get(namespace::DELETE_NAMESPACE)
+        .map(String::as_str)
+        == Some("true");
+    let foreign = if claim == namespace::Claim::Created && !force {
+        foreign_objects(&ctx.client, name).await?
+    } else {
+        Vec::new()
+    };
+    let (type_, reason, note) = match namespace::keep_on_uninstall(&claim, force, &foreign) {
+        None => {
+            match api.delete(name, &Default::default()).await {
+                Ok(_) => {}
+                Err(kube::Error::Api(s)) if s.code == 404 => {}
+                Err(e) => {
+                    return Err(ReconcileError::kube(
+                        "deleting the control plane's namespace",
+                        e,
+                    ));
+                }
+            }
+            (
+                EventType::Normal,
+                "NamespaceDeleted",
+                format!("deleted namespace {name}, which Keelson created"),
+            )
+        }
+        Some(why) => (
+            EventType::Normal,
+            "NamespaceKept",
+            format!("kept namespace {name}: {why}"),
+        ),
+    };
+    let event = Event {
+        type_,
+        reason: reason.into(),
+        note: Some(note),
+        action: "Cleanup".into(),
+        secondary: None,
+    };
+    publish(ctx, cp, &event).await;
+    Ok(())
+}
+
+/// Objects in `namespace` that Keelson did not create (they lack its
+/// label), of the kinds people put in a namespace, leaving out what
+/// Kubernetes itself puts in every one.
+async fn foreign_objects(client: &Client, namespace: &str) -> Result<Vec<String>, ReconcileError> {
+    use k8s_openapi::api::apps::v1::{DaemonSet, StatefulSet};
+    use k8s_openapi::api::core::v1::{ConfigMap, Pod, Service, ServiceAccount};
+    let mut out = Vec::new();
+    out.extend(unlabelled::<Deployment>(client, namespace, |_| false).await?);
+    out.extend(unlabelled::<StatefulSet>(client, namespace, |_| false).await?);
+    out.extend(unlabelled::<DaemonSet>(client, namespace, |_| false).await?);
+    out.extend(unlabelled::<Service>(client, namespace, |_| false).await?);
+    // Pods of a workload go with it; a bare pod is someone's.
+    out.extend(
+        unlabelled::<Pod>(client, namespace, |m| {
+            m.owner_references.as_ref().is_some_and(|o| !o.is_empty())
+        })
+        .await?,
+    );
+    out.extend(
+        unlabelled::<ConfigMap>(client, namespace, |m| {
+            m.name.as_deref() == Some("kube-root-ca.crt")
+        })
+        .await?,
+    );
+    out.extend(
+        unlabelled::<Secret>(client, namespace, |m| {
+            m.annotations
+                .as_ref()
+                .is_some_and(|a| a.contains_key("kubernetes.io/service-account.name"))
+        })
+        .await?,
+    );
+    out.extend(
+        unlabelled::<ServiceAccount>(client, namespace, |m| m.name.as_deref() == Some("default"))
+            .await?,
+    );
+    Ok(out)
+}
+
+/// `Kind namespace/name` of each object of kind `K` in `namespace` without
+/// Keelson's label, but those `expected` says Kubernetes made.
+async fn unlabelled<K>(
+    client: &Client,
+    namespace: &str,
+    expected: impl Fn(&k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta) -> bool,
+) -> Result<Vec<String>, ReconcileError>
+where
+    K: Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>
+        + Clone
+        + serde::de::DeserializeOwned
+        + std::fmt::Debug,
+{
+    let api: Api<K> = Api::namespaced(client.clone(), namespace);
+    let list = api
+        .list_metadata(&kube::api::ListParams::default())
+        .await
+        .map_err(|e| ReconcileError::kube(format!("listing {} in {namespace}", K::kind(&())), e))?;
+    Ok(list
+        .items
+        .into_iter()
+        .filter(|o| !o.labels().contains_key(CONTROL_PLANE_LABEL) && !expected(&o.metadata))
+        .map(|o| format!("{} {namespace}/{}", K::kind(&()), o.name_any()))
+        .collect())
 }
 
 async fn apply(cp: Arc<ControlPlane>, ctx: Arc<Context>) -> Result<Action, ReconcileError> {
@@ -248,6 +402,35 @@ async fn apply(cp: Arc<ControlPlane>, ctx: Arc<Context>) -> Result<Action, Recon
         );
         write_status(&ctx, &cp, &previous, next).await?;
         return Ok(Action::await_change());
+    }
+
+    // Before any write: is the namespace this ControlPlane's to take?
+    let namespaces: Api<Namespace> = Api::all(ctx.client.clone());
+    let existing = namespaces
+        .get_opt(&cp.spec.namespace)
+        .await
+        .map_err(|e| ReconcileError::kube("reading the control plane's namespace", e))?;
+    let claim = namespace::claim(
+        &cp.name_any(),
+        cp.metadata.uid.as_deref(),
+        existing.as_ref().map(|n| &n.metadata),
+    );
+    match claim {
+        namespace::Claim::Refused(message) => {
+            let next = status::refused(
+                &previous,
+                generation,
+                "NamespaceNotOwned",
+                &format!("spec.namespace: {message}"),
+                &now,
+            );
+            write_status(&ctx, &cp, &previous, next).await?;
+            // A hand-over (a label on the namespace) changes no object this
+            // controller watches: look again now and then.
+            return Ok(Action::requeue(Duration::from_secs(10)));
+        }
+        namespace::Claim::Create => create_namespace(&namespaces, &cp).await?,
+        namespace::Claim::Created | namespace::Claim::HandedOver => {}
     }
 
     // Observe first: the plan gates on what the last apply achieved.
