@@ -69,8 +69,8 @@ async fn operator_with_install_rbac(
     client: &Client,
     policy: keelson_operator::policy::Config,
 ) -> anyhow::Result<Operator> {
-    let as_operator = common::install_rbac(client).await?;
-    let operator = Operator::start_with(as_operator, policy);
+    let as_operator = common::install_rbac(client, &[]).await?;
+    let operator = Operator::start_scoped(as_operator, policy, &[]);
     operator.webhooks_registered(client).await?;
     Ok(operator)
 }

@@ -296,7 +296,13 @@ impl Applier {
                 kind: kind.into(),
                 name: String::new(),
             })?;
-        let api: Api<DynamicObject> = Api::all_with(self.client.clone(), &ar);
+        // Namespaced kinds are listed in the control plane's namespace
+        // alone: the install grants Keelson Secrets and workloads there,
+        // not cluster-wide (and a ControlPlane never changes namespace).
+        let api: Api<DynamicObject> = match object["metadata"]["namespace"].as_str() {
+            Some(ns) => Api::namespaced_with(self.client.clone(), ns, &ar),
+            None => Api::all_with(self.client.clone(), &ar),
+        };
         let lp = ListParams::default().labels(&format!("{CONTROL_PLANE_LABEL}={owner}"));
         api.list_metadata(&lp)
             .await

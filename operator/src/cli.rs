@@ -105,6 +105,16 @@ struct WebhookArgs {
     /// Address of the admin server (`/metrics`, `/live`; plain HTTP).
     #[arg(long, default_value = "0.0.0.0:9990")]
     admin_listen: std::net::SocketAddr,
+    /// Namespaces Keelson's install granted it for control planes
+    /// (repeated or comma-separated; set but empty: none); a ControlPlane
+    /// naming another is refused. Unset: any namespace, for an operator
+    /// run with a cluster admin's credentials (development).
+    #[arg(
+        long = "control-plane-namespace",
+        env = keelson_operator::install::CONTROL_PLANE_NAMESPACES_ENV,
+        value_delimiter = ','
+    )]
+    control_plane_namespaces: Option<Vec<String>>,
 }
 
 /// Leader election among the operator's replicas (Lease `keelson` in
@@ -153,6 +163,9 @@ impl WebhookArgs {
         let config = admission::Config {
             namespace: self.namespace,
             endpoint,
+            control_plane_namespaces: self
+                .control_plane_namespaces
+                .map(|list| list.into_iter().filter(|ns| !ns.is_empty()).collect()),
         };
         (self.webhook_listen, self.admin_listen, config)
     }

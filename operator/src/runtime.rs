@@ -69,7 +69,15 @@ pub async fn run(
     let reconcilers = LeaderOnly::new(DRAIN)
         .task("controlplane", {
             let (client, metrics) = (client.clone(), Arc::clone(&metrics));
-            move |stop| crate::controlplane::run(client.clone(), Arc::clone(&metrics), stop)
+            let granted = admission.control_plane_namespaces.clone();
+            move |stop| {
+                crate::controlplane::run(
+                    client.clone(),
+                    Arc::clone(&metrics),
+                    granted.clone(),
+                    stop,
+                )
+            }
         })
         .task("dataplane", {
             let (client, metrics) = (client.clone(), Arc::clone(&metrics));

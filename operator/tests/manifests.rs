@@ -43,6 +43,8 @@ fn every_object_is_a_valid_kubernetes_object() {
         namespace: "keelson",
         image: "example.com/keelson:test",
         replicas: 1.into(),
+        control_planes: install::DEFAULT_CONTROL_PLANES,
+        data_plane_namespaces: &["apps", "*"],
     });
     for o in &objects {
         let kind = o["kind"].as_str().unwrap();

@@ -84,22 +84,32 @@ pub struct Operator {
 
 impl Operator {
     pub fn start(client: Client) -> Self {
-        Self::launch(client, webhook_port(), Default::default())
+        Self::launch(client, webhook_port(), Default::default(), None)
+    }
+
+    /// An operator granted only the control-plane namespaces `scope`, as
+    /// the install's RBAC grants them (it watches Secrets there alone).
+    pub fn start_scoped(
+        client: Client,
+        policy: keelson_operator::policy::Config,
+        scope: &[&str],
+    ) -> Self {
+        let scope = scope.iter().map(|s| (*s).to_owned()).collect();
+        Self::launch(client, webhook_port(), policy, Some(scope))
     }
 
     /// An operator serving its webhooks on `port`: a second replica in the
     /// same process needs a port of its own.
     pub fn start_on(client: Client, port: u16) -> Self {
-        Self::launch(client, port, Default::default())
+        Self::launch(client, port, Default::default(), None)
     }
 
-    /// [`Self::start`] with the policy controller's proxy-metrics source
-    /// and scrape interval chosen by the test.
-    pub fn start_with(client: Client, policy: keelson_operator::policy::Config) -> Self {
-        Self::launch(client, webhook_port(), policy)
-    }
-
-    fn launch(client: Client, port: u16, policy: keelson_operator::policy::Config) -> Self {
+    fn launch(
+        client: Client,
+        port: u16,
+        policy: keelson_operator::policy::Config,
+        scope: Option<Vec<String>>,
+    ) -> Self {
         static NEXT: AtomicU32 = AtomicU32::new(0);
         let identity = format!(
             "e2e-{}-{}",
@@ -124,6 +134,7 @@ impl Operator {
         let config = keelson_operator::admission::Config {
             namespace: KEELSON_NAMESPACE.into(),
             endpoint: keelson_operator::admission::configurations::Endpoint::Url(url(port)),
+            control_plane_namespaces: scope,
         };
         let election = election(&identity);
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
@@ -602,12 +613,17 @@ pub async fn injector_registered(client: &Client, failure_policy: &str) -> anyho
 /// awaits them) and the PodDisruptionBudget (policy/v1 needs Kubernetes
 /// 1.21); returns a client that is the operator's ServiceAccount, so a test
 /// proves the install RBAC is enough.
-pub async fn install_rbac(client: &Client) -> anyhow::Result<Client> {
+pub async fn install_rbac(
+    client: &Client,
+    control_planes: &[keelson_operator::install::ControlPlaneGrant<'_>],
+) -> anyhow::Result<Client> {
     use keelson_operator::install;
     let objects = install::objects(&install::Install {
         namespace: KEELSON_NAMESPACE,
         image: "example.com/keelson:test",
         replicas: 1.into(),
+        control_planes,
+        data_plane_namespaces: &[],
     });
     let applier = keelson_operator::apply::Applier::new(client.clone());
     let skipped = [

@@ -65,6 +65,9 @@ pub struct Config {
     /// Keelson's namespace: the CA Secret's home, never injected.
     pub namespace: String,
     pub endpoint: Endpoint,
+    /// The namespaces Keelson's install granted it for control planes
+    /// (`controlplane::namespace::claim`); `None`: any.
+    pub control_plane_namespaces: Option<Vec<String>>,
 }
 
 impl Config {
@@ -100,6 +103,8 @@ impl Config {
 pub struct Admission {
     injector: Injector,
     metrics: Arc<Metrics>,
+    /// [`Config::control_plane_namespaces`].
+    control_plane_namespaces: Option<Vec<String>>,
 }
 
 impl Handler for Admission {
@@ -160,7 +165,18 @@ fn decision(answer: &Answer) -> &'static str {
 
 impl Admission {
     pub fn new(injector: Injector, metrics: Arc<Metrics>) -> Self {
-        Self { injector, metrics }
+        Self {
+            injector,
+            metrics,
+            control_plane_namespaces: None,
+        }
+    }
+
+    /// Refuses ControlPlanes naming a namespace outside `namespaces` (the
+    /// install's grant); `None`: any.
+    pub fn granting(mut self, namespaces: Option<Vec<String>>) -> Self {
+        self.control_plane_namespaces = namespaces;
+        self
     }
 
     fn validate(&self, req: &AdmissionRequest<DynamicObject>) -> AdmissionResponse {
@@ -234,7 +250,9 @@ impl Admission {
         match crate::controlplane::namespace::claim(
             &cp.name_any(),
             cp.metadata.uid.as_deref(),
+            &cp.spec.namespace,
             existing.as_ref().map(|n| &n.metadata),
+            self.control_plane_namespaces.as_deref(),
         ) {
             crate::controlplane::namespace::Claim::Refused(message) => Some(validate::Invalid {
                 field: "spec.namespace".into(),
@@ -321,7 +339,8 @@ pub async fn run(
 
     let ready = Arc::new(AtomicBool::new(false));
     let routes = Routes::new(
-        Admission::new(injector, Arc::clone(&metrics)),
+        Admission::new(injector, Arc::clone(&metrics))
+            .granting(config.control_plane_namespaces.clone()),
         Arc::clone(&ready),
     );
     let follow = tokio::spawn(certs::follow(

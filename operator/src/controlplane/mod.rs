@@ -65,47 +65,64 @@ struct Context {
     client: Client,
     recorder: Recorder,
     metrics: Arc<Metrics>,
+    /// The control-plane namespaces Keelson's install granted it; `None`:
+    /// any (`namespace::claim`).
+    granted: Option<Vec<String>>,
 }
 
-/// Runs the ControlPlane controller until `shutdown` completes.
+/// Runs the ControlPlane controller until `shutdown` completes. `granted`
+/// lists the control-plane namespaces the install granted (`None`: any).
 pub async fn run(
     client: Client,
     metrics: Arc<Metrics>,
+    granted: Option<Vec<String>>,
     shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static,
 ) {
     let reporter = Reporter {
         controller: "keelson".into(),
         instance: std::env::var("POD_NAME").ok(),
     };
+    let owned = watcher::Config::default().labels(CONTROL_PLANE_LABEL);
+    // Secrets are watched only where the install lets Keelson read them.
+    let secrets: Vec<Api<Secret>> = match &granted {
+        None => vec![Api::all(client.clone())],
+        Some(namespaces) => namespaces
+            .iter()
+            .map(|ns| Api::namespaced(client.clone(), ns))
+            .collect(),
+    };
     let ctx = Arc::new(Context {
         recorder: Recorder::new(client.clone(), reporter),
         client: client.clone(),
         metrics,
+        granted,
     });
-    let owned = watcher::Config::default().labels(CONTROL_PLANE_LABEL);
-    Controller::new(
+    let mut controller = Controller::new(
         Api::<ControlPlane>::all(client.clone()),
         watcher::Config::default(),
     )
-    .watches(Api::<Deployment>::all(client.clone()), owned.clone(), |d| {
+    .watches(Api::<Deployment>::all(client), owned.clone(), |d| {
         d.labels()
             .get(CONTROL_PLANE_LABEL)
             .map(|cp| ObjectRef::new(cp))
-    })
+    });
     // An issuer or anchor changed (or lost) by hand is checked at once.
-    .watches(Api::<Secret>::all(client), owned, |s| {
-        s.labels()
-            .get(CONTROL_PLANE_LABEL)
-            .map(|cp| ObjectRef::new(cp))
-    })
-    .graceful_shutdown_on(shutdown)
-    .run(reconcile, error_policy, ctx)
-    .for_each(|result| async move {
-        if let Err(e) = result {
-            tracing::warn!(error = %e, "reconcile failed");
-        }
-    })
-    .await;
+    for api in secrets {
+        controller = controller.watches(api, owned.clone(), |s| {
+            s.labels()
+                .get(CONTROL_PLANE_LABEL)
+                .map(|cp| ObjectRef::new(cp))
+        });
+    }
+    controller
+        .graceful_shutdown_on(shutdown)
+        .run(reconcile, error_policy, ctx)
+        .for_each(|result| async move {
+            if let Err(e) = result {
+                tracing::warn!(error = %e, "reconcile failed");
+            }
+        })
+        .await;
 }
 
 fn error_policy(cp: Arc<ControlPlane>, error: &ReconcileError, _: Arc<Context>) -> Action {
@@ -231,7 +248,9 @@ async fn uninstall_namespace(ctx: &Context, cp: &ControlPlane) -> Result<(), Rec
     let claim = namespace::claim(
         &cp.name_any(),
         cp.metadata.uid.as_deref(),
+        name,
         Some(&ns.metadata),
+        ctx.granted.as_deref(),
     );
     let force = cp
         .annotations()
@@ -413,7 +432,9 @@ async fn apply(cp: Arc<ControlPlane>, ctx: Arc<Context>) -> Result<Action, Recon
     let claim = namespace::claim(
         &cp.name_any(),
         cp.metadata.uid.as_deref(),
+        &cp.spec.namespace,
         existing.as_ref().map(|n| &n.metadata),
+        ctx.granted.as_deref(),
     );
     match claim {
         namespace::Claim::Refused(message) => {

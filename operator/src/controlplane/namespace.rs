@@ -40,7 +40,28 @@ pub enum Claim {
 /// metadata is `existing`. Having installed somewhere proves nothing: a
 /// stored spec whose namespace was changed behind the validator's back
 /// must not take the new one.
-pub fn claim(name: &str, uid: Option<&str>, existing: Option<&ObjectMeta>) -> Claim {
+///
+/// `granted` lists the namespaces Keelson's install grants it for control
+/// planes (its RBAC reaches no other); `None` means any.
+pub fn claim(
+    name: &str,
+    uid: Option<&str>,
+    namespace: &str,
+    existing: Option<&ObjectMeta>,
+    granted: Option<&[String]>,
+) -> Claim {
+    if let Some(granted) = granted
+        && !granted.iter().any(|g| g == namespace)
+    {
+        let list = if granted.is_empty() {
+            "no namespace".to_owned()
+        } else {
+            format!("only namespaces {}", granted.join(", "))
+        };
+        return Claim::Refused(format!(
+            "Keelson's install grants it {list} for control planes, not {namespace}: name a granted one, or add {namespace} to the install's controlPlanes"
+        ));
+    }
     let Some(meta) = existing else {
         return Claim::Create;
     };
@@ -57,7 +78,7 @@ pub fn claim(name: &str, uid: Option<&str>, existing: Option<&ObjectMeta>) -> Cl
     if label.map(String::as_str) == Some(name) {
         return Claim::HandedOver;
     }
-    let ns = meta.name.as_deref().unwrap_or_default();
+    let ns = namespace;
     let whose = match label {
         Some(other) => format!(" (it is ControlPlane {other}'s)"),
         None => String::new(),
@@ -110,20 +131,32 @@ mod tests {
 
     #[test]
     fn only_an_absent_created_or_handed_over_namespace_is_taken() {
-        assert_eq!(claim("linkerd", Some("u1"), None), Claim::Create);
+        assert_eq!(
+            claim("linkerd", Some("u1"), "payments", None, None),
+            Claim::Create
+        );
         let created = meta(&[], &[(CREATED_BY, "u1")]);
-        assert_eq!(claim("linkerd", Some("u1"), Some(&created)), Claim::Created);
+        assert_eq!(
+            claim("linkerd", Some("u1"), "payments", Some(&created), None),
+            Claim::Created
+        );
         // Created for another ControlPlane (a deleted one of the same name).
         assert!(matches!(
-            claim("linkerd", Some("u2"), Some(&created)),
+            claim("linkerd", Some("u2"), "payments", Some(&created), None),
             Claim::Refused(_)
         ));
         let handed = meta(&[(CONTROL_PLANE_LABEL, "linkerd")], &[]);
         assert_eq!(
-            claim("linkerd", Some("u1"), Some(&handed)),
+            claim("linkerd", Some("u1"), "payments", Some(&handed), None),
             Claim::HandedOver
         );
-        let Claim::Refused(why) = claim("linkerd", Some("u1"), Some(&meta(&[], &[]))) else {
+        let Claim::Refused(why) = claim(
+            "linkerd",
+            Some("u1"),
+            "payments",
+            Some(&meta(&[], &[])),
+            None,
+        ) else {
             panic!("a user's namespace must be refused");
         };
         assert!(why.contains("namespace payments already exists"), "{why}");
@@ -131,11 +164,35 @@ mod tests {
         let Claim::Refused(why) = claim(
             "linkerd",
             None,
+            "payments",
             Some(&meta(&[(CONTROL_PLANE_LABEL, "other")], &[])),
+            None,
         ) else {
             panic!("another ControlPlane's namespace must be refused");
         };
         assert!(why.contains("ControlPlane other's"), "{why}");
+    }
+
+    #[test]
+    fn only_a_namespace_the_install_granted_is_taken() {
+        let granted = ["linkerd".to_owned()];
+        let Claim::Refused(why) = claim("linkerd", Some("u1"), "payments", None, Some(&granted))
+        else {
+            panic!("a namespace outside the install's grant must be refused");
+        };
+        assert!(why.contains("only namespaces linkerd"), "{why}");
+        assert!(
+            why.contains("add payments to the install's controlPlanes"),
+            "{why}"
+        );
+        let Claim::Refused(why) = claim("linkerd", Some("u1"), "linkerd", None, Some(&[])) else {
+            panic!("an install that grants no namespace takes none");
+        };
+        assert!(why.contains("grants it no namespace"), "{why}");
+        assert_eq!(
+            claim("linkerd", Some("u1"), "linkerd", None, Some(&granted)),
+            Claim::Create
+        );
     }
 
     #[test]
