@@ -563,10 +563,10 @@ pub struct IdentityStatus {
 pub const ROTATE_TRUST_ANCHOR: &str = "keelson.dev/rotate-trust-anchor";
 
 /// Secret (`tls.crt` and `tls.key`, as `kubectl create secret tls` makes it)
-/// in the control plane's namespace that declares the next trust anchor of a
-/// managed identity: Keelson checks it and rotates to it. Labelled
-/// `keelson.dev/control-plane: <ControlPlane name>`, it is seen at once;
-/// otherwise at the next periodic reconcile.
+/// in Keelson's namespace, named `<this>.<ControlPlane name>`, that declares
+/// the next trust anchor of a managed identity: Keelson checks it and
+/// rotates to it. Labelled `keelson.dev/control-plane: <ControlPlane name>`,
+/// it is seen at once; otherwise at the next periodic reconcile.
 pub const DECLARED_TRUST_ANCHOR_SECRET: &str = "keelson-identity-next-trust-anchor";
 
 /// What Keelson made of a declared trust anchor.

@@ -107,7 +107,7 @@ async fn check_passes_on_a_converged_mesh_and_names_what_breaks() {
             // repairs them.
             operator.stop().await?;
             let secrets: Api<Secret> = Api::namespaced(client.clone(), &ns);
-            let anchor = secrets.get("keelson-identity-trust-anchor").await?;
+            let anchor = common::anchors(&client, &ns).await?;
             let anchor = TlsPair {
                 cert_pem: common::secret_text(&anchor, "ca.crt")?,
                 key_pem: common::secret_text(&anchor, "ca.key")?,

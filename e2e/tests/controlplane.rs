@@ -115,10 +115,7 @@ async fn a_controlplane_installs_linkerd_and_converges_without_further_writes() 
             );
 
             let secrets: Api<Secret> = Api::namespaced(client.clone(), &ns);
-            let anchor = common::secret_text(
-                &secrets.get("keelson-identity-trust-anchor").await?,
-                "ca.crt",
-            )?;
+            let anchor = common::secret_text(&common::anchors(&client, &ns).await?, "ca.crt")?;
             let roots: Api<ConfigMap> = Api::namespaced(client.clone(), &ns);
             let bundle = common::trust_bundle(&client, &ns).await?;
             ensure!(

@@ -25,9 +25,9 @@ use serde_json::json;
 use std::time::Duration;
 
 async fn anchor(client: &Client, ns: &str) -> anyhow::Result<Option<String>> {
-    let secrets: Api<Secret> = Api::namespaced(client.clone(), ns);
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), common::KEELSON_NAMESPACE);
     Ok(secrets
-        .get_opt("keelson-identity-trust-anchor")
+        .get_opt(&keelson_operator::controlplane::material::anchor_secret(ns))
         .await?
         .and_then(|s| s.data?.get("ca.crt").cloned())
         .map(|b| String::from_utf8_lossy(&b.0).into_owned()))

@@ -16,11 +16,11 @@ use common::{
 use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::{Pod, Secret};
 use keelson_crds::controlplane::{
-    DECLARED_TRUST_ANCHOR_SECRET, DeclaredAnchor, DeclaredAnchorState, ROTATE_TRUST_ANCHOR,
-    RotationPhase,
+    DeclaredAnchor, DeclaredAnchorState, ROTATE_TRUST_ANCHOR, RotationPhase,
 };
 use keelson_crds::{ControlPlane, DataPlane};
 use keelson_e2e::shared::env;
+use keelson_operator::controlplane::material::declared_anchor_secret;
 use kube::api::{ListParams, Patch, PatchParams, PostParams};
 use kube::{Api, Client, ResourceExt};
 use serde_json::json;
@@ -211,7 +211,7 @@ async fn a_trust_anchor_rotation_survives_operator_kills_in_every_phase() {
                 .await?;
 
                 let secrets: Api<Secret> = Api::namespaced(client.clone(), &ns);
-                let old = common::secret_text(&secrets.get("keelson-identity-trust-anchor").await?, "ca.crt")?;
+                let old = common::secret_text(&common::anchors(&client, &ns).await?, "ca.crt")?;
                 let (monitor, watch) = Monitor::start(client.clone(), ns.clone(), app.clone());
                 // The monitor knows the bundle pods carry now before it changes.
                 wait_until("the monitor's first look", WAIT, || async {
@@ -262,7 +262,7 @@ async fn a_trust_anchor_rotation_survives_operator_kills_in_every_phase() {
 
                 // The new anchor alone is trusted and signs the issuer; the
                 // pods and the DataPlane carry its bundle.
-                let anchor_secret = secrets.get("keelson-identity-trust-anchor").await?;
+                let anchor_secret = common::anchors(&client, &ns).await?;
                 let new = common::secret_text(&anchor_secret, "ca.crt")?;
                 ensure!(new != old, "the anchor did not change");
                 let keys: BTreeSet<&String> = anchor_secret.data.iter().flat_map(|d| d.keys()).collect();
@@ -325,7 +325,7 @@ async fn an_expired_issuer_is_replaced() {
 
             // An issuer the anchor signed, valid ten days until an hour ago.
             let secrets: Api<Secret> = Api::namespaced(client.clone(), &ns);
-            let anchor = secrets.get("keelson-identity-trust-anchor").await?;
+            let anchor = common::anchors(&client, &ns).await?;
             let anchor_key = rcgen::KeyPair::from_pem(&common::secret_text(&anchor, "ca.key")?)?;
             let signer = rcgen::Issuer::from_ca_cert_pem(
                 &common::secret_text(&anchor, "ca.crt")?,
@@ -409,36 +409,39 @@ fn self_signed(cn: &str, ca: bool) -> anyhow::Result<(String, String)> {
     Ok((params.self_signed(&key)?.pem(), key.serialize_pem()))
 }
 
-/// The anchor declared in Secret `keelson-identity-next-trust-anchor` is
-/// checked: one that is not a CA is refused with the reason and changes
-/// nothing; a valid one is rotated to, through every phase, and then stays.
+/// The anchor declared in Secret `keelson-identity-next-trust-anchor.<cp>`
+/// (in Keelson's namespace) is checked: one that is not a CA is refused
+/// with the reason and changes nothing; a valid one is rotated to, through
+/// every phase, and then stays.
 #[tokio::test]
 async fn a_declared_trust_anchor_is_checked_then_rotated_to() {
     let _serial = common::SERIAL.lock().await;
     env()
         .in_namespace("declare", |client, ns| async move {
             let (operator, cps) = common::installed(&client, &ns, VERSION).await?;
-            let secrets: Api<Secret> = Api::namespaced(client.clone(), &ns);
-            let anchor_secret = secrets.get("keelson-identity-trust-anchor").await?;
+            let anchor_secret = common::anchors(&client, &ns).await?;
             let old = common::secret_text(&anchor_secret, "ca.crt")?;
+            // Declared where no Linkerd workload can read it.
+            let own: Api<Secret> = Api::namespaced(client.clone(), common::KEELSON_NAMESPACE);
+            let secrets: Api<Secret> = Api::namespaced(client.clone(), &ns);
+            let name = declared_anchor_secret(&ns);
             let declare = |(cert, key): (String, String)| {
                 let mut secret = Secret {
                     type_: Some("kubernetes.io/tls".into()),
                     string_data: Some([("tls.crt".into(), cert), ("tls.key".into(), key)].into()),
                     ..Secret::default()
                 };
-                secret.metadata.name = Some(DECLARED_TRUST_ANCHOR_SECRET.into());
+                secret.metadata.name = Some(name.clone());
                 secret.metadata.labels =
                     Some([("keelson.dev/control-plane".to_owned(), ns.clone())].into());
-                let secrets = secrets.clone();
+                let (own, name) = (own.clone(), name.clone());
                 async move {
-                    secrets
-                        .patch(
-                            DECLARED_TRUST_ANCHOR_SECRET,
-                            &PatchParams::apply("e2e").force(),
-                            &Patch::Apply(&secret),
-                        )
-                        .await
+                    own.patch(
+                        &name,
+                        &PatchParams::apply("e2e").force(),
+                        &Patch::Apply(&secret),
+                    )
+                    .await
                 }
             };
             let declared = |state: DeclaredAnchorState| {
@@ -461,7 +464,7 @@ async fn a_declared_trust_anchor_is_checked_then_rotated_to() {
             .await?;
             let message = rejected.message.unwrap_or_default();
             ensure!(message.contains("not a CA"), "{message}");
-            let unchanged = secrets.get("keelson-identity-trust-anchor").await?;
+            let unchanged = common::anchors(&client, &ns).await?;
             ensure!(
                 unchanged.data == anchor_secret.data,
                 "a rejected anchor changed the stored ones"
@@ -497,7 +500,7 @@ async fn a_declared_trust_anchor_is_checked_then_rotated_to() {
                 },
             )
             .await?;
-            let stored = secrets.get("keelson-identity-trust-anchor").await?;
+            let stored = common::anchors(&client, &ns).await?;
             ensure!(
                 common::secret_text(&stored, "ca.crt")?.trim() == cert.trim(),
                 "the declared anchor is not the active one"

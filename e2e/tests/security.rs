@@ -325,3 +325,99 @@ async fn uninstall_deletes_only_an_empty_namespace_keelson_created() {
         })
         .await;
 }
+
+/// The managed trust anchor's key lives in Keelson's namespace, where no
+/// ServiceAccount but Keelson's may read it (Kubernetes' own controllers in
+/// kube-system aside, which may read every Secret by design). One an older
+/// Keelson left in the control plane's namespace, where Linkerd's
+/// destination controller reads Secrets, is moved, with the bundle
+/// unchanged.
+#[tokio::test]
+async fn the_trust_anchor_key_is_out_of_the_meshs_reach() {
+    use k8s_openapi::api::authorization::v1::SubjectAccessReview;
+    use k8s_openapi::api::core::v1::{Secret, ServiceAccount};
+    use keelson_operator::controlplane::material::{ANCHOR_SECRET, anchor_secret};
+    let _serial = common::SERIAL.lock().await;
+    env()
+        .in_namespace("anchor", |client, ns| async move {
+            let (operator, cps) = common::installed(&client, &ns, "edge-25.4.4").await?;
+            let moved = common::anchors(&client, &ns).await?;
+            let bundle = common::trust_bundle(&client, &ns).await?;
+
+            // Who may read it.
+            let name = anchor_secret(&ns);
+            let accounts = Api::<ServiceAccount>::all(client.clone())
+                .list(&ListParams::default())
+                .await?;
+            let reviews: Api<SubjectAccessReview> = Api::all(client.clone());
+            let mut readers = Vec::new();
+            let mut checked = 0;
+            for sa in &accounts.items {
+                let sa_ns = sa.namespace().unwrap_or_default();
+                let user = format!("system:serviceaccount:{sa_ns}:{}", sa.name_any());
+                let review: SubjectAccessReview = serde_json::from_value(json!({"spec": {
+                    "user": user,
+                    "groups": ["system:serviceaccounts", format!("system:serviceaccounts:{sa_ns}"), "system:authenticated"],
+                    "resourceAttributes": {"verb": "get", "resource": "secrets",
+                        "namespace": common::KEELSON_NAMESPACE, "name": name},
+                }}))?;
+                let allowed = reviews
+                    .create(&PostParams::default(), &review)
+                    .await?
+                    .status
+                    .is_some_and(|s| s.allowed);
+                if allowed && sa_ns != "kube-system" {
+                    readers.push(user);
+                }
+                checked += 1;
+            }
+            ensure!(checked > 3, "only {checked} ServiceAccounts were checked");
+            ensure!(readers.is_empty(), "may read the anchor key: {readers:?}");
+            // Linkerd's destination controller, which reads every Secret in
+            // the control plane's namespace, is among those refused.
+            ensure!(
+                accounts.items.iter().any(|sa| sa.name_any() == "linkerd-destination"
+                    && sa.namespace().as_deref() == Some(ns.as_str())),
+                "no linkerd-destination ServiceAccount was checked"
+            );
+
+            // An older Keelson's layout: the anchors in the control plane's
+            // namespace, none in Keelson's.
+            operator.stop().await?;
+            let own: Api<Secret> = Api::namespaced(client.clone(), common::KEELSON_NAMESPACE);
+            own.delete(&name, &Default::default()).await?;
+            let mut legacy = Secret {
+                data: moved.data.clone(),
+                ..Default::default()
+            };
+            legacy.metadata.name = Some(ANCHOR_SECRET.into());
+            legacy.metadata.labels =
+                Some([("keelson.dev/control-plane".to_owned(), ns.clone())].into());
+            let theirs: Api<Secret> = Api::namespaced(client.clone(), &ns);
+            theirs.create(&PostParams::default(), &legacy).await?;
+
+            let operator = common::Operator::start(client.clone());
+            wait_until("the anchors move into Keelson's namespace", WAIT, || async {
+                let here = own.get_opt(&name).await?;
+                let there = theirs.get_opt(ANCHOR_SECRET).await?;
+                anyhow::Ok((here.is_some() && there.is_none()).then_some(here))
+            })
+            .await?
+            .filter(|s| s.data == moved.data)
+            .context("the moved Secret holds other anchors")?;
+            common::wait_converged(&cps, &ns, "edge-25.4.4").await?;
+            ensure!(
+                common::trust_bundle(&client, &ns).await? == bundle,
+                "the trust bundle changed"
+            );
+
+            // Uninstall removes the keys with the ControlPlane.
+            common::delete_control_plane(&cps, &ns).await?;
+            ensure!(
+                own.get_opt(&name).await?.is_none(),
+                "the anchor Secret outlived its ControlPlane"
+            );
+            operator.stop().await
+        })
+        .await;
+}

@@ -70,11 +70,13 @@ pub async fn run(
         .task("controlplane", {
             let (client, metrics) = (client.clone(), Arc::clone(&metrics));
             let granted = admission.control_plane_namespaces.clone();
+            let own = admission.namespace.clone();
             move |stop| {
                 crate::controlplane::run(
                     client.clone(),
                     Arc::clone(&metrics),
                     granted.clone(),
+                    own.clone(),
                     stop,
                 )
             }

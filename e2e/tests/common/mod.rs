@@ -644,6 +644,19 @@ pub async fn install_rbac(
     )))
 }
 
+/// The managed trust anchors' Secret of ControlPlane `cp`, in Keelson's
+/// namespace.
+pub async fn anchors(
+    client: &Client,
+    cp: &str,
+) -> anyhow::Result<k8s_openapi::api::core::v1::Secret> {
+    let name = keelson_operator::controlplane::material::anchor_secret(cp);
+    Api::<k8s_openapi::api::core::v1::Secret>::namespaced(client.clone(), KEELSON_NAMESPACE)
+        .get(&name)
+        .await
+        .with_context(|| format!("reading Secret {KEELSON_NAMESPACE}/{name}"))
+}
+
 /// A Secret's value under `key`, as text.
 pub fn secret_text(
     secret: &k8s_openapi::api::core::v1::Secret,

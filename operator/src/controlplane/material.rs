@@ -21,8 +21,24 @@ use std::time::{Duration, SystemTime};
 
 /// Secret holding the managed trust anchors' certificates and keys (the
 /// active one, and during a rotation the next or the previous one). Keelson
-/// keeps it; Linkerd never reads it.
+/// keeps it in its own namespace, as `<this>.<ControlPlane>`
+/// ([`anchor_secret`]): in the control plane's namespace Linkerd's
+/// destination controller may read every Secret (its `remote-discovery`
+/// Role), and a root key must be out of a workload's reach. Older Keelsons
+/// kept it there under this bare name; [`load`] moves it.
 pub const ANCHOR_SECRET: &str = "keelson-identity-trust-anchor";
+
+/// The managed trust anchors' Secret of ControlPlane `cp`, in Keelson's
+/// namespace.
+pub fn anchor_secret(cp: &str) -> String {
+    format!("{ANCHOR_SECRET}.{cp}")
+}
+
+/// The Secret in Keelson's namespace where a user declares the anchor
+/// ControlPlane `cp` rotates to (`tls.crt` and `tls.key`).
+pub fn declared_anchor_secret(cp: &str) -> String {
+    format!("{DECLARED_TRUST_ANCHOR_SECRET}.{cp}")
+}
 pub const ISSUER_SECRET: &str = "linkerd-identity-issuer";
 const WEBHOOK_CERT_LIFETIME: Duration = Duration::from_secs(365 * 86400);
 
@@ -173,14 +189,85 @@ fn trigger(
     Ok((rotation.automatic_trust_anchor_rotation && due).then_some(Trigger::Scheduled))
 }
 
+/// The managed anchors' Secret in Keelson's namespace `own`, moved there
+/// first from the control plane's namespace where an older Keelson kept
+/// it: created here from the old one's data, then the old one deleted, so
+/// a crash at any point leaves one readable copy (and the next reconcile
+/// finishes the move).
+async fn moved_anchor(
+    own: &Api<Secret>,
+    control_plane: &Api<Secret>,
+    cp: &ControlPlane,
+    ns: &str,
+) -> Result<Option<Secret>, ReconcileError> {
+    let name = anchor_secret(&cp.name_any());
+    let read = |api: &Api<Secret>, name: &str| {
+        let (api, name) = (api.clone(), name.to_owned());
+        async move {
+            api.get_opt(&name)
+                .await
+                .map_err(|e| ReconcileError::kube(format!("reading Secret {name}"), e))
+        }
+    };
+    let current = read(own, &name).await?;
+    let Some(legacy) = read(control_plane, ANCHOR_SECRET).await? else {
+        return Ok(current);
+    };
+    let current = match current {
+        Some(current) => current,
+        None => {
+            if stored_anchors(&legacy).is_none() {
+                return Err(ReconcileError::AnchorUnreadable {
+                    secret: format!("{ns}/{ANCHOR_SECRET}"),
+                });
+            }
+            let data: Vec<(String, String)> = legacy
+                .data
+                .iter()
+                .flatten()
+                .filter_map(|(k, v)| Some((k.clone(), String::from_utf8(v.0.clone()).ok()?)))
+                .collect();
+            let data: Vec<(&str, &str)> =
+                data.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+            match create_secret(own, cp, &name, &data).await? {
+                Some(created) if stored_anchors(&created).is_some() => created,
+                _ => {
+                    return Err(ReconcileError::AnchorUnreadable {
+                        secret: format!("{}/{name}", own.namespace().unwrap_or_default()),
+                    });
+                }
+            }
+        }
+    };
+    tracing::info!(from = ns, secret = %name, "moved the trust anchors' Secret into Keelson's namespace");
+    match control_plane
+        .delete(ANCHOR_SECRET, &Default::default())
+        .await
+    {
+        Ok(_) => {}
+        Err(kube::Error::Api(s)) if s.code == 404 => {}
+        Err(e) => {
+            return Err(ReconcileError::kube(
+                format!("deleting Secret {ns}/{ANCHOR_SECRET} after moving it"),
+                e,
+            ));
+        }
+    }
+    Ok(Some(current))
+}
+
+/// Reads (or makes) what rendering needs. `keelson_namespace` holds the
+/// managed trust anchors and a declared next anchor.
 pub async fn load(
     client: &Client,
     cp: &ControlPlane,
+    keelson_namespace: &str,
     observed: &Observed<'_>,
     now: SystemTime,
 ) -> Result<Material, ReconcileError> {
     let ns = cp.spec.namespace.as_str();
     let secrets: Api<Secret> = Api::namespaced(client.clone(), ns);
+    let own: Api<Secret> = Api::namespaced(client.clone(), keelson_namespace);
     let get = |name: &'static str| {
         let secrets = secrets.clone();
         async move {
@@ -200,7 +287,8 @@ pub async fn load(
                     now,
                 )
             };
-            let stored = get(ANCHOR_SECRET).await?;
+            let stored = moved_anchor(&own, &secrets, cp, ns).await?;
+            let anchor_name = anchor_secret(&cp.name_any());
             let (anchors, secret) = match stored
                 .as_ref()
                 .and_then(|s| stored_anchors(s).map(|a| (a, s.clone())))
@@ -212,7 +300,7 @@ pub async fn load(
                         ("ca.crt", anchor.cert_pem.as_str()),
                         ("ca.key", anchor.key_pem.as_str()),
                     ];
-                    let secret = create_secret(&secrets, cp, ANCHOR_SECRET, &data).await?;
+                    let secret = create_secret(&own, cp, &anchor_name, &data).await?;
                     match secret
                         .as_ref()
                         .and_then(|s| stored_anchors(s).map(|a| (a, s.clone())))
@@ -220,7 +308,7 @@ pub async fn load(
                         Some(found) => found,
                         None => {
                             return Err(ReconcileError::AnchorUnreadable {
-                                namespace: ns.to_owned(),
+                                secret: format!("{keelson_namespace}/{anchor_name}"),
                             });
                         }
                     }
@@ -242,8 +330,24 @@ pub async fn load(
             } else {
                 None
             };
+            let declared_name = declared_anchor_secret(&cp.name_any());
+            let declared_secret = own
+                .get_opt(&declared_name)
+                .await
+                .map_err(|e| ReconcileError::kube(format!("reading Secret {declared_name}"), e))?;
+            // Where older Keelsons looked: a key there is within reach of
+            // Linkerd's destination controller, so it is refused, saying
+            // where it belongs.
+            let misplaced = match declared_secret {
+                Some(_) => None,
+                None => get(DECLARED_TRUST_ANCHOR_SECRET).await?.map(|_| {
+                    format!(
+                        "Secret {ns}/{DECLARED_TRUST_ANCHOR_SECRET} is readable by Linkerd's destination controller; delete it and declare the anchor in Secret {keelson_namespace}/{declared_name} instead"
+                    )
+                }),
+            };
             let (declared, declared_pair) = declared_anchor(
-                get(DECLARED_TRUST_ANCHOR_SECRET).await?.as_ref(),
+                declared_secret.as_ref(),
                 &anchors,
                 recorded.is_some() || anchors.stage().is_some(),
                 observed.status.and_then(|s| s.declared_anchor.as_ref()),
@@ -257,6 +361,14 @@ pub async fn load(
                     )
                 },
             );
+            let declared = match misplaced {
+                Some(message) => Some(DeclaredAnchor {
+                    sha256: None,
+                    state: DeclaredAnchorState::Rejected,
+                    message: Some(message),
+                }),
+                None => declared,
+            };
             let trigger = match declared_pair {
                 Some(_) => Some(Trigger::Declared),
                 None => trigger(cp, observed.status, &anchors.active, now)?,
@@ -274,7 +386,7 @@ pub async fn load(
             )?;
             let anchors = match &plan.store {
                 Some(next) => {
-                    store_anchors(&secrets, secret, next).await?;
+                    store_anchors(&own, secret, next).await?;
                     next.clone()
                 }
                 None => anchors,
@@ -396,14 +508,12 @@ async fn store_anchors(
             .collect(),
     );
     secret.metadata.managed_fields = None;
+    let name = secret.name_any();
     secrets
-        .replace(ANCHOR_SECRET, &PostParams::default(), &secret)
+        .replace(&name, &PostParams::default(), &secret)
         .await
         .map_err(|e| {
-            ReconcileError::kube(
-                format!("storing the trust anchors in Secret {ANCHOR_SECRET}"),
-                e,
-            )
+            ReconcileError::kube(format!("storing the trust anchors in Secret {name}"), e)
         })?;
     Ok(())
 }

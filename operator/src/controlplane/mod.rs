@@ -47,9 +47,9 @@ pub enum ReconcileError {
     )]
     ExternalIssuerMissing { namespace: String },
     #[error(
-        "Secret {namespace}/keelson-identity-trust-anchor has no readable ca.crt and ca.key; restore it from a backup or delete it to make a new trust anchor (which restarts every meshed pod)"
+        "Secret {secret} has no readable ca.crt and ca.key; restore it from a backup or delete it to make a new trust anchor (which restarts every meshed pod)"
     )]
-    AnchorUnreadable { namespace: String },
+    AnchorUnreadable { secret: String },
 }
 
 impl ReconcileError {
@@ -68,14 +68,18 @@ struct Context {
     /// The control-plane namespaces Keelson's install granted it; `None`:
     /// any (`namespace::claim`).
     granted: Option<Vec<String>>,
+    /// Keelson's own namespace: managed trust anchors live there.
+    keelson_namespace: String,
 }
 
 /// Runs the ControlPlane controller until `shutdown` completes. `granted`
-/// lists the control-plane namespaces the install granted (`None`: any).
+/// lists the control-plane namespaces the install granted (`None`: any);
+/// `keelson_namespace` is Keelson's own.
 pub async fn run(
     client: Client,
     metrics: Arc<Metrics>,
     granted: Option<Vec<String>>,
+    keelson_namespace: String,
     shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static,
 ) {
     let reporter = Reporter {
@@ -83,11 +87,13 @@ pub async fn run(
         instance: std::env::var("POD_NAME").ok(),
     };
     let owned = watcher::Config::default().labels(CONTROL_PLANE_LABEL);
-    // Secrets are watched only where the install lets Keelson read them.
+    // Secrets are watched only where the install lets Keelson read them:
+    // its namespace (the anchors) and the control planes'.
     let secrets: Vec<Api<Secret>> = match &granted {
         None => vec![Api::all(client.clone())],
         Some(namespaces) => namespaces
             .iter()
+            .chain([&keelson_namespace])
             .map(|ns| Api::namespaced(client.clone(), ns))
             .collect(),
     };
@@ -96,6 +102,7 @@ pub async fn run(
         client: client.clone(),
         metrics,
         granted,
+        keelson_namespace,
     });
     let mut controller = Controller::new(
         Api::<ControlPlane>::all(client.clone()),
@@ -196,6 +203,22 @@ async fn cleanup(cp: Arc<ControlPlane>, ctx: Arc<Context>) -> Result<Action, Rec
     Applier::new(ctx.client.clone())
         .delete_owned(&cp.name_any(), &kinds)
         .await?;
+    // The anchors' keys: a later ControlPlane of the same name starts a
+    // new trust domain history, never from a deleted one's root.
+    let anchors = material::anchor_secret(&cp.name_any());
+    match Api::<Secret>::namespaced(ctx.client.clone(), &ctx.keelson_namespace)
+        .delete(&anchors, &Default::default())
+        .await
+    {
+        Ok(_) => {}
+        Err(kube::Error::Api(s)) if s.code == 404 => {}
+        Err(e) => {
+            return Err(ReconcileError::kube(
+                format!("deleting Secret {anchors}"),
+                e,
+            ));
+        }
+    }
     uninstall_namespace(&ctx, &cp).await?;
     let event = Event {
         type_: EventType::Normal,
@@ -494,6 +517,7 @@ async fn apply(cp: Arc<ControlPlane>, ctx: Arc<Context>) -> Result<Action, Recon
     let material = material::load(
         &ctx.client,
         &cp,
+        &ctx.keelson_namespace,
         &material::Observed {
             status: identity_status,
             control_plane_bundle: control_plane_bundle.as_deref(),

@@ -293,7 +293,8 @@ pub fn restart_rules() -> Vec<Value> {
 }
 
 /// Keelson's own namespace: its leader Lease (by name where Kubernetes
-/// allows: a create cannot name its object) and its Secrets (the webhook CA).
+/// allows: a create cannot name its object) and its Secrets (the webhook
+/// CA, the managed trust anchors).
 pub fn own_namespace_rules() -> Vec<Value> {
     vec![
         rule(&["coordination.k8s.io"], &["leases"], &["create"]),
@@ -303,11 +304,7 @@ pub fn own_namespace_rules() -> Vec<Value> {
             &[crate::leader::lease::LEASE_NAME.to_owned()],
             &["get", "update"],
         ),
-        rule(
-            &[""],
-            &["secrets"],
-            &["get", "list", "watch", "create", "patch", "update"],
-        ),
+        rule(&[""], &["secrets"], MANAGE),
     ]
 }
 
