@@ -26,6 +26,15 @@ use std::future::Future;
 pub struct EncodedPatch(Bytes);
 
 impl EncodedPatch {
+    /// Length of the encoded (base64) patch.
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
     /// Encodes a serialized JSON patch.
     pub fn new(patch_json: &[u8]) -> Self {
         // kube-core writes `[]byte` as an array of numbers; the API documents

@@ -26,7 +26,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::watch;
+use tokio::sync::{Semaphore, watch};
 use tokio::task::{JoinError, JoinSet};
 use tokio_rustls::TlsAcceptor;
 use tracing::{debug, error, info, warn};
@@ -84,6 +84,21 @@ pub struct Limits {
     pub body_read_timeout: Duration,
     /// Largest request body accepted; larger ones get 413.
     pub max_body_bytes: usize,
+    /// Request bodies held at once, in bytes (a body is counted from before
+    /// it is read, by its declared length, or at the largest accepted when
+    /// it declares none). Further requests wait for room.
+    pub max_body_bytes_in_flight: usize,
+    /// JSON values a body may hold (counted as the objects, arrays and
+    /// commas outside strings); more gets 413. Decoding turns each into a
+    /// typed value of up to a few KiB (a Kubernetes `Volume` is 3 KiB), so
+    /// a small body of many tiny values would otherwise cost a hundred times
+    /// its size.
+    pub max_json_values: usize,
+    /// What the handlers may be decoding at once, estimated per request
+    /// from its length and its objects and arrays. Further requests wait for
+    /// room; the wait for either budget is bounded by `body_read_timeout`
+    /// (then 503).
+    pub max_decode_bytes_in_flight: usize,
     /// Connections served at once; further clients wait in the listen backlog.
     pub max_connections: usize,
     /// After shutdown, how long in-flight connections may take to finish
@@ -100,6 +115,13 @@ impl Default for Limits {
             // The API server caps an object at 3 MiB in etcd; an
             // AdmissionReview carries the object and its old version.
             max_body_bytes: 8 * 1024 * 1024,
+            // With the decode budget and the operator's own ~60 MiB, under
+            // the 256 MiB limit its install gives it.
+            max_body_bytes_in_flight: 16 * 1024 * 1024,
+            // A pod with a hundred containers of twenty variables each has
+            // about eight thousand.
+            max_json_values: 20_000,
+            max_decode_bytes_in_flight: 96 * 1024 * 1024,
             // A handful of API servers keep a few connections each; the cap
             // only matters against a misbehaving client.
             max_connections: 512,
@@ -131,7 +153,12 @@ pub async fn serve<H: Handler>(
     shutdown: impl Future<Output = ()>,
 ) {
     let acceptor = TlsAcceptor::from(tls);
-    let app = Arc::new(App { routes, limits });
+    let app = Arc::new(App {
+        routes,
+        bodies: Semaphore::new(kib(limits.max_body_bytes_in_flight, usize::MAX) as usize),
+        decoding: Semaphore::new(kib(limits.max_decode_bytes_in_flight, usize::MAX) as usize),
+        limits,
+    });
     let (stop, stopped) = watch::channel(false);
     let mut connections = JoinSet::new();
     let mut shutdown = pin!(shutdown);
@@ -198,6 +225,48 @@ fn report(finished: Result<(), JoinError>) {
 struct App<H> {
     routes: Routes<H>,
     limits: Limits,
+    /// [`Limits::max_body_bytes_in_flight`], in KiB.
+    bodies: Semaphore,
+    /// [`Limits::max_decode_bytes_in_flight`], in KiB.
+    decoding: Semaphore,
+}
+
+/// Memory decoding a body of `len` bytes holding `values` JSON values may
+/// take, by a bound that holds for Kubernetes types: a few copies of its
+/// text (strings are copied out, a raw copy is kept), and at most 4 KiB for
+/// each value.
+fn decode_estimate(len: usize, values: usize) -> usize {
+    4 * len + 4096 * values
+}
+
+/// About the number of values in a JSON text: the objects and arrays, and
+/// the commas between elements and members, outside strings.
+pub fn json_values(body: &[u8]) -> usize {
+    let (mut count, mut in_string, mut escaped) = (0, false, false);
+    for &b in body {
+        if in_string {
+            match b {
+                _ if escaped => escaped = false,
+                b'\\' => escaped = true,
+                b'"' => in_string = false,
+                _ => {}
+            }
+        } else {
+            match b {
+                b'"' => in_string = true,
+                b'{' | b'[' | b',' => count += 1,
+                _ => {}
+            }
+        }
+    }
+    count
+}
+
+/// Whole KiB covering `bytes`, capped at what `budget` holds (a request
+/// larger than the budget waits for all of it, so it runs alone).
+fn kib(bytes: usize, budget: usize) -> u32 {
+    let cap = budget.div_ceil(1024).max(1);
+    u32::try_from(bytes.div_ceil(1024).clamp(1, cap)).unwrap_or(u32::MAX)
 }
 
 /// Serves one accepted TCP connection until it ends or the server stops.
@@ -335,14 +404,8 @@ impl<H: Handler> App<H> {
             "/readyz" => probe(request.method(), self.routes.ready.load(Ordering::Acquire)),
             _ => {
                 let (parts, body) = request.into_parts();
-                let limits = &self.limits;
-                match read_body(body, limits.max_body_bytes, limits.body_read_timeout).await {
-                    Ok(body) => self
-                        .routes
-                        .handler
-                        .handle(Request::from_parts(parts, body))
-                        .await
-                        .map(Full::new),
+                match self.read_and_handle(&parts, body).await {
+                    Ok(response) => response,
                     Err(refusal) => {
                         debug!(path = parts.uri.path(), %refusal, "refusing a request");
                         let mut response = refusal.response();
@@ -361,6 +424,58 @@ impl<H: Handler> App<H> {
                 }
             }
         }
+    }
+}
+
+impl<H: Handler> App<H> {
+    /// Reads the body and hands it to the handler, each step within its
+    /// memory budget.
+    async fn read_and_handle(
+        &self,
+        parts: &http::request::Parts,
+        body: Incoming,
+    ) -> Result<Response<Full<Bytes>>, BodyError> {
+        let limits = &self.limits;
+        let declared = usize::try_from(body.size_hint().exact().unwrap_or(u64::MAX))
+            .unwrap_or(usize::MAX)
+            .min(limits.max_body_bytes);
+        let wait = limits.body_read_timeout;
+        let _body_room = room(
+            &self.bodies,
+            kib(declared, limits.max_body_bytes_in_flight),
+            wait,
+        )
+        .await?;
+        let body = read_body(body, limits.max_body_bytes, wait).await?;
+        let values = json_values(&body);
+        if values > limits.max_json_values {
+            return Err(BodyError::TooManyValues {
+                found: values,
+                limit: limits.max_json_values,
+            });
+        }
+        let estimate = decode_estimate(body.len(), values);
+        let _decode_room = room(
+            &self.decoding,
+            kib(estimate, limits.max_decode_bytes_in_flight),
+            wait,
+        )
+        .await?;
+        let request = Request::from_parts(parts.clone(), body);
+        Ok(self.routes.handler.handle(request).await.map(Full::new))
+    }
+}
+
+/// `permits` of `budget`, waiting at most `wait`.
+async fn room(
+    budget: &Semaphore,
+    permits: u32,
+    wait: Duration,
+) -> Result<tokio::sync::SemaphorePermit<'_>, BodyError> {
+    match tokio::time::timeout(wait, budget.acquire_many(permits)).await {
+        Ok(Ok(permit)) => Ok(permit),
+        // The semaphore is never closed; a timeout is the server being busy.
+        _ => Err(BodyError::Busy(wait)),
     }
 }
 
@@ -399,12 +514,17 @@ enum BodyError {
     TimedOut(Duration),
     #[error("reading the request body: {0}")]
     Read(#[source] Box<dyn StdError + Send + Sync>),
+    #[error("the request body holds about {found} JSON values, more than {limit}")]
+    TooManyValues { found: usize, limit: usize },
+    #[error("no room for the request within {0:?}: too many requests in flight")]
+    Busy(Duration),
 }
 
 impl BodyError {
     fn response(&self) -> Response<Full<Bytes>> {
         let status = match self {
-            Self::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::TooLarge { .. } | Self::TooManyValues { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::Busy(_) => StatusCode::SERVICE_UNAVAILABLE,
             Self::TimedOut(_) => StatusCode::REQUEST_TIMEOUT,
             Self::Read(_) => StatusCode::BAD_REQUEST,
         };

@@ -465,3 +465,82 @@ async fn the_drain_gives_up_after_the_drain_timeout() {
     let cut = within("the cut request", in_flight).await.unwrap();
     assert!(cut.is_err(), "{cut:?}");
 }
+
+#[tokio::test]
+async fn bodies_of_too_many_values_get_413_and_strings_are_not_counted() {
+    let ca = ca();
+    let limits = Limits {
+        max_json_values: 100,
+        ..Limits::default()
+    };
+    let server = Server::start(&ca, limits, Echo).await;
+    let mut client = Client::open(connect(server.addr, ca.cert_pem(), H1).await.unwrap()).await;
+    // 60 empty objects and their commas: a few hundred bytes that decode
+    // to far more.
+    let many = format!("[{}]", vec!["{}"; 60].join(","));
+    let (status, body) = client.send(Method::POST, "/validate", many).await.unwrap();
+    assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE);
+    let body = String::from_utf8_lossy(&body);
+    assert!(
+        body.contains("about 120 JSON values, more than 100"),
+        "{body}"
+    );
+    // Braces and commas inside strings (escaped quotes included) are text,
+    // not values.
+    let text = format!(r#"{{"a":"{}\"[{{,"}}"#, "{[,".repeat(500));
+    let mut client = Client::open(connect(server.addr, ca.cert_pem(), H1).await.unwrap()).await;
+    let (status, _) = client.send(Method::POST, "/validate", text).await.unwrap();
+    assert_eq!(status, StatusCode::OK);
+}
+
+#[tokio::test]
+async fn requests_wait_for_room_to_decode_and_are_turned_away_when_none_comes() {
+    let ca = ca();
+    let limits = Limits {
+        max_decode_bytes_in_flight: 64 * 1024,
+        body_read_timeout: Duration::from_millis(300),
+        ..Limits::default()
+    };
+    // The first request's handler holds its room until released.
+    let release = Arc::new(Notify::new());
+    let entered = Arc::new(Notify::new());
+    let handler = {
+        let (release, entered) = (Arc::clone(&release), Arc::clone(&entered));
+        move |request: Request<Bytes>| {
+            let (release, entered) = (Arc::clone(&release), Arc::clone(&entered));
+            async move {
+                if request.body().len() > 1024 {
+                    entered.notify_one();
+                    release.notified().await;
+                }
+                Response::new(Bytes::from_static(b"done"))
+            }
+        }
+    };
+    let server = Server::start(&ca, limits, handler).await;
+    let big = {
+        let addr = server.addr;
+        let pem = ca.cert_pem().to_owned();
+        tokio::spawn(async move {
+            let mut client = Client::open(connect(addr, &pem, H1).await.unwrap()).await;
+            // 16 KiB estimated at 64 KiB: the whole budget.
+            client
+                .send(Method::POST, "/validate", vec![b'x'; 16 * 1024])
+                .await
+                .unwrap()
+        })
+    };
+    within("the first request to be handled", entered.notified()).await;
+    let mut client = Client::open(connect(server.addr, ca.cert_pem(), H1).await.unwrap()).await;
+    let (status, body) = client.send(Method::POST, "/validate", "{}").await.unwrap();
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body:?}");
+    release.notify_one();
+    let (status, _) = within("the first request's answer", big).await.unwrap();
+    assert_eq!(status, StatusCode::OK);
+    let mut client = Client::open(connect(server.addr, ca.cert_pem(), H1).await.unwrap()).await;
+    let (status, body) = client.send(Method::POST, "/validate", "{}").await.unwrap();
+    assert_eq!(
+        (status, body),
+        (StatusCode::OK, Bytes::from_static(b"done"))
+    );
+}

@@ -6,7 +6,7 @@ use super::events::Notice;
 use super::memo::{Memo, Remembered};
 use crate::catalog::{self, KubeVersion, Release};
 use crate::inject::{self, Owner};
-use k8s_openapi::api::apps::v1::ReplicaSet;
+use k8s_openapi::api::apps::v1::{DaemonSet, ReplicaSet, StatefulSet};
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{ConfigMap, Namespace, ObjectReference, Pod};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
@@ -57,6 +57,12 @@ pub struct Injector {
 /// A pod as a review carries it: its JSON text, the memo's key, decoded in
 /// full only for a pod the injector has not decided on before; and its
 /// metadata, which finds its workload and DataPlane.
+/// A pod's workload, and whether it was found as the pod names it.
+struct Resolved {
+    reference: OwnerReference,
+    verified: bool,
+}
+
 pub struct SubmittedPod {
     pub text: Box<RawValue>,
     pub metadata: ObjectMeta,
@@ -185,8 +191,8 @@ impl Injector {
             trust_anchors_pem: anchors,
             namespace: ns_meta,
             owner: owner.as_ref().map(|o| Owner {
-                kind: o.kind.clone(),
-                name: o.name.clone(),
+                kind: o.reference.kind.clone(),
+                name: o.reference.name.clone(),
             }),
         };
         // Only a pod not seen before is decoded in full.
@@ -309,8 +315,15 @@ impl Injector {
 
     /// The workload that owns the pod, as Linkerd's injector resolves it: a
     /// ReplicaSet's Deployment, a Job's CronJob, else the pod's controller.
-    async fn owner(&self, pod: &ObjectMeta, namespace: &str) -> Option<OwnerReference> {
+    /// It is `verified` when the controller the pod names was found with
+    /// the UID the pod gives it: only then does Keelson write Events about
+    /// it, so a review forged with made-up owners (sent straight to the
+    /// webhook port) cannot make Keelson write Events about any name.
+    async fn owner(&self, pod: &ObjectMeta, namespace: &str) -> Option<Resolved> {
         let controller = controller_of(pod.owner_references.as_deref().unwrap_or_default())?;
+        let named = |meta: Option<&ObjectMeta>| {
+            meta.is_some_and(|m| m.uid.as_deref() == Some(controller.uid.as_str()))
+        };
         if controller.kind == "Job" {
             // Jobs are few and short-lived: asked for, not cached.
             let job = match &self.client {
@@ -326,10 +339,42 @@ impl Injector {
                 .and_then(|j| j.metadata.owner_references.as_deref())
                 .and_then(controller_of)
                 .filter(|o| o.kind == "CronJob");
-            return Some(cron_job.unwrap_or(controller).clone());
+            return Some(Resolved {
+                reference: cron_job.unwrap_or(controller).clone(),
+                verified: named(job.as_ref().map(|j| &j.metadata)),
+            });
         }
         if controller.kind != "ReplicaSet" {
-            return Some(controller.clone());
+            // StatefulSets and DaemonSets are asked for, as Jobs are; other
+            // controllers name themselves for the proxy on the pod's word,
+            // and get no Event.
+            let meta = match (
+                &self.client,
+                controller.api_version.as_str(),
+                controller.kind.as_str(),
+            ) {
+                (Some(client), "apps/v1", "StatefulSet") => {
+                    Api::<StatefulSet>::namespaced(client.clone(), namespace)
+                        .get_metadata_opt(&controller.name)
+                        .await
+                        .ok()
+                        .flatten()
+                        .map(|o| o.metadata)
+                }
+                (Some(client), "apps/v1", "DaemonSet") => {
+                    Api::<DaemonSet>::namespaced(client.clone(), namespace)
+                        .get_metadata_opt(&controller.name)
+                        .await
+                        .ok()
+                        .flatten()
+                        .map(|o| o.metadata)
+                }
+                _ => None,
+            };
+            return Some(Resolved {
+                reference: controller.clone(),
+                verified: named(meta.as_ref()),
+            });
         }
         let cached = self
             .caches
@@ -352,20 +397,25 @@ impl Injector {
             .and_then(|m| m.owner_references.as_deref())
             .and_then(controller_of)
             .filter(|o| o.kind == "Deployment");
-        Some(deployment.unwrap_or(controller).clone())
+        Some(Resolved {
+            reference: deployment.unwrap_or(controller).clone(),
+            verified: named(metadata),
+        })
     }
 
     /// Queues an Event on the pod's workload (the pod has no UID yet, so an
     /// Event cannot point at it). Pods without a workload get none.
     fn notify(
         &self,
-        owner: Option<&OwnerReference>,
+        owner: Option<&Resolved>,
         namespace: &str,
         type_: EventType,
         reason: &str,
         note: String,
     ) {
-        let Some(owner) = owner else { return };
+        let Some(owner) = owner.filter(|o| o.verified).map(|o| &o.reference) else {
+            return;
+        };
         let reference = ObjectReference {
             api_version: Some(owner.api_version.clone()),
             kind: Some(owner.kind.clone()),
@@ -483,7 +533,7 @@ mod tests {
             });
             let replica_set = from::<PartialObjectMeta<ReplicaSet>>(json!({
                 "apiVersion": "apps/v1", "kind": "ReplicaSet",
-                "metadata": {"name": "web-abc", "namespace": "apps", "ownerReferences": [{
+                "metadata": {"name": "web-abc", "namespace": "apps", "uid": "rs-1", "ownerReferences": [{
                     "apiVersion": "apps/v1", "kind": "Deployment", "name": "web",
                     "uid": "d-1", "controller": true}]},
             }));
@@ -680,6 +730,63 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_forged_owner_gets_no_event() {
+        let (injector, mut queued) = Fixture::default().injector();
+        // A ReplicaSet nobody has, and a known one under another UID.
+        let mut forged = pod("payments-api-xyz", json!({}));
+        injector.admit(request("apps", &forged)).await;
+        forged = pod("web-abc", json!({}));
+        forged.metadata.owner_references.as_mut().unwrap()[0].uid = "not-rs-1".into();
+        let answer = injector.admit(request("apps", &forged)).await;
+        assert!(answer.patch.is_some(), "the pod is still injected");
+        // A StatefulSet Keelson cannot look up (no client here).
+        let mut stateful = pod("web-abc", json!({}));
+        let owner = &mut stateful.metadata.owner_references.as_mut().unwrap()[0];
+        (owner.kind, owner.name) = ("StatefulSet".into(), "db".into());
+        injector.admit(request("apps", &stateful)).await;
+        assert!(
+            queued.try_recv().is_err(),
+            "an Event about an unverified owner"
+        );
+        // The real one is told.
+        injector
+            .admit(request("apps", &pod("web-abc", json!({}))))
+            .await;
+        assert_eq!(queued.try_recv().unwrap().reason, "Injected");
+    }
+
+    #[tokio::test]
+    async fn the_memo_keeps_only_injections_of_ordinary_pods_within_its_budget() {
+        let (injector, _queued) = Fixture::default().injector();
+        let mut skipped = pod("web-abc", json!({}));
+        skipped.metadata.annotations =
+            Some([("linkerd.io/inject".to_owned(), "disabled".to_owned())].into());
+        injector.admit(request("apps", &skipped)).await;
+        assert_eq!(injector.memo.held(), (0, 0), "a skip was remembered");
+        // Megabytes of annotations (the API server refuses the pod later):
+        // injected, not remembered.
+        let mut huge = pod("web-abc", json!({}));
+        huge.metadata.annotations =
+            Some([("example.com/blob".to_owned(), "x".repeat(2_500_000))].into());
+        let answer = injector.admit(request("apps", &huge)).await;
+        assert!(answer.patch.is_some(), "the huge pod was not injected");
+        assert_eq!(injector.memo.held(), (0, 0), "a huge pod was remembered");
+        // Distinct pods fill the budget, never more.
+        let mut most = 0;
+        for i in 0..1500 {
+            let web = pod(
+                "web-abc",
+                json!({"n": i.to_string(), "pad": "p".repeat(60)}),
+            );
+            injector.admit(request("apps", &web)).await;
+            let (entries, bytes) = injector.memo.held();
+            assert!(bytes <= super::super::memo::BUDGET, "{bytes} bytes held");
+            most = most.max(entries);
+        }
+        assert!(most > 100, "the memo held at most {most} decisions");
+    }
+
+    #[tokio::test]
     async fn a_pod_linkerds_chart_refuses_is_denied_naming_the_annotation() {
         let (injector, mut queued) = Fixture::default().injector();
         let mut refused = pod("web-abc", json!({}));
@@ -755,6 +862,8 @@ mod tests {
             .owner(&pod("web-abc", json!({})).metadata, "apps")
             .await
             .unwrap();
+        assert!(known.verified);
+        let known = known.reference;
         assert_eq!(
             (known.kind.as_str(), known.name.as_str()),
             ("Deployment", "web")
@@ -764,6 +873,11 @@ mod tests {
             .owner(&pod("web-new", json!({})).metadata, "apps")
             .await
             .unwrap();
+        assert!(
+            !unknown.verified,
+            "an unknown ReplicaSet was taken at the pod's word"
+        );
+        let unknown = unknown.reference;
         assert_eq!(
             (unknown.kind.as_str(), unknown.name.as_str()),
             ("ReplicaSet", "web-new")

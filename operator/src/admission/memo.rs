@@ -18,9 +18,17 @@ use keelson_webhooks::admission::EncodedPatch;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
-/// Decisions kept; past this the memo starts afresh (rollouts are bursts of
-/// identical pods, so recency is all that matters).
-const CAPACITY: usize = 256;
+/// Bytes of keys and patches kept: a pod's text is a few KiB and its
+/// encoded patch about 15 KiB, so this holds a few hundred rollouts. Past
+/// it the memo starts afresh (rollouts are bursts of identical pods, so
+/// recency is all that matters).
+pub(crate) const BUDGET: usize = 8 << 20;
+
+/// Pods whose text is longer are decided afresh every time: no pod a
+/// controller makes comes near it, and keying on a hostile pod's text
+/// (megabytes of annotations the API server then refuses) would fill the
+/// budget with one-off entries.
+const LARGEST_KEY: usize = 256 << 10;
 
 /// The name the service account admission plugin gives the token volume,
 /// in quotes, before its random part.
@@ -49,7 +57,12 @@ struct Entry {
     token: Option<([u8; TOKEN_RANDOM], Arc<[usize]>)>,
 }
 
-type Decisions = HashMap<Box<[u8]>, Entry, foldhash::fast::RandomState>;
+#[derive(Default)]
+struct Decisions {
+    entries: HashMap<Box<[u8]>, Entry, foldhash::fast::RandomState>,
+    /// Bytes the entries' keys and patches take.
+    bytes: usize,
+}
 
 /// A ControlPlane and its spec as key bytes.
 type SpecBytes = (Arc<ControlPlane>, Arc<[u8]>);
@@ -76,6 +89,9 @@ impl Memo {
         render: impl FnOnce() -> Result<Decision, E>,
     ) -> Result<Remembered, E> {
         debug_assert!(std::ptr::eq(context.spec, &control_plane.spec));
+        if pod.len() > LARGEST_KEY {
+            return Ok(Entry::new(render()?, None).decided);
+        }
         let token = token_volume(pod);
         let key = key(
             context,
@@ -85,17 +101,30 @@ impl Memo {
         );
         let random = token.map(|(random, _)| random);
         // Cloned out, so the lock is not held while the patch is adapted.
-        let hit = self.lock().get(key.as_slice()).cloned();
+        let hit = self.lock().entries.get(key.as_slice()).cloned();
         if let Some(entry) = hit {
             return Ok(entry.for_token(random));
         }
         let entry = Entry::new(render()?, random);
         let decided = entry.decided.clone();
+        // Only injections are worth remembering: a skip or a refusal is
+        // decided from metadata without rendering, and pods the injector
+        // skips are the ones nobody vouches for.
+        let Remembered::Patch(patch) = &entry.decided else {
+            return Ok(decided);
+        };
+        let key_len = key.len();
+        let size = key_len + patch.len();
         let mut decisions = self.lock();
-        if decisions.len() >= CAPACITY {
-            decisions.clear();
+        if decisions.bytes + size > BUDGET {
+            decisions.entries.clear();
+            decisions.bytes = 0;
         }
-        decisions.insert(key.into_boxed_slice(), entry);
+        decisions.bytes += size;
+        // Another request may have decided the same pod meanwhile.
+        if let Some(replaced) = decisions.entries.insert(key.into_boxed_slice(), entry) {
+            decisions.bytes -= key_len + replaced.decided.patch_len();
+        }
         Ok(decided)
     }
 
@@ -114,10 +143,26 @@ impl Memo {
         }
     }
 
+    /// How many decisions are kept, and the bytes they take.
+    #[cfg(test)]
+    pub(crate) fn held(&self) -> (usize, usize) {
+        let decisions = self.lock();
+        (decisions.entries.len(), decisions.bytes)
+    }
+
     fn lock(&self) -> MutexGuard<'_, Decisions> {
         self.decisions
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+impl Remembered {
+    fn patch_len(&self) -> usize {
+        match self {
+            Remembered::Patch(patch) => patch.len(),
+            _ => 0,
+        }
     }
 }
 

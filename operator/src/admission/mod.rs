@@ -8,6 +8,7 @@ pub mod configurations;
 mod events;
 pub mod injector;
 pub mod memo;
+mod raw;
 pub mod validate;
 
 use crate::apply::{Applier, ApplyError};
@@ -27,12 +28,12 @@ use keelson_crds::{ControlPlane, DataPlane};
 use keelson_webhooks::admission::{Answer, review};
 use keelson_webhooks::{CertResolver, Handler, Limits, Routes, WebhookCa};
 use kube::api::{Api, DeleteParams};
-use kube::core::DynamicObject;
 use kube::core::admission::{AdmissionRequest, AdmissionResponse, Operation};
 use kube::runtime::events::{Recorder, Reporter};
 use kube::runtime::reflector::{self, Store};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Client, ResourceExt};
+use raw::RawObject;
 use serde::de::DeserializeOwned;
 use std::future::Future;
 use std::sync::Arc;
@@ -124,7 +125,7 @@ impl Handler for Admission {
                 ("inject", response)
             }
             VALIDATE_PATH => {
-                let response = review::<DynamicObject, _, _, _>(request, |req| async move {
+                let response = review::<RawObject, _, _, _>(request, |req| async move {
                     let answer = Answer::from(self.validate(&req));
                     *outcome = decision(&answer);
                     answer
@@ -179,7 +180,7 @@ impl Admission {
         self
     }
 
-    fn validate(&self, req: &AdmissionRequest<DynamicObject>) -> AdmissionResponse {
+    fn validate(&self, req: &AdmissionRequest<RawObject>) -> AdmissionResponse {
         let response = AdmissionResponse::from(req);
         if !matches!(req.operation, Operation::Create | Operation::Update) {
             return response;
@@ -206,7 +207,10 @@ impl Admission {
                     return response.deny("the request carries no object");
                 };
                 let namespace = req.namespace.clone().unwrap_or_default();
-                let value = serde_json::to_value(object).expect("objects serialize");
+                let value: serde_json::Value = match object.decode() {
+                    Ok(value) => value,
+                    Err(message) => return response.deny(message),
+                };
                 match crate::policy::validate::object(group, kind, &namespace, &value) {
                     Some(problems) => Ok(problems),
                     None => return response,
@@ -265,15 +269,14 @@ impl Admission {
 
 /// The object under review and its previous version, typed.
 fn decode<K: DeserializeOwned>(
-    req: &AdmissionRequest<DynamicObject>,
+    req: &AdmissionRequest<RawObject>,
 ) -> Result<(K, Option<K>), String> {
-    let typed = |o: &DynamicObject| {
-        let value = serde_json::to_value(o).map_err(|e| e.to_string())?;
-        serde_path_to_error::deserialize::<_, K>(value)
-            .map_err(|e| format!("{}: {}", e.path(), validate::cut(&e.inner().to_string())))
-    };
-    let new = typed(req.object.as_ref().ok_or("the request carries no object")?)?;
-    let old = req.old_object.as_ref().map(typed).transpose()?;
+    let new = req
+        .object
+        .as_ref()
+        .ok_or("the request carries no object")?
+        .decode()?;
+    let old = req.old_object.as_ref().map(RawObject::decode).transpose()?;
     Ok((new, old))
 }
 
