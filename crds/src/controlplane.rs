@@ -200,6 +200,15 @@ pub enum IssuerMode {
     /// An external issuer (for example cert-manager) maintains the
     /// `linkerd-identity-issuer` Secret; Keelson only distributes and watches.
     External,
+    /// The trust anchor stays off the cluster. You store the first issuer
+    /// in `linkerd-identity-issuer` (`tls.crt`, `tls.key`, and `ca.crt`, the
+    /// bundle), signed with your root. When it passes `renewAtPercent` of
+    /// its life, Keelson makes the next issuer's key and a certificate
+    /// signing request in Secret `keelson-identity-issuer-request.<name>` in
+    /// its own namespace (see `status.identity.issuerRequest`); sign
+    /// `tls.csr` offline as a CA (path length 0) and add the certificate as
+    /// `tls.crt` to that Secret. Keelson checks it and installs it.
+    OfflineRoot,
 }
 
 /// When managed certificates are replaced.
@@ -556,6 +565,25 @@ pub struct IdentityStatus {
     /// `keelson-identity-next-trust-anchor`, as last checked.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub declared_anchor: Option<DeclaredAnchor>,
+    /// With an `OfflineRoot` issuer: the next issuer Keelson asks you to
+    /// sign, while it waits for it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub issuer_request: Option<IssuerRequest>,
+}
+
+/// A certificate signing request for the next issuer, waiting to be signed
+/// with a trust anchor kept off the cluster.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct IssuerRequest {
+    /// `<namespace>/<name>` of the Secret holding the request (`tls.csr`)
+    /// and the new key; the signed certificate goes in its `tls.crt`.
+    pub secret: String,
+    /// SHA-256 of the request (PEM), so you can tell it is the one you sign.
+    pub sha256: String,
+    /// Why the certificate found in `tls.crt` was not installed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rejected: Option<String>,
 }
 
 /// Annotation on a ControlPlane that asks for a trust-anchor rotation now.

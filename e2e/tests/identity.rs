@@ -545,3 +545,146 @@ async fn a_declared_trust_anchor_is_checked_then_rotated_to() {
         })
         .await;
 }
+
+/// With the trust anchor off the cluster (`OfflineRoot`), an issuer past
+/// its renewal point makes Keelson ask for the next one: a key and a
+/// signing request in Keelson's namespace. A certificate signed by another
+/// root is refused with the reason; the right one is installed, with the
+/// request's key, and the bundle never changes.
+#[tokio::test]
+async fn an_offline_root_is_asked_to_sign_the_next_issuer() {
+    use keelson_operator::controlplane::material::issuer_request_secret;
+    use keelson_operator::identity;
+    let _serial = common::SERIAL.lock().await;
+    env()
+        .in_namespace("offline", |client, ns| async move {
+            // The root stays with the test; the cluster gets an issuer it
+            // signed, already past 70% of its life.
+            let now = SystemTime::now();
+            let root = identity::trust_anchor("cluster.local", Duration::from_secs(86400), now)?;
+            let past = now - Duration::from_secs(600);
+            let first =
+                identity::issuer(&root, &ns, "cluster.local", Duration::from_secs(720), past)?;
+            let mut issuer = Secret {
+                type_: Some("kubernetes.io/tls".into()),
+                string_data: Some(
+                    [
+                        ("tls.crt".to_owned(), first.cert_pem.clone()),
+                        ("tls.key".to_owned(), first.key_pem.clone()),
+                        ("ca.crt".to_owned(), root.cert_pem.clone()),
+                    ]
+                    .into(),
+                ),
+                ..Secret::default()
+            };
+            issuer.metadata.name = Some("linkerd-identity-issuer".into());
+            let secrets: Api<Secret> = Api::namespaced(client.clone(), &ns);
+            secrets.create(&PostParams::default(), &issuer).await?;
+
+            let (operator, cps) = common::installed_with(
+                &client,
+                &ns,
+                VERSION,
+                json!({"identity": {"issuer": "OfflineRoot"}}),
+            )
+            .await?;
+            let bundle = common::trust_bundle(&client, &ns).await?;
+            let request = |cps: Api<ControlPlane>, ns: String| async move {
+                let identity = cps.get(&ns).await?.status.and_then(|s| s.identity);
+                anyhow::Ok(identity.and_then(|i| i.issuer_request))
+            };
+            let asked = wait_until("Keelson to ask for the next issuer", WAIT, || {
+                request(cps.clone(), ns.clone())
+            })
+            .await?;
+            let name = issuer_request_secret(&ns);
+            ensure!(
+                asked.secret == format!("{}/{name}", common::KEELSON_NAMESPACE),
+                "{asked:?}"
+            );
+            let own: Api<Secret> = Api::namespaced(client.clone(), common::KEELSON_NAMESPACE);
+            let stored = own.get(&name).await?;
+            let csr = common::secret_text(&stored, "tls.csr")?;
+            ensure!(
+                sha256_hex(csr.as_bytes()) == asked.sha256,
+                "status names another request"
+            );
+            let key_pem = common::secret_text(&stored, "tls.key")?;
+            let events = common::control_plane_events(&client, &ns).await?;
+            ensure!(
+                events
+                    .iter()
+                    .any(|(r, m)| r == "IssuerSigningRequested" && m.contains(&name)),
+                "no IssuerSigningRequested Event: {events:?}"
+            );
+
+            // Signing offline needs only the request's public key.
+            let sign = |by: &keelson_operator::render::TlsPair| -> anyhow::Result<String> {
+                let signer = rcgen::Issuer::from_ca_cert_pem(
+                    &by.cert_pem,
+                    rcgen::KeyPair::from_pem(&by.key_pem)?,
+                )?;
+                let mut params = rcgen::CertificateParams::default();
+                params.distinguished_name.push(
+                    rcgen::DnType::CommonName,
+                    format!("identity.{ns}.cluster.local"),
+                );
+                params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Constrained(0));
+                params.not_before = (SystemTime::now() - Duration::from_secs(60)).into();
+                params.not_after = (SystemTime::now() + Duration::from_secs(86400)).into();
+                let public = rcgen::KeyPair::from_pem(&key_pem)?;
+                Ok(params.signed_by(&public, &signer)?.pem())
+            };
+            let answer = |cert: String| {
+                let own = own.clone();
+                let name = name.clone();
+                async move {
+                    let patch = json!({"stringData": {"tls.crt": cert}});
+                    own.patch(&name, &PatchParams::default(), &Patch::Merge(&patch))
+                        .await
+                }
+            };
+            let stranger =
+                identity::trust_anchor("cluster.local", Duration::from_secs(86400), now)?;
+            answer(sign(&stranger)?).await?;
+            let rejected = wait_until("the stranger's certificate to be refused", WAIT, || async {
+                let r = request(cps.clone(), ns.clone()).await?;
+                anyhow::Ok(r.and_then(|r| r.rejected))
+            })
+            .await?;
+            ensure!(rejected.contains("not signed by an anchor"), "{rejected}");
+            ensure!(
+                common::secret_text(&secrets.get("linkerd-identity-issuer").await?, "tls.crt")?
+                    == first.cert_pem,
+                "a refused certificate was installed"
+            );
+
+            let signed = sign(&root)?;
+            answer(signed.clone()).await?;
+            wait_until("the signed issuer to be installed", WAIT, || async {
+                let installed = secrets.get("linkerd-identity-issuer").await?;
+                let done = common::secret_text(&installed, "tls.crt")? == signed
+                    && common::secret_text(&installed, "tls.key")? == key_pem
+                    && request(cps.clone(), ns.clone()).await?.is_none();
+                anyhow::Ok(done.then_some(()))
+            })
+            .await?;
+            ensure!(
+                own.get_opt(&name).await?.is_none(),
+                "the request outlived its answer"
+            );
+            ensure!(
+                common::trust_bundle(&client, &ns).await? == bundle,
+                "the trust bundle changed"
+            );
+            let events = common::control_plane_events(&client, &ns).await?;
+            ensure!(
+                events.iter().any(|(r, _)| r == "SignedIssuerRejected")
+                    && events.iter().any(|(r, _)| r == "IssuerInstalled"),
+                "Events: {events:?}"
+            );
+            delete_control_plane(&cps, &ns).await?;
+            operator.stop().await
+        })
+        .await;
+}

@@ -8,7 +8,7 @@ use crate::identity::{self, IdentityError, rotation::short};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use keelson_crds::controlplane::{
     CertificateSummary, ControlPlane, ControlPlaneStatus, DECLARED_TRUST_ANCHOR_SECRET,
-    DeclaredAnchor, DeclaredAnchorState, IdentityStatus, ROTATE_TRUST_ANCHOR,
+    DeclaredAnchor, DeclaredAnchorState, IdentityStatus, IssuerRequest, ROTATE_TRUST_ANCHOR,
 };
 use kube::ResourceExt;
 use kube::runtime::events::{Event, EventType};
@@ -81,6 +81,14 @@ pub(super) async fn record(
     if let Some(event) = declared_event(previous.declared_anchor.as_ref(), &identity) {
         publish(ctx, cp, &event).await;
     }
+    let request = issuer_request_event(
+        previous.issuer_request.as_ref(),
+        identity.issuer_request.as_ref(),
+        material.issuer_installed,
+    );
+    if let Some(event) = request {
+        publish(ctx, cp, &event).await;
+    }
     let rotating = identity.rotation.is_some();
     next.identity = Some(identity);
     rotating
@@ -115,6 +123,44 @@ fn declared_event(before: Option<&DeclaredAnchor>, identity: &IdentityStatus) ->
     })
 }
 
+/// An Event when an `OfflineRoot` issuer is asked for, when a certificate
+/// found for it is rejected, and when one is installed.
+fn issuer_request_event(
+    before: Option<&IssuerRequest>,
+    now: Option<&IssuerRequest>,
+    installed: bool,
+) -> Option<Event> {
+    let (type_, reason, note) = match (before, now) {
+        _ if installed => (
+            EventType::Normal,
+            "IssuerInstalled",
+            "installed the issuer certificate signed off the cluster; the identity controller reloads it".to_owned(),
+        ),
+        (Some(b), Some(n)) if b == n => return None,
+        (_, Some(IssuerRequest { secret, sha256, rejected: None })) => (
+            EventType::Warning,
+            "IssuerSigningRequested",
+            format!(
+                "the issuer is due for renewal: sign tls.csr of Secret {secret} (sha256 {}) with your trust anchor, as a CA with path length 0, and add the certificate to that Secret as tls.crt",
+                short(sha256)
+            ),
+        ),
+        (_, Some(IssuerRequest { secret, rejected: Some(why), .. })) => (
+            EventType::Warning,
+            "SignedIssuerRejected",
+            format!("the certificate in Secret {secret} was not installed: {why}"),
+        ),
+        (_, None) => return None,
+    };
+    Some(Event {
+        type_,
+        reason: reason.into(),
+        note: Some(note),
+        action: "RenewIssuer".into(),
+        secondary: None,
+    })
+}
+
 /// The identity status after this reconcile. Pure.
 fn identity_status(
     previous: &IdentityStatus,
@@ -135,6 +181,7 @@ fn identity_status(
         out.trust_root_sha256 = control_plane_bundle;
     }
     out.declared_anchor = material.declared.clone();
+    out.issuer_request = material.issuer_request.clone();
     if let Some(plan) = &material.rotation {
         // A resumed rotation may be the requested one whose start was
         // stored but not recorded: the request counts as handled either way.

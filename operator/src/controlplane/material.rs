@@ -13,7 +13,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use keelson_crds::ControlPlane;
 use keelson_crds::controlplane::{
     DECLARED_TRUST_ANCHOR_SECRET, DeclaredAnchor, DeclaredAnchorState, IdentityStatus, IssuerMode,
-    ROTATE_TRUST_ANCHOR,
+    IssuerRequest, ROTATE_TRUST_ANCHOR,
 };
 use kube::api::{Api, ListParams, PostParams};
 use kube::{Client, ResourceExt};
@@ -67,6 +67,10 @@ pub struct Material {
     pub rotation: Option<rotation::Plan>,
     /// The declared next trust anchor, as checked (managed identity only).
     pub declared: Option<DeclaredAnchor>,
+    /// The next issuer waiting to be signed off the cluster (`OfflineRoot`).
+    pub issuer_request: Option<IssuerRequest>,
+    /// An issuer signed off the cluster was installed in this reconcile.
+    pub issuer_installed: bool,
 }
 
 /// What the reconcile observed that the anchors' rotation gates on.
@@ -278,6 +282,7 @@ pub async fn load(
         }
     };
     let spec = &cp.spec.identity;
+    let (mut issuer_request, mut issuer_installed) = (None, false);
     let (identity, issuer_renewal, issuer_cert_pem, rotation, declared) = match spec.issuer {
         IssuerMode::Managed => {
             let new_anchor = || {
@@ -434,18 +439,37 @@ pub async fn load(
                 declared,
             )
         }
-        IssuerMode::External => {
+        IssuerMode::External | IssuerMode::OfflineRoot => {
             let missing = || ReconcileError::ExternalIssuerMissing {
                 namespace: ns.to_owned(),
+                mode: match spec.issuer {
+                    IssuerMode::OfflineRoot => "OfflineRoot",
+                    _ => "External",
+                },
             };
-            let secret = get(ISSUER_SECRET).await?.ok_or_else(missing)?;
+            let mut secret = get(ISSUER_SECRET).await?.ok_or_else(missing)?;
             let anchors = key(&secret, "ca.crt").ok_or_else(missing)?;
+            let mut renewal = None;
+            if spec.issuer == IssuerMode::OfflineRoot {
+                let cert = key(&secret, "tls.crt").ok_or_else(missing)?;
+                // Back when it falls due; once due, the request's Secret
+                // is watched, and nothing is gained by looking sooner.
+                renewal = Some(
+                    identity::validity_of(&cert, "issuer")?
+                        .renew_at(spec.rotation.renew_at_percent),
+                )
+                .filter(|at| *at > now);
+                let offline =
+                    offline_issuer(&own, &secrets, cp, &mut secret, &anchors, now).await?;
+                issuer_installed = offline.installed;
+                issuer_request = offline.request;
+            }
             // Trimmed as the ConfigMap holds it, like a managed bundle.
             let material = IdentityMaterial {
                 trust_anchors_pem: anchors.trim().to_owned(),
                 issuer: None,
             };
-            (material, None, key(&secret, "tls.crt"), None, None)
+            (material, renewal, key(&secret, "tls.crt"), None, None)
         }
     };
     let webhook = |secret: &'static str, service: &'static str| {
@@ -481,6 +505,129 @@ pub async fn load(
         issuer_cert_pem,
         rotation,
         declared,
+        issuer_request,
+        issuer_installed,
+    })
+}
+
+/// The Secret in Keelson's namespace holding the next issuer's key and its
+/// signing request (`tls.key`, `tls.csr`) for ControlPlane `cp`, where the
+/// certificate signed off the cluster is added as `tls.crt`.
+pub fn issuer_request_secret(cp: &str) -> String {
+    format!("keelson-identity-issuer-request.{cp}")
+}
+
+/// What an `OfflineRoot` reconcile did about the next issuer.
+struct Offline {
+    /// The request waiting to be signed, as status shows it.
+    request: Option<IssuerRequest>,
+    installed: bool,
+}
+
+/// An `OfflineRoot` issuer's renewal, one step per reconcile: a signed
+/// certificate found in the request is checked and, if it is good, written
+/// to `issuer` (the identity controller reloads it; the bundle does not
+/// change, so no pod restarts) and the request deleted; otherwise, once the
+/// issuer in use is due, a request is made. The new key stays in Keelson's
+/// namespace until its certificate is installed.
+async fn offline_issuer(
+    own: &Api<Secret>,
+    secrets: &Api<Secret>,
+    cp: &ControlPlane,
+    issuer: &mut Secret,
+    bundle: &str,
+    now: SystemTime,
+) -> Result<Offline, ReconcileError> {
+    let spec = &cp.spec.identity;
+    let ns = cp.spec.namespace.as_str();
+    let name = issuer_request_secret(&cp.name_any());
+    let place = format!("{}/{name}", own.namespace().unwrap_or_default());
+    let read = |e| ReconcileError::kube(format!("reading Secret {place}"), e);
+    let pending = |request: &Secret, rejected: Option<String>| {
+        key(request, "tls.csr").map(|csr| IssuerRequest {
+            secret: place.clone(),
+            sha256: crate::render::proxy::sha256_hex(csr.as_bytes()),
+            rejected,
+        })
+    };
+    let whole = |r: &Secret| key(r, "tls.key").zip(key(r, "tls.csr")).is_some();
+    let stored = match own.get_opt(&name).await.map_err(read)? {
+        Some(request) if whole(&request) => Some(request),
+        // Not one Keelson made whole: made anew below.
+        Some(_) => {
+            own.delete(&name, &Default::default())
+                .await
+                .map_err(|e| ReconcileError::kube(format!("deleting Secret {place}"), e))?;
+            None
+        }
+        None => None,
+    };
+    if let Some(request) = &stored {
+        let key_pem = key(request, "tls.key").unwrap_or_default();
+        let Some(cert) = key(request, "tls.crt") else {
+            return Ok(Offline {
+                request: pending(request, None),
+                installed: false,
+            });
+        };
+        if let Err(e) = identity::check_signed_issuer(
+            &cert,
+            &key_pem,
+            bundle,
+            ns,
+            &spec.trust_domain,
+            spec.rotation.renew_at_percent,
+            now,
+        ) {
+            return Ok(Offline {
+                request: pending(request, Some(e.to_string())),
+                installed: false,
+            });
+        }
+        let mut data = issuer.data.clone().unwrap_or_default();
+        data.insert("tls.crt".into(), ByteString(cert.into_bytes()));
+        data.insert("tls.key".into(), ByteString(key_pem.into_bytes()));
+        issuer.data = Some(data);
+        issuer.metadata.managed_fields = None;
+        *issuer = secrets
+            .replace(ISSUER_SECRET, &PostParams::default(), issuer)
+            .await
+            .map_err(|e| {
+                ReconcileError::kube(
+                    format!("installing the signed issuer in Secret {ns}/{ISSUER_SECRET}"),
+                    e,
+                )
+            })?;
+        match own.delete(&name, &Default::default()).await {
+            Ok(_) => {}
+            Err(kube::Error::Api(s)) if s.code == 404 => {}
+            Err(e) => return Err(ReconcileError::kube(format!("deleting Secret {place}"), e)),
+        }
+        tracing::info!(
+            namespace = ns,
+            "installed the issuer signed off the cluster"
+        );
+        return Ok(Offline {
+            request: None,
+            installed: true,
+        });
+    }
+    let cert = key(issuer, "tls.crt").unwrap_or_default();
+    if !identity::validity_of(&cert, "issuer")?.due(spec.rotation.renew_at_percent, now) {
+        return Ok(Offline {
+            request: None,
+            installed: false,
+        });
+    }
+    let made = identity::issuer_request(ns, &spec.trust_domain)?;
+    let data = [
+        ("tls.key", made.key_pem.as_str()),
+        ("tls.csr", made.csr_pem.as_str()),
+    ];
+    let request = create_secret(own, cp, &name, &data).await?;
+    Ok(Offline {
+        request: request.as_ref().and_then(|r| pending(r, None)),
+        installed: false,
     })
 }
 

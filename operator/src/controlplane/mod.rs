@@ -43,9 +43,12 @@ pub enum ReconcileError {
     #[error("managing the finalizer: {0}")]
     Finalizer(String),
     #[error(
-        "spec.identity.issuer is External, but Secret {namespace}/linkerd-identity-issuer with tls.crt, tls.key and ca.crt does not exist yet"
+        "spec.identity.issuer is {mode}, but Secret {namespace}/linkerd-identity-issuer with tls.crt, tls.key and ca.crt does not exist yet"
     )]
-    ExternalIssuerMissing { namespace: String },
+    ExternalIssuerMissing {
+        namespace: String,
+        mode: &'static str,
+    },
     #[error(
         "Secret {secret} has no readable ca.crt and ca.key; restore it from a backup or delete it to make a new trust anchor (which restarts every meshed pod)"
     )]

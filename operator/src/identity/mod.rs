@@ -35,6 +35,8 @@ pub enum IdentityError {
     Chain(String),
     #[error("not usable as a trust anchor: {0}")]
     UnusableAnchor(String),
+    #[error("{0}")]
+    UnusableIssuer(String),
 }
 
 fn generate(what: &'static str) -> impl FnOnce(rcgen::Error) -> IdentityError {
@@ -319,6 +321,112 @@ pub fn check_anchor(
         .map_err(|_| unusable("tls.key is not the key of tls.crt".into()))
 }
 
+/// The next issuer's key and a certificate signing request for it, for a
+/// trust anchor kept off the cluster to sign.
+pub struct IssuerRequest {
+    pub key_pem: String,
+    pub csr_pem: String,
+}
+
+/// A new ECDSA P-256 key (as Linkerd requires of its issuer) and a request
+/// naming the issuer `identity.<namespace>.<trust domain>` as a CA.
+pub fn issuer_request(namespace: &str, trust_domain: &str) -> Result<IssuerRequest, IdentityError> {
+    let key = KeyPair::generate().map_err(generate("issuer key"))?;
+    let mut params = CertificateParams::default();
+    params
+        .distinguished_name
+        .push(DnType::CommonName, issuer_name(namespace, trust_domain));
+    params.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
+    params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+    let csr = params
+        .serialize_request(&key)
+        .map_err(generate("issuer signing request"))?;
+    Ok(IssuerRequest {
+        key_pem: key.serialize_pem(),
+        csr_pem: csr.pem().map_err(generate("issuer signing request"))?,
+    })
+}
+
+/// Checks a certificate signed off the cluster for the request whose key is
+/// `key_pem`: one certificate, a CA named as Linkerd's issuer, for that
+/// key, signed by an anchor of `bundle_pem`, valid now and not yet due for
+/// renewal itself.
+pub fn check_signed_issuer(
+    cert_pem: &str,
+    key_pem: &str,
+    bundle_pem: &str,
+    namespace: &str,
+    trust_domain: &str,
+    renew_at_percent: u8,
+    now: SystemTime,
+) -> Result<(), IdentityError> {
+    let unusable = |why: String| IdentityError::UnusableIssuer(why);
+    let blocks = x509_parser::pem::Pem::iter_from_buffer(cert_pem.as_bytes())
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|_| unusable("tls.crt is not PEM".into()))?;
+    let [block] = blocks.as_slice() else {
+        return Err(unusable(format!(
+            "tls.crt must hold one certificate, it holds {}",
+            blocks.len()
+        )));
+    };
+    let cert = block
+        .parse_x509()
+        .map_err(|e| unusable(format!("tls.crt is not an X.509 certificate: {e}")))?;
+    if !cert.is_ca() {
+        return Err(unusable(
+            "tls.crt is not a CA (sign it with basicConstraints CA:TRUE, pathlen:0)".into(),
+        ));
+    }
+    let name = issuer_name(namespace, trust_domain);
+    let cn = cert
+        .subject()
+        .iter_common_name()
+        .next()
+        .and_then(|cn| cn.as_str().ok());
+    if cn != Some(name.as_str()) {
+        return Err(unusable(format!(
+            "tls.crt names {}, not {name}",
+            cn.unwrap_or("no common name")
+        )));
+    }
+    let key = KeyPair::from_pem(key_pem)
+        .map_err(|e| unusable(format!("the request's key is unreadable: {e}")))?;
+    if cert.public_key().raw != rcgen::PublicKeyData::subject_public_key_info(&key).as_slice() {
+        return Err(unusable(
+            "tls.crt is not for this request's key (was another request signed?)".into(),
+        ));
+    }
+    let validity = validity_of(cert_pem, "signed issuer")?;
+    if now < validity.not_before {
+        return Err(unusable(format!(
+            "tls.crt is not valid before {}",
+            stamp(validity.not_before)
+        )));
+    }
+    if validity.due(renew_at_percent, now) {
+        return Err(unusable(format!(
+            "tls.crt is past {renew_at_percent}% of its lifetime (expires {}): it would be due at once",
+            stamp(validity.not_after)
+        )));
+    }
+    let signed = x509_parser::pem::Pem::iter_from_buffer(bundle_pem.as_bytes())
+        .filter_map(Result::ok)
+        .any(|anchor| {
+            anchor.parse_x509().is_ok_and(|anchor| {
+                cert.issuer() == anchor.subject()
+                    && cert.verify_signature(Some(anchor.public_key())).is_ok()
+            })
+        });
+    if !signed {
+        return Err(unusable(format!(
+            "tls.crt (issued by {}) is not signed by an anchor of the trust bundle",
+            cert.issuer()
+        )));
+    }
+    Ok(())
+}
+
 fn stamp(t: SystemTime) -> String {
     k8s_openapi::jiff::Timestamp::try_from(t).map_or_else(|_| format!("{t:?}"), |t| t.to_string())
 }
@@ -507,6 +615,93 @@ mod tests {
             verify_signed_by(&pair.cert_pem, &foreign.cert_pem),
             Err(IdentityError::Chain(_))
         ));
+    }
+
+    /// What a root kept off the cluster does with a request: sign its
+    /// public key (`key_pem`'s) as a CA named `cn`, or as a leaf.
+    fn sign_offline(
+        anchor: &TlsPair,
+        key_pem: &str,
+        cn: &str,
+        ca: bool,
+        now: SystemTime,
+    ) -> String {
+        let signer = Issuer::from_ca_cert_pem(
+            &anchor.cert_pem,
+            KeyPair::from_pem(&anchor.key_pem).unwrap(),
+        )
+        .unwrap();
+        let mut params = ca_params(cn, Some(0), now, DAY);
+        if !ca {
+            params.is_ca = IsCa::NoCa;
+        }
+        let key = KeyPair::from_pem(key_pem).unwrap();
+        params.signed_by(&key, &signer).unwrap().pem()
+    }
+
+    #[test]
+    fn an_issuer_signed_off_the_cluster_is_checked_against_its_request() {
+        let now = SystemTime::now();
+        let anchor = trust_anchor("cluster.local", 10 * DAY, now).unwrap();
+        let request = issuer_request("linkerd", "cluster.local").unwrap();
+        // The request is a CSR for the issuer's name, over its own key.
+        let (_, block) = x509_parser::pem::parse_x509_pem(request.csr_pem.as_bytes()).unwrap();
+        let (_, csr) = X509CertificationRequest::from_der(&block.contents).unwrap();
+        csr.verify_signature().unwrap();
+        assert_eq!(
+            csr.certification_request_info.subject.to_string(),
+            "CN=identity.linkerd.cluster.local"
+        );
+        let name = "identity.linkerd.cluster.local";
+        let check = |cert: &str, key: &str, bundle: &str| {
+            check_signed_issuer(cert, key, bundle, "linkerd", "cluster.local", 70, now)
+        };
+        let good = sign_offline(&anchor, &request.key_pem, name, true, now);
+        check(&good, &request.key_pem, &anchor.cert_pem).unwrap();
+        // A bundle of two anchors: either may have signed it.
+        let other = trust_anchor("cluster.local", 10 * DAY, now).unwrap();
+        let bundle = format!("{}{}", other.cert_pem, anchor.cert_pem);
+        check(&good, &request.key_pem, &bundle).unwrap();
+
+        let refused = |cert: &str, key: &str, bundle: &str, why: &str| {
+            let message = check(cert, key, bundle).unwrap_err().to_string();
+            assert!(message.contains(why), "{message}");
+        };
+        refused(
+            &good,
+            &request.key_pem,
+            &other.cert_pem,
+            "not signed by an anchor of the trust bundle",
+        );
+        let another = issuer_request("linkerd", "cluster.local").unwrap();
+        refused(
+            &good,
+            &another.key_pem,
+            &anchor.cert_pem,
+            "not for this request's key",
+        );
+        let leaf = sign_offline(&anchor, &request.key_pem, name, false, now);
+        refused(&leaf, &request.key_pem, &anchor.cert_pem, "not a CA");
+        let misnamed = sign_offline(
+            &anchor,
+            &request.key_pem,
+            "identity.other.cluster.local",
+            true,
+            now,
+        );
+        refused(
+            &misnamed,
+            &request.key_pem,
+            &anchor.cert_pem,
+            "not identity.linkerd.cluster.local",
+        );
+        refused(
+            &format!("{good}{good}"),
+            &request.key_pem,
+            &anchor.cert_pem,
+            "one certificate",
+        );
+        refused("junk", &request.key_pem, &anchor.cert_pem, "it holds 0");
     }
 
     #[test]

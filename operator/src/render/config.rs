@@ -48,7 +48,7 @@ fn values(ctx: &Context<'_>) -> Value {
         "issuanceLifetime": super::go_duration(identity.issuance_lifetime.or_zero()),
         "scheme": match identity.issuer {
             IssuerMode::Managed => "linkerd.io/tls",
-            IssuerMode::External => "kubernetes.io/tls",
+            IssuerMode::External | IssuerMode::OfflineRoot => "kubernetes.io/tls",
         },
     });
     if let Some(tls) = &ctx.identity.issuer {

@@ -46,7 +46,7 @@ pub(super) fn workload(ctx: &Context<'_>) -> Vec<Value> {
     let spec = &ctx.spec.identity;
     let scheme = match spec.issuer {
         IssuerMode::Managed => "linkerd.io/tls",
-        IssuerMode::External => "kubernetes.io/tls",
+        IssuerMode::External | IssuerMode::OfflineRoot => "kubernetes.io/tls",
     };
     let (liveness, readiness) = workload::admin_probes(ADMIN_PORT, "/ping");
     let identity = workload::controller_container(Controller {
