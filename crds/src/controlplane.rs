@@ -462,6 +462,34 @@ pub struct ControlPlaneStatus {
     /// The most recent version changes, newest first (at most ten).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub history: Vec<UpgradeRecord>,
+
+    /// A Linkerd control plane Keelson did not install, found in
+    /// `spec.namespace` before Keelson wrote anything there. Keelson leaves
+    /// it untouched: replacing its identity would break every meshed pod.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub existing_installation: Option<ExistingInstallation>,
+}
+
+/// What Keelson found of a Linkerd installation it did not make.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ExistingInstallation {
+    /// The Linkerd release it runs, from its controller images.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub version: Option<String>,
+    /// Its objects, as `Kind/name`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub objects: Vec<String>,
+    /// Helm releases recorded in the namespace (`linkerd-control-plane`, ...).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub helm_releases: Vec<String>,
+    /// Field managers that applied its objects (`helm`,
+    /// `kubectl-client-side-apply`, ...).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub managers: Vec<String>,
+    /// The trust anchors it publishes, with fingerprints and expiry.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub trust_anchors: Vec<CertificateSummary>,
 }
 
 /// A version change in progress.

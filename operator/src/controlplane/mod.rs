@@ -1,6 +1,7 @@
 //! The ControlPlane reconciler: render the declared release, apply it with
 //! server-side apply under one field manager, then write status.
 
+mod existing;
 mod identity;
 pub mod material;
 pub mod namespace;
@@ -477,7 +478,37 @@ async fn apply(cp: Arc<ControlPlane>, ctx: Arc<Context>) -> Result<Action, Recon
             return Ok(Action::requeue(Duration::from_secs(10)));
         }
         namespace::Claim::Create => create_namespace(&namespaces, &cp).await?,
-        namespace::Claim::Created | namespace::Claim::HandedOver => {}
+        namespace::Claim::Created | namespace::Claim::HandedOver => {
+            // Nothing installed by this ControlPlane yet: a Linkerd that is
+            // already there is someone else's, and left alone.
+            if previous.current_version.is_none()
+                && let Some(found) = existing::observe(&ctx.client, &cp.spec.namespace).await?
+            {
+                let message = existing::message(&cp.spec.namespace, &found);
+                let mut next = status::refused(
+                    &previous,
+                    generation,
+                    "ExistingInstallation",
+                    &message,
+                    &now,
+                );
+                if previous.existing_installation.as_ref() != Some(&found) {
+                    let event = Event {
+                        type_: EventType::Warning,
+                        reason: "ExistingInstallation".into(),
+                        note: Some(message.clone()),
+                        action: "Install".into(),
+                        secondary: None,
+                    };
+                    publish(&ctx, &cp, &event).await;
+                }
+                next.existing_installation = Some(found);
+                write_status(&ctx, &cp, &previous, next).await?;
+                // Its objects are not labelled for the watches: look again
+                // now and then, in case it was removed.
+                return Ok(Action::requeue(Duration::from_secs(60)));
+            }
+        }
     }
 
     // Observe first: the plan gates on what the last apply achieved.
