@@ -18,7 +18,6 @@ use kube::core::{PartialObjectMeta, Selector, SelectorExt};
 use kube::runtime::events::EventType;
 use kube::runtime::reflector::{ObjectRef, Store};
 use kube::{Api, Client, ResourceExt};
-use serde::de::Error as _;
 use serde::{Deserialize, Deserializer};
 use serde_json::value::RawValue;
 use std::collections::BTreeMap;
@@ -70,17 +69,8 @@ pub struct SubmittedPod {
 
 impl<'de> Deserialize<'de> for SubmittedPod {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        // `metadata: null` reads as no metadata, as k8s-openapi reads it.
-        #[derive(Deserialize)]
-        struct Head {
-            metadata: Option<ObjectMeta>,
-        }
-        let text = Box::<RawValue>::deserialize(deserializer)?;
-        let head: Head = serde_json::from_str(text.get()).map_err(D::Error::custom)?;
-        Ok(Self {
-            text,
-            metadata: head.metadata.unwrap_or_default(),
-        })
+        let (text, metadata) = super::raw::text_and_metadata(deserializer)?;
+        Ok(Self { text, metadata })
     }
 }
 

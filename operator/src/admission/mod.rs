@@ -219,13 +219,7 @@ impl Admission {
         };
         match problems {
             Ok(problems) if problems.is_empty() => response,
-            Ok(problems) => response.deny(
-                problems
-                    .iter()
-                    .map(ToString::to_string)
-                    .collect::<Vec<_>>()
-                    .join("; "),
-            ),
+            Ok(problems) => response.deny(validate::describe(&problems)),
             Err(message) => response.deny(message),
         }
     }

@@ -17,18 +17,24 @@ pub struct RawObject {
     metadata: ObjectMeta,
 }
 
+/// An object's JSON text, kept whole, and its metadata decoded from it
+/// (`metadata: null` reads as none, as k8s-openapi reads it).
+pub fn text_and_metadata<'de, D: Deserializer<'de>>(
+    deserializer: D,
+) -> Result<(Box<RawValue>, ObjectMeta), D::Error> {
+    #[derive(Deserialize)]
+    struct Head {
+        metadata: Option<ObjectMeta>,
+    }
+    let text = Box::<RawValue>::deserialize(deserializer)?;
+    let head: Head = serde_json::from_str(text.get()).map_err(D::Error::custom)?;
+    Ok((text, head.metadata.unwrap_or_default()))
+}
+
 impl<'de> Deserialize<'de> for RawObject {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        #[derive(Deserialize)]
-        struct Head {
-            metadata: Option<ObjectMeta>,
-        }
-        let text = Box::<RawValue>::deserialize(deserializer)?;
-        let head: Head = serde_json::from_str(text.get()).map_err(D::Error::custom)?;
-        Ok(Self {
-            text,
-            metadata: head.metadata.unwrap_or_default(),
-        })
+        let (text, metadata) = text_and_metadata(deserializer)?;
+        Ok(Self { text, metadata })
     }
 }
 

@@ -112,6 +112,15 @@ pub fn control_plane(
     p.0
 }
 
+/// Problems as one message, each with its field.
+pub fn describe(problems: &[Invalid]) -> String {
+    problems
+        .iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
 /// Problems of a ControlPlane spec on its own: every field that can be
 /// judged without other objects. The validator refuses them at admission,
 /// and the reconciler checks the same before it acts on a stored object

@@ -399,11 +399,7 @@ async fn apply(cp: Arc<ControlPlane>, ctx: Arc<Context>) -> Result<Action, Recon
     // reported on itself, and nothing is acted on.
     let problems = crate::admission::validate::control_plane_spec(&cp.spec);
     if !problems.is_empty() {
-        let message = problems
-            .iter()
-            .map(ToString::to_string)
-            .collect::<Vec<_>>()
-            .join("; ");
+        let message = crate::admission::validate::describe(&problems);
         let next = status::refused(&previous, generation, "InvalidSpec", &message, &now);
         write_status(&ctx, &cp, &previous, next).await?;
         return Ok(Action::await_change());

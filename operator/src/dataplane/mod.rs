@@ -209,11 +209,7 @@ async fn reconcile(dp: Arc<DataPlane>, ctx: Arc<Context>) -> Result<Action, Reco
     // registered is reported on itself and restarts nothing.
     let problems = crate::admission::validate::data_plane(&dp);
     if !problems.is_empty() {
-        let message = problems
-            .iter()
-            .map(ToString::to_string)
-            .collect::<Vec<_>>()
-            .join("; ");
+        let message = crate::admission::validate::describe(&problems);
         let next = rollout::invalid(&previous, dp.metadata.generation, &message, &now);
         if next != previous {
             publish(

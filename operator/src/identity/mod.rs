@@ -248,6 +248,20 @@ pub fn verify_signed_by(cert_pem: &str, anchor_pem: &str) -> Result<(), Identity
         .map_err(|e| IdentityError::Chain(e.to_string()))
 }
 
+/// The one PEM block of a user's `tls.crt`, or what is wrong with it.
+fn one_certificate(pem: &str) -> Result<x509_parser::pem::Pem, String> {
+    let blocks = x509_parser::pem::Pem::iter_from_buffer(pem.as_bytes())
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|_| "tls.crt is not PEM".to_owned())?;
+    match <[_; 1]>::try_from(blocks) {
+        Ok([block]) => Ok(block),
+        Err(blocks) => Err(format!(
+            "tls.crt must hold one certificate, it holds {}",
+            blocks.len()
+        )),
+    }
+}
+
 /// Checks that a trust anchor Keelson did not make can replace the current
 /// one: a single CA certificate that may sign certificates, valid now and not
 /// yet due for rotation itself, whose key (P-256 or RSA, as Linkerd accepts)
@@ -260,15 +274,7 @@ pub fn check_anchor(
     now: SystemTime,
 ) -> Result<(), IdentityError> {
     let unusable = |why: String| IdentityError::UnusableAnchor(why);
-    let blocks = x509_parser::pem::Pem::iter_from_buffer(anchor.cert_pem.as_bytes())
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|_| unusable("tls.crt is not PEM".into()))?;
-    let [block] = blocks.as_slice() else {
-        return Err(unusable(format!(
-            "tls.crt must hold one certificate, it holds {}",
-            blocks.len()
-        )));
-    };
+    let block = one_certificate(&anchor.cert_pem).map_err(unusable)?;
     let cert = block
         .parse_x509()
         .map_err(|e| unusable(format!("tls.crt is not an X.509 certificate: {e}")))?;
@@ -361,15 +367,7 @@ pub fn check_signed_issuer(
     now: SystemTime,
 ) -> Result<(), IdentityError> {
     let unusable = |why: String| IdentityError::UnusableIssuer(why);
-    let blocks = x509_parser::pem::Pem::iter_from_buffer(cert_pem.as_bytes())
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|_| unusable("tls.crt is not PEM".into()))?;
-    let [block] = blocks.as_slice() else {
-        return Err(unusable(format!(
-            "tls.crt must hold one certificate, it holds {}",
-            blocks.len()
-        )));
-    };
+    let block = one_certificate(cert_pem).map_err(unusable)?;
     let cert = block
         .parse_x509()
         .map_err(|e| unusable(format!("tls.crt is not an X.509 certificate: {e}")))?;
