@@ -248,6 +248,29 @@ pub fn verify_signed_by(cert_pem: &str, anchor_pem: &str) -> Result<(), Identity
         .map_err(|e| IdentityError::Chain(e.to_string()))
 }
 
+/// Whether a user's `tls.crt` valid over `validity` is valid now and not
+/// yet past `renew_at_percent` of its life (`then` says what would follow).
+fn within(
+    validity: Validity,
+    renew_at_percent: u8,
+    now: SystemTime,
+    then: &str,
+) -> Result<(), String> {
+    if now < validity.not_before {
+        return Err(format!(
+            "tls.crt is not valid before {}",
+            stamp(validity.not_before)
+        ));
+    }
+    if validity.due(renew_at_percent, now) {
+        return Err(format!(
+            "tls.crt is past {renew_at_percent}% of its lifetime (expires {}): {then}",
+            stamp(validity.not_after)
+        ));
+    }
+    Ok(())
+}
+
 /// The one PEM block of a user's `tls.crt`, or what is wrong with it.
 fn one_certificate(pem: &str) -> Result<x509_parser::pem::Pem, String> {
     let blocks = x509_parser::pem::Pem::iter_from_buffer(pem.as_bytes())
@@ -289,18 +312,13 @@ pub fn check_anchor(
         return Err(unusable("tls.crt's key usage lacks keyCertSign".into()));
     }
     let validity = validity_of(&anchor.cert_pem, "declared trust anchor")?;
-    if now < validity.not_before {
-        return Err(unusable(format!(
-            "tls.crt is not valid before {}",
-            stamp(validity.not_before)
-        )));
-    }
-    if validity.due(renew_at_percent, now) {
-        return Err(unusable(format!(
-            "tls.crt is past {renew_at_percent}% of its lifetime (expires {}): it would be rotated away at once",
-            stamp(validity.not_after)
-        )));
-    }
+    within(
+        validity,
+        renew_at_percent,
+        now,
+        "it would be rotated away at once",
+    )
+    .map_err(unusable)?;
     let key = KeyPair::from_pem(&anchor.key_pem)
         .map_err(|e| unusable(format!("tls.key is not a readable private key: {e}")))?;
     let algorithm = key.algorithm();
@@ -396,18 +414,7 @@ pub fn check_signed_issuer(
         ));
     }
     let validity = validity_of(cert_pem, "signed issuer")?;
-    if now < validity.not_before {
-        return Err(unusable(format!(
-            "tls.crt is not valid before {}",
-            stamp(validity.not_before)
-        )));
-    }
-    if validity.due(renew_at_percent, now) {
-        return Err(unusable(format!(
-            "tls.crt is past {renew_at_percent}% of its lifetime (expires {}): it would be due at once",
-            stamp(validity.not_after)
-        )));
-    }
+    within(validity, renew_at_percent, now, "it would be due at once").map_err(unusable)?;
     let signed = x509_parser::pem::Pem::iter_from_buffer(bundle_pem.as_bytes())
         .filter_map(Result::ok)
         .any(|anchor| {
