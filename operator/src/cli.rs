@@ -66,6 +66,26 @@ enum Command {
     },
     /// Print the manifests that install Keelson itself (namespace `keelson`).
     Manifests,
+    /// Print the ControlPlane that reproduces a running Linkerd, read from
+    /// its `linkerd-config` in the cluster of the current kubeconfig, or
+    /// from a Helm values file, with each chart value it does not reproduce
+    /// named in comments. Commit it to Git and review it before applying.
+    Adopt {
+        /// Namespace of the running control plane.
+        #[arg(long, default_value = "linkerd")]
+        namespace: String,
+        /// Name of the ControlPlane to print.
+        #[arg(long, default_value = "linkerd")]
+        name: String,
+        /// Read this Helm values file instead of the cluster (`-` reads
+        /// standard input).
+        #[arg(short = 'f', long = "values")]
+        values: Option<PathBuf>,
+        /// Linkerd release, where the values do not name one (a values
+        /// file usually does not).
+        #[arg(long)]
+        version: Option<String>,
+    },
     /// Linkerd authorization policy as Keelson sees it.
     Policy {
         #[command(subcommand)]
@@ -228,6 +248,33 @@ impl Cli {
                     std::process::exit(1);
                 }
             }
+            Command::Adopt {
+                namespace,
+                name,
+                values,
+                version,
+            } => {
+                let values = match values {
+                    Some(file) => {
+                        let text = if file.as_os_str() == "-" {
+                            std::io::read_to_string(std::io::stdin())?
+                        } else {
+                            std::fs::read_to_string(&file)
+                                .with_context(|| format!("reading {}", file.display()))?
+                        };
+                        serde_yaml::from_str(&text)
+                            .with_context(|| format!("{} is not YAML", file.display()))?
+                    }
+                    None => running_values(&namespace)?,
+                };
+                let adopted = keelson_operator::adopt::from_values(
+                    &values,
+                    &name,
+                    &namespace,
+                    version.as_deref(),
+                )?;
+                out().write_all(keelson_operator::adopt::manifest(&adopted).as_bytes())?;
+            }
             Command::Policy {
                 command: PolicyCommand::Report { namespace },
             } => {
@@ -347,4 +394,32 @@ fn signals() -> std::io::Result<(impl Future<Output = ()>, impl Future<Output = 
     });
     // A sender is never dropped unsent: the task above outlives both.
     Ok((first.map(|_| ()), second.map(|_| ())))
+}
+
+/// The chart values a running Linkerd keeps in `linkerd-config`.
+fn running_values(namespace: &str) -> anyhow::Result<serde_json::Value> {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    tokio::runtime::Runtime::new()?.block_on(async {
+        let client = kube::Client::try_default()
+            .await
+            .context("connecting to Kubernetes")?;
+        let config = kube::Api::<k8s_openapi::api::core::v1::ConfigMap>::namespaced(
+            client, namespace,
+        )
+        .get_opt("linkerd-config")
+        .await
+        .with_context(|| format!("reading ConfigMap {namespace}/linkerd-config"))?
+        .with_context(|| {
+            format!(
+                "no ConfigMap linkerd-config in namespace {namespace}: is Linkerd installed there?"
+            )
+        })?;
+        let text = config
+            .data
+            .as_ref()
+            .and_then(|d| d.get("values"))
+            .with_context(|| format!("ConfigMap {namespace}/linkerd-config has no values key"))?;
+        serde_yaml::from_str(text)
+            .with_context(|| format!("the values in {namespace}/linkerd-config are not YAML"))
+    })
 }

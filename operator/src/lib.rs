@@ -3,6 +3,7 @@
 #![forbid(unsafe_code)]
 
 pub mod admission;
+pub mod adopt;
 pub mod apply;
 pub mod catalog;
 pub mod check;

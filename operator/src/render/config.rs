@@ -33,7 +33,7 @@ fn image(reference: &str) -> Value {
     json!({"name": name, "version": version})
 }
 
-fn values(ctx: &Context<'_>) -> Value {
+pub(super) fn values(ctx: &Context<'_>) -> Value {
     let spec = ctx.spec;
     let release = ctx.release;
     let identity = &spec.identity;

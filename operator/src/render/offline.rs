@@ -72,3 +72,24 @@ pub fn render(
         webhooks: &webhooks,
     }))
 }
+
+/// The `linkerd-config` values Keelson renders for `cp`, with the trust
+/// anchors `anchors_pem` (what `keelson adopt` compares a running
+/// installation's values with).
+pub fn config_values(
+    cp: &keelson_crds::ControlPlane,
+    anchors_pem: &str,
+) -> Result<serde_json::Value, OfflineError> {
+    let release = crate::catalog::find(&cp.spec.version).map_err(OfflineError::Version)?;
+    let mut identity = identity(cp.spec.identity.issuer);
+    identity.trust_anchors_pem = anchors_pem.to_owned();
+    let webhooks = webhooks();
+    Ok(super::config::values(&super::Context {
+        name: cp.metadata.name.as_deref().unwrap_or("linkerd"),
+        spec: &cp.spec,
+        release,
+        kubernetes: release.kubernetes_floor,
+        identity: &identity,
+        webhooks: &webhooks,
+    }))
+}
