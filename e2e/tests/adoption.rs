@@ -6,10 +6,12 @@ mod common;
 
 use anyhow::{Context, ensure};
 use common::{WAIT, wait_until};
+use k8s_openapi::api::admissionregistration::v1::MutatingWebhookConfiguration;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Secret};
 use keelson_crds::ControlPlane;
 use keelson_e2e::shared::env;
+use keelson_operator::admission::configurations::INJECTOR;
 use keelson_operator::identity;
 use kube::api::{ListParams, PostParams};
 use kube::{Api, Client, ResourceExt};
@@ -117,6 +119,22 @@ async fn a_running_linkerd_is_reported_and_left_untouched() {
                 "type": "helm.sh/release.v1",
                 "stringData": {"release": "not read"},
             })).await?;
+            // Linkerd's injector registration (never called here: it
+            // selects no namespace).
+            let mutating: Api<MutatingWebhookConfiguration> = Api::all(client.clone());
+            let theirs = format!("{ns}-linkerd-proxy-injector-webhook-config");
+            let registration: MutatingWebhookConfiguration = serde_json::from_value(json!({
+                "metadata": {"name": theirs},
+                "webhooks": [{"name": "linkerd-proxy-injector.linkerd.io",
+                    "clientConfig": {"url": "https://127.0.0.1:1/"},
+                    "rules": [{"operations": ["CREATE"], "apiGroups": [""], "apiVersions": ["v1"], "resources": ["pods"]}],
+                    "namespaceSelector": {"matchLabels": {"selects": "nothing"}},
+                    "sideEffects": "None", "admissionReviewVersions": ["v1"], "failurePolicy": "Ignore"}],
+            }))?;
+            let registered = mutating
+                .create(&PostParams { field_manager: Some("helm".into()), ..Default::default() }, &registration)
+                .await?
+                .resource_version();
             let before = versions(&client, &ns).await?;
 
             let operator = common::Operator::start(client.clone());
@@ -160,6 +178,16 @@ async fn a_running_linkerd_is_reported_and_left_untouched() {
                 events.iter().any(|(r, _)| r == "ExistingInstallation"),
                 "no ExistingInstallation Event: {events:?}"
             );
+            // No second injector beside Linkerd's, whose registration is
+            // untouched.
+            ensure!(
+                mutating.get_opt(INJECTOR).await?.is_none(),
+                "Keelson registered its injector beside Linkerd's"
+            );
+            ensure!(
+                mutating.get(&theirs).await?.resource_version() == registered,
+                "Linkerd's injector registration was written to"
+            );
             // Nothing in the namespace was written, nothing was added.
             ensure!(
                 versions(&client, &ns).await? == before,
@@ -170,6 +198,7 @@ async fn a_running_linkerd_is_reported_and_left_untouched() {
                 versions(&client, &ns).await? == before,
                 "deleting the ControlPlane touched the running installation"
             );
+            mutating.delete(&theirs, &Default::default()).await?;
             operator.stop().await
         })
         .await;

@@ -439,8 +439,9 @@ where
 }
 
 /// Keeps the webhook configurations current (once the caches are filled):
-/// the validator always, the injector while a ControlPlane exists (following
-/// its failure policy and namespace), with `ca` in their `caBundle`s. Only
+/// the validator always, the injector while a ControlPlane has a control
+/// plane installed (following its failure policy and namespace), with `ca`
+/// in their `caBundle`s. Only
 /// the leader writes them: replicas of different versions (a rolling update)
 /// or endpoints (operators outside the cluster) would otherwise overwrite
 /// each other, and deleting the injector must not race another replica's
@@ -487,10 +488,17 @@ async fn configure_once(
     applier.apply(&configurations::validating(webhooks)).await?;
     let mut cps = control_planes.state();
     cps.sort_by_key(|cp| cp.name_any());
-    match cps
-        .iter()
-        .find(|cp| cp.metadata.deletion_timestamp.is_none())
-    {
+    // Only for a control plane Keelson has installed: there is nothing to
+    // inject for before, and a ControlPlane standing aside for a Linkerd it
+    // did not install must not register a second injector beside that
+    // Linkerd's own.
+    match cps.iter().find(|cp| {
+        cp.metadata.deletion_timestamp.is_none()
+            && cp
+                .status
+                .as_ref()
+                .is_some_and(|s| s.current_version.is_some() && s.existing_installation.is_none())
+    }) {
         Some(cp) => {
             applier
                 .apply(&configurations::mutating(webhooks, cp))

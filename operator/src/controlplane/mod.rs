@@ -594,6 +594,9 @@ async fn apply(cp: Arc<ControlPlane>, ctx: Arc<Context>) -> Result<Action, Recon
     tracing::debug!(writes, version = %plan.version, through = ?plan.through, ?establishing, "applied");
 
     let mut next = plan.status;
+    // Past the check for someone else's installation: whatever stood in
+    // the namespace before is gone.
+    next.existing_installation = None;
     let rotating =
         identity::record(&ctx, &cp, &mut next, &material, control_plane_bundle, &now).await;
     let (ok, reason, message) = if supported {
