@@ -124,10 +124,12 @@ pub struct IdentitySpec {
     pub trust_domain: String,
 
     /// Where the issuer certificate comes from: `Managed` (Keelson generates
-    /// and rotates the trust anchor and the issuer) or `External` (an issuer
+    /// and rotates the trust anchor and the issuer), `External` (an issuer
     /// Secret `linkerd-identity-issuer` of type `kubernetes.io/tls` with a
     /// `ca.crt`, typically from cert-manager; Keelson distributes its anchors
-    /// and watches expiry but generates nothing).
+    /// and watches expiry but generates nothing), or `OfflineRoot` (the same
+    /// Secret, and when the issuer is due Keelson asks for the next one to be
+    /// signed off the cluster: see `status.identity.issuerRequest`).
     #[serde(default)]
     pub issuer: IssuerMode,
 
