@@ -98,6 +98,17 @@ async fn no_path_to_cluster_admin(
             .delete("default", &DeleteParams::default())
             .await,
     )?;
+    // A webhook of its own making (one on RBAC objects could rewrite the
+    // next binding an admin creates): Keelson only fills the shells its
+    // install made.
+    let made: ValidatingWebhookConfiguration =
+        serde_json::from_value(json!({"metadata": {"name": format!("{ns}-made")}}))?;
+    forbidden(
+        "creating a webhook configuration",
+        Api::<ValidatingWebhookConfiguration>::all(keelson.clone())
+            .create(&pp, &made)
+            .await,
+    )?;
     // Someone else's webhook.
     let other: ValidatingWebhookConfiguration =
         serde_json::from_value(json!({"metadata": {"name": format!("{ns}-other")}}))?;

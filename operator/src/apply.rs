@@ -276,6 +276,14 @@ fn key(object: &Value) -> (String, String, String) {
 
 /// Whether Keelson applied this object (rather than created it once, like the
 /// trust-anchor Secret, or someone else made it).
+/// Kinds Keelson retires ([`Applier::retire`]) instead of deleting.
+pub fn retired_not_deleted(object: &Value) -> bool {
+    matches!(
+        object["kind"].as_str(),
+        Some("ValidatingWebhookConfiguration" | "MutatingWebhookConfiguration")
+    )
+}
+
 fn applied_by_keelson(obj: &PartialObjectMeta<DynamicObject>) -> bool {
     obj.managed_fields().iter().any(|f| {
         f.manager.as_deref() == Some(FIELD_MANAGER) && f.operation.as_deref() == Some("Apply")
@@ -322,6 +330,9 @@ impl Applier {
         let mut target = like.clone();
         target["metadata"] =
             serde_json::json!({"name": obj.name_any(), "namespace": obj.namespace()});
+        if retired_not_deleted(like) {
+            return self.retire(&target).await;
+        }
         let (api, name) = self.api(&target)?;
         match api.delete(&name, &DeleteParams::background()).await {
             Ok(_) => Ok(()),
@@ -332,6 +343,36 @@ impl Applier {
                 source: Box::new(source),
             }),
         }
+    }
+
+    /// Takes back every field Keelson applied to `object` (its kind and
+    /// name), leaving the object itself: for webhook configurations, which
+    /// Keelson's install creates as empty shells so that Keelson never
+    /// needs to create one (a create cannot be limited by name, and a
+    /// webhook Keelson could register on anything could rewrite what others
+    /// create). An empty configuration calls nothing.
+    pub async fn retire(&self, object: &Value) -> Result<(), ApplyError> {
+        let shell = serde_json::json!({
+            "apiVersion": object["apiVersion"],
+            "kind": object["kind"],
+            "metadata": {"name": object["metadata"]["name"]},
+        });
+        let (api, name) = self.api(&shell)?;
+        let err = |source| ApplyError::Api {
+            kind: object["kind"].as_str().unwrap_or_default().into(),
+            name: name.clone(),
+            source: Box::new(source),
+        };
+        // Gone already: nothing of Keelson's is left in it, and applying
+        // would create it.
+        if api.get_metadata_opt(&name).await.map_err(err)?.is_none() {
+            return Ok(());
+        }
+        let params = PatchParams::apply(FIELD_MANAGER).force();
+        api.patch(&name, &params, &Patch::Apply(&shell))
+            .await
+            .map(drop)
+            .map_err(err)
     }
 
     /// Deletes what Keelson applied for `owner` that `desired` no longer

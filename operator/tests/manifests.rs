@@ -66,6 +66,14 @@ fn every_object_is_a_valid_kubernetes_object() {
             }
             "Deployment" => serde_json::from_value::<k8s_openapi::api::apps::v1::Deployment>(o.clone()).is_ok(),
             "Service" => serde_json::from_value::<k8s_openapi::api::core::v1::Service>(o.clone()).is_ok(),
+            "ValidatingWebhookConfiguration" => serde_json::from_value::<
+                k8s_openapi::api::admissionregistration::v1::ValidatingWebhookConfiguration,
+            >(o.clone())
+            .is_ok(),
+            "MutatingWebhookConfiguration" => serde_json::from_value::<
+                k8s_openapi::api::admissionregistration::v1::MutatingWebhookConfiguration,
+            >(o.clone())
+            .is_ok(),
             other => panic!("unexpected kind {other}"),
         };
         assert!(ok, "{kind} {} does not round-trip", o["metadata"]["name"]);

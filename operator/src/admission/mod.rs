@@ -27,7 +27,7 @@ use k8s_openapi::api::core::v1::{ConfigMap, Namespace};
 use keelson_crds::{ControlPlane, DataPlane};
 use keelson_webhooks::admission::{Answer, review};
 use keelson_webhooks::{CertResolver, Handler, Limits, Routes, WebhookCa};
-use kube::api::{Api, DeleteParams};
+use kube::api::Api;
 use kube::core::admission::{AdmissionRequest, AdmissionResponse, Operation};
 use kube::runtime::events::{Recorder, Reporter};
 use kube::runtime::reflector::{self, Store};
@@ -506,18 +506,28 @@ async fn configure_once(
         }
         None => {
             // Without a control plane nothing can be meshed; leaving the
-            // injector registered would only add a call to every pod creation.
+            // injector registered would only add a call to every pod
+            // creation. Emptied, not deleted: the install made it, and
+            // Keelson may not create webhook configurations.
             let api: Api<MutatingWebhookConfiguration> = Api::all(client.clone());
-            match api.delete(INJECTOR, &DeleteParams::default()).await {
-                Ok(_) => tracing::info!("no ControlPlane left; removed the proxy injector webhook"),
-                Err(kube::Error::Api(e)) if e.code == 404 => {}
-                Err(source) => {
-                    return Err(ApplyError::Api {
-                        kind: "MutatingWebhookConfiguration".into(),
-                        name: INJECTOR.into(),
-                        source: Box::new(source),
-                    });
-                }
+            let registered = api
+                .get_opt(INJECTOR)
+                .await
+                .map_err(|source| ApplyError::Api {
+                    kind: "MutatingWebhookConfiguration".into(),
+                    name: INJECTOR.into(),
+                    source: Box::new(source),
+                })?
+                .is_some_and(|m| m.webhooks.is_some_and(|w| !w.is_empty()));
+            if registered {
+                applier
+                    .retire(&serde_json::json!({
+                        "apiVersion": "admissionregistration.k8s.io/v1",
+                        "kind": "MutatingWebhookConfiguration",
+                        "metadata": {"name": INJECTOR},
+                    }))
+                    .await?;
+                tracing::info!("no installed ControlPlane; emptied the proxy injector webhook");
             }
         }
     }

@@ -183,13 +183,15 @@ pub fn cluster_rules() -> Vec<Value> {
             &["clusterroles", "clusterrolebindings"],
             &["get", "list", "watch", "create"],
         ),
+        // No create: the install makes every webhook configuration Keelson
+        // fills (`webhook_configurations`), and Keelson patches them by name.
         rule(
             &["admissionregistration.k8s.io"],
             &[
                 "mutatingwebhookconfigurations",
                 "validatingwebhookconfigurations",
             ],
-            &["get", "list", "watch", "create"],
+            READ,
         ),
         named(
             &["admissionregistration.k8s.io"],
@@ -281,6 +283,40 @@ pub fn control_plane_cluster_rules(namespace: &str) -> Vec<Value> {
             named(&[group], &[resource], &names, verbs)
         })
         .collect()
+}
+
+/// The webhook configurations Keelson fills: its own two, and Linkerd's
+/// validators of every catalog release, as `(kind, name)`.
+pub fn webhook_configurations() -> Vec<(&'static str, String)> {
+    let mut out = vec![
+        (
+            "ValidatingWebhookConfiguration",
+            crate::admission::configurations::VALIDATOR.to_owned(),
+        ),
+        (
+            "MutatingWebhookConfiguration",
+            crate::admission::configurations::INJECTOR.to_owned(),
+        ),
+    ];
+    let print = footprint("linkerd");
+    for (kind, resource) in [
+        (
+            "ValidatingWebhookConfiguration",
+            "validatingwebhookconfigurations",
+        ),
+        (
+            "MutatingWebhookConfiguration",
+            "mutatingwebhookconfigurations",
+        ),
+    ] {
+        if let Some(names) = print
+            .cluster_objects
+            .get(&("admissionregistration.k8s.io", resource))
+        {
+            out.extend(names.iter().map(|n| (kind, n.clone())));
+        }
+    }
+    out
 }
 
 /// DataPlane restarts patch a workload's pod template.
@@ -386,6 +422,13 @@ mod tests {
                 | "cronjobs"
                 | "replicationcontrollers"
         ) && !matches!(verb, "get" | "list" | "watch");
+        // Creating a webhook configuration is an indirect path: a webhook
+        // on RBAC objects could rewrite the next binding an admin creates.
+        let webhook_create = verb == "create"
+            && matches!(
+                resource,
+                "mutatingwebhookconfigurations" | "validatingwebhookconfigurations"
+            );
         let unnamed_write = names.is_empty()
             && matches!(verb, "patch" | "update" | "delete" | "deletecollection")
             && matches!(
@@ -398,7 +441,7 @@ mod tests {
                     | "namespaces"
                     | "configmaps"
             );
-        wildcard || escalate || secrets || workloads || unnamed_write
+        wildcard || escalate || secrets || workloads || webhook_create || unnamed_write
     }
 
     #[test]
@@ -431,6 +474,12 @@ mod tests {
             &["escalate", "bind"],
         )];
         assert_eq!(grants(&old).iter().filter(|g| escalating(g)).count(), 2);
+        let webhooks = [rule(
+            &["admissionregistration.k8s.io"],
+            &["mutatingwebhookconfigurations"],
+            &["create"],
+        )];
+        assert!(grants(&webhooks).iter().all(escalating));
         let secrets = [rule(&[""], &["secrets"], &["get"])];
         assert!(grants(&secrets).iter().all(escalating));
     }
