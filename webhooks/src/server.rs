@@ -95,7 +95,7 @@ pub struct Limits {
     /// its size.
     pub max_json_values: usize,
     /// What the handlers may be decoding at once, estimated per request
-    /// from its length and its objects and arrays. Further requests wait for
+    /// from its length and its JSON values. Further requests wait for
     /// room; the wait for either budget is bounded by `body_read_timeout`
     /// (then 503).
     pub max_decode_bytes_in_flight: usize,
@@ -241,7 +241,7 @@ fn decode_estimate(len: usize, values: usize) -> usize {
 
 /// About the number of values in a JSON text: the objects and arrays, and
 /// the commas between elements and members, outside strings.
-pub fn json_values(body: &[u8]) -> usize {
+fn json_values(body: &[u8]) -> usize {
     let (mut count, mut in_string, mut escaped) = (0, false, false);
     for &b in body {
         if in_string {
