@@ -1,6 +1,6 @@
-//! A Linkerd that is already running, installed the way Linkerd's Helm
-//! chart installs it, in the namespace a ControlPlane names: Keelson reports
-//! what it found and writes nothing there.
+//! A Linkerd that is already running, installed with Linkerd's Helm chart
+//! or its CLI, in the namespace a ControlPlane names: Keelson reports what
+//! it found and writes nothing there.
 
 mod common;
 
@@ -19,8 +19,32 @@ use serde_json::json;
 use std::collections::BTreeMap;
 use std::time::{Duration, SystemTime};
 
-/// Creates `object` in `ns` as Helm does: field manager `helm`.
-async fn as_helm<K>(client: &Client, ns: &str, object: serde_json::Value) -> anyhow::Result<()>
+/// How the running Linkerd was installed.
+#[derive(Clone, Copy, PartialEq)]
+enum Installed {
+    /// `helm install`: field manager `helm`, release records.
+    Helm,
+    /// `linkerd install | kubectl apply`: kubectl's client-side apply, no
+    /// release records.
+    Cli,
+}
+
+impl Installed {
+    fn manager(self) -> &'static str {
+        match self {
+            Installed::Helm => "helm",
+            Installed::Cli => "kubectl-client-side-apply",
+        }
+    }
+}
+
+/// Creates `object` in `ns` under field manager `manager`.
+async fn created_by<K>(
+    manager: &str,
+    client: &Client,
+    ns: &str,
+    object: serde_json::Value,
+) -> anyhow::Result<()>
 where
     K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>
         + Clone
@@ -29,7 +53,7 @@ where
         + std::fmt::Debug,
 {
     let params = PostParams {
-        field_manager: Some("helm".into()),
+        field_manager: Some(manager.into()),
         ..Default::default()
     };
     Api::<K>::namespaced(client.clone(), ns)
@@ -81,10 +105,20 @@ async fn versions(client: &Client, ns: &str) -> anyhow::Result<BTreeMap<String, 
 }
 
 #[tokio::test]
-async fn a_running_linkerd_is_reported_and_left_untouched() {
+async fn a_running_linkerd_installed_with_helm_is_reported_and_left_untouched() {
+    left_untouched(Installed::Helm, "helm").await;
+}
+
+#[tokio::test]
+async fn a_running_linkerd_installed_with_the_cli_is_reported_and_left_untouched() {
+    left_untouched(Installed::Cli, "cli").await;
+}
+
+async fn left_untouched(installed: Installed, prefix: &str) {
     let _serial = common::SERIAL.lock().await;
     env()
-        .in_namespace("adopt", |client, ns| async move {
+        .in_namespace(prefix, |client, ns| async move {
+            let manager = installed.manager();
             keelson_e2e::shared::install_keelson_crds(&client).await?;
             // Handed over to Keelson, as its install manifests do for
             // namespace `linkerd`.
@@ -92,33 +126,38 @@ async fn a_running_linkerd_is_reported_and_left_untouched() {
             let now = SystemTime::now();
             let anchor = identity::trust_anchor("cluster.local", Duration::from_secs(86400), now)?;
             let issuer = identity::issuer(&anchor, &ns, "cluster.local", Duration::from_secs(3600), now)?;
-            let chart = json!({"app.kubernetes.io/managed-by": "Helm", "linkerd.io/control-plane-ns": ns});
-            as_helm::<ConfigMap>(&client, &ns, json!({
+            let chart = match installed {
+                Installed::Helm => json!({"app.kubernetes.io/managed-by": "Helm", "linkerd.io/control-plane-ns": ns}),
+                Installed::Cli => json!({"linkerd.io/control-plane-ns": ns}),
+            };
+            created_by::<ConfigMap>(manager, &client, &ns, json!({
                 "metadata": {"name": "linkerd-identity-trust-roots", "labels": chart},
                 "data": {"ca-bundle.crt": anchor.cert_pem},
             })).await?;
-            as_helm::<ConfigMap>(&client, &ns, json!({
+            created_by::<ConfigMap>(manager, &client, &ns, json!({
                 "metadata": {"name": "linkerd-config", "labels": chart},
                 "data": {"values": "linkerdVersion: edge-25.4.4\nidentityTrustDomain: cluster.local\n"},
             })).await?;
-            as_helm::<Secret>(&client, &ns, json!({
+            created_by::<Secret>(manager, &client, &ns, json!({
                 "metadata": {"name": "linkerd-identity-issuer", "labels": chart},
                 "type": "linkerd.io/tls",
                 "stringData": {"crt.pem": issuer.cert_pem, "key.pem": issuer.key_pem},
             })).await?;
-            as_helm::<Deployment>(&client, &ns, json!({
+            created_by::<Deployment>(manager, &client, &ns, json!({
                 "metadata": {"name": "linkerd-identity", "labels": chart},
                 "spec": {"replicas": 1, "selector": {"matchLabels": {"app": "identity"}},
                     "template": {"metadata": {"labels": {"app": "identity"}},
                         "spec": {"containers": [{"name": "identity",
                             "image": "cr.l5d.io/linkerd/controller:edge-25.4.4"}]}}},
             })).await?;
-            as_helm::<Secret>(&client, &ns, json!({
-                "metadata": {"name": "sh.helm.release.v1.linkerd-control-plane.v1",
-                    "labels": {"owner": "helm", "name": "linkerd-control-plane", "status": "deployed", "version": "1"}},
-                "type": "helm.sh/release.v1",
-                "stringData": {"release": "not read"},
-            })).await?;
+            if installed == Installed::Helm {
+                created_by::<Secret>(manager, &client, &ns, json!({
+                    "metadata": {"name": "sh.helm.release.v1.linkerd-control-plane.v1",
+                        "labels": {"owner": "helm", "name": "linkerd-control-plane", "status": "deployed", "version": "1"}},
+                    "type": "helm.sh/release.v1",
+                    "stringData": {"release": "not read"},
+                })).await?;
+            }
             // Linkerd's injector registration (never called here: it
             // selects no namespace).
             let mutating: Api<MutatingWebhookConfiguration> = Api::all(client.clone());
@@ -154,8 +193,12 @@ async fn a_running_linkerd_is_reported_and_left_untouched() {
             for object in ["ConfigMap/linkerd-config", "ConfigMap/linkerd-identity-trust-roots", "Deployment/linkerd-identity", "Secret/linkerd-identity-issuer"] {
                 ensure!(found.objects.iter().any(|o| o == object), "{object} not reported: {found:?}");
             }
-            ensure!(found.helm_releases == ["linkerd-control-plane"], "{found:?}");
-            ensure!(found.managers.iter().any(|m| m == "helm"), "{found:?}");
+            let releases: &[&str] = match installed {
+                Installed::Helm => &["linkerd-control-plane"],
+                Installed::Cli => &[],
+            };
+            ensure!(found.helm_releases == releases, "{found:?}");
+            ensure!(found.managers.iter().any(|m| m == manager), "{found:?}");
             let sha = identity::fingerprint(&anchor.cert_pem, "anchor")?;
             ensure!(
                 found.trust_anchors.iter().any(|a| a.sha256 == sha),
