@@ -439,9 +439,9 @@ where
 }
 
 /// Keeps the webhook configurations current (once the caches are filled):
-/// the validator always, the injector while a ControlPlane has a control
-/// plane installed (following its failure policy and namespace), with `ca`
-/// in their `caBundle`s. Only
+/// the validator always, the injector while a ControlPlane installs or has
+/// installed a control plane (following its failure policy and namespace),
+/// with `ca` in their `caBundle`s. Only
 /// the leader writes them: replicas of different versions (a rolling update)
 /// or endpoints (operators outside the cluster) would otherwise overwrite
 /// each other, and deleting the injector must not race another replica's
@@ -488,16 +488,18 @@ async fn configure_once(
     applier.apply(&configurations::validating(webhooks)).await?;
     let mut cps = control_planes.state();
     cps.sort_by_key(|cp| cp.name_any());
-    // Only for a control plane Keelson has installed: there is nothing to
-    // inject for before, and a ControlPlane standing aside for a Linkerd it
-    // did not install must not register a second injector beside that
-    // Linkerd's own.
+    // Only for a control plane Keelson installs or has installed (it
+    // records a target or current version only past its checks of the
+    // namespace): a ControlPlane standing aside for a Linkerd it did not
+    // install must not register a second injector beside that Linkerd's
+    // own. Registered from the start of the install, so pods created as it
+    // converges are injected once its trust bundle is there.
     match cps.iter().find(|cp| {
         cp.metadata.deletion_timestamp.is_none()
-            && cp
-                .status
-                .as_ref()
-                .is_some_and(|s| s.current_version.is_some() && s.existing_installation.is_none())
+            && cp.status.as_ref().is_some_and(|s| {
+                (s.current_version.is_some() || s.target_version.is_some())
+                    && s.existing_installation.is_none()
+            })
     }) {
         Some(cp) => {
             applier
