@@ -316,48 +316,29 @@ impl Injector {
         };
         if controller.kind == "Job" {
             // Jobs are few and short-lived: asked for, not cached.
-            let job = match &self.client {
-                Some(client) => Api::<Job>::namespaced(client.clone(), namespace)
-                    .get_metadata_opt(&controller.name)
-                    .await
-                    .ok()
-                    .flatten(),
-                None => None,
-            };
+            let job = self.metadata_of::<Job>(namespace, &controller.name).await;
             let cron_job = job
                 .as_ref()
-                .and_then(|j| j.metadata.owner_references.as_deref())
+                .and_then(|j| j.owner_references.as_deref())
                 .and_then(controller_of)
                 .filter(|o| o.kind == "CronJob");
             return Some(Resolved {
                 reference: cron_job.unwrap_or(controller).clone(),
-                verified: named(job.as_ref().map(|j| &j.metadata)),
+                verified: named(job.as_ref()),
             });
         }
         if controller.kind != "ReplicaSet" {
             // StatefulSets and DaemonSets are asked for, as Jobs are; other
             // controllers name themselves for the proxy on the pod's word,
             // and get no Event.
-            let meta = match (
-                &self.client,
-                controller.api_version.as_str(),
-                controller.kind.as_str(),
-            ) {
-                (Some(client), "apps/v1", "StatefulSet") => {
-                    Api::<StatefulSet>::namespaced(client.clone(), namespace)
-                        .get_metadata_opt(&controller.name)
+            let meta = match (controller.api_version.as_str(), controller.kind.as_str()) {
+                ("apps/v1", "StatefulSet") => {
+                    self.metadata_of::<StatefulSet>(namespace, &controller.name)
                         .await
-                        .ok()
-                        .flatten()
-                        .map(|o| o.metadata)
                 }
-                (Some(client), "apps/v1", "DaemonSet") => {
-                    Api::<DaemonSet>::namespaced(client.clone(), namespace)
-                        .get_metadata_opt(&controller.name)
+                ("apps/v1", "DaemonSet") => {
+                    self.metadata_of::<DaemonSet>(namespace, &controller.name)
                         .await
-                        .ok()
-                        .flatten()
-                        .map(|o| o.metadata)
                 }
                 _ => None,
             };
@@ -371,17 +352,14 @@ impl Injector {
             .replica_sets
             .get(&ObjectRef::new(&controller.name).within(namespace));
         let fetched;
-        let metadata = match (&cached, &self.client) {
-            (Some(rs), _) => Some(&rs.metadata),
-            (None, Some(client)) => {
-                fetched = Api::<ReplicaSet>::namespaced(client.clone(), namespace)
-                    .get_metadata_opt(&controller.name)
-                    .await
-                    .ok()
-                    .flatten();
-                fetched.as_ref().map(|rs| &rs.metadata)
+        let metadata = match &cached {
+            Some(rs) => Some(&rs.metadata),
+            None => {
+                fetched = self
+                    .metadata_of::<ReplicaSet>(namespace, &controller.name)
+                    .await;
+                fetched.as_ref()
             }
-            (None, None) => None,
         };
         let deployment = metadata
             .and_then(|m| m.owner_references.as_deref())
@@ -391,6 +369,25 @@ impl Injector {
             reference: deployment.unwrap_or(controller).clone(),
             verified: named(metadata),
         })
+    }
+
+    /// The metadata of `K` `name` in `namespace`, asked of the API server;
+    /// `None` when it is not there, cannot be read, or there is no client
+    /// (unit tests).
+    async fn metadata_of<K>(&self, namespace: &str, name: &str) -> Option<ObjectMeta>
+    where
+        K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>
+            + Clone
+            + serde::de::DeserializeOwned
+            + std::fmt::Debug,
+    {
+        let client = self.client.as_ref()?;
+        Api::<K>::namespaced(client.clone(), namespace)
+            .get_metadata_opt(name)
+            .await
+            .ok()
+            .flatten()
+            .map(|o| o.metadata)
     }
 
     /// Queues an Event on the pod's workload (the pod has no UID yet, so an
