@@ -90,6 +90,34 @@ pub struct ControlPlaneSpec {
     /// False to say so.
     #[serde(default)]
     pub allow_unsupported_kubernetes: bool,
+
+    /// Take over a Linkerd control plane already running in `namespace`,
+    /// installed with Linkerd's Helm charts or its CLI. Without it Keelson
+    /// writes nothing in a namespace where it finds one (see
+    /// `status.existingInstallation`). With it Keelson keeps that
+    /// installation's trust bundle (every anchor in it) and issuer as they
+    /// are, adopts its running release as the current version (a different
+    /// `version` is then an ordinary gated upgrade), takes field ownership
+    /// of its objects from Helm and kubectl, hands proxy injection over to
+    /// its own injector without a moment with none or two registered, and
+    /// forgets the `linkerd-control-plane` Helm release. Progress is in
+    /// `status.adoption`. `keelson adopt` prints the ControlPlane that
+    /// reproduces a running installation.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub adoption: Option<AdoptionSpec>,
+}
+
+/// How a running Linkerd is taken over.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct AdoptionSpec {
+    /// Keep the `linkerd-control-plane` Helm release records (Secrets
+    /// `sh.helm.release.v1.linkerd-control-plane.*`) after the takeover.
+    /// By default they are deleted once Keelson owns every object, so a
+    /// later `helm upgrade` fails loudly instead of silently undoing
+    /// Keelson's changes.
+    #[serde(default)]
+    pub keep_helm_release: bool,
 }
 
 fn default_namespace() -> String {
@@ -470,6 +498,57 @@ pub struct ControlPlaneStatus {
     /// it untouched: replacing its identity would break every meshed pod.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub existing_installation: Option<ExistingInstallation>,
+
+    /// The takeover of a running Linkerd (`spec.adoption`), step by step,
+    /// so that a restarted operator resumes where it was. Kept once done,
+    /// as a record of what was adopted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub adoption: Option<AdoptionStatus>,
+}
+
+/// A takeover of a running Linkerd, as far as it went.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct AdoptionStatus {
+    /// The step under way, or `Adopted`.
+    pub phase: AdoptionPhase,
+    /// When the takeover started.
+    pub started_at: Time,
+    /// The Linkerd release found running, adopted as the current version.
+    pub version: String,
+    /// Digest of the adopted trust bundle, computed as Linkerd computes
+    /// `linkerd.io/trust-root-sha256`: pods that carry it are up to date.
+    pub trust_root_sha256: String,
+    /// Linkerd's CRDs found installed, kept as they are: Keelson does not
+    /// apply its own over them, since none may be weaker than the one it
+    /// replaces.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub kept_crds: Vec<String>,
+    /// What the step waits for.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub waiting_for: Option<String>,
+}
+
+/// The steps of a takeover, in order. Each is judged from what is observed,
+/// so repeating one after a crash does no harm. Before the first, the
+/// trust bundle was copied into Keelson's anchor Secret (with no key:
+/// Keelson has none) and the issuer checked against it.
+#[derive(
+    Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, JsonSchema,
+)]
+pub enum AdoptionPhase {
+    /// Field ownership of every object Keelson renders moves from Helm and
+    /// kubectl to Keelson, then Keelson applies its render.
+    TakeOwnership,
+    /// Linkerd's injector registration is pointed at Keelson's injector,
+    /// Keelson's own registration filled, then Linkerd's removed.
+    HandOverInjector,
+    /// Linkerd's injector Deployment, Service, Secret and RBAC are deleted.
+    RemoveLinkerdInjector,
+    /// The `linkerd-control-plane` Helm release records are deleted.
+    ForgetHelmRelease,
+    /// Done.
+    Adopted,
 }
 
 /// What Keelson found of a Linkerd installation it did not make.

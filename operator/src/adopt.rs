@@ -177,6 +177,9 @@ pub fn from_values(
     if let Some(policy) = text(values, "webhookFailurePolicy") {
         spec.insert("webhook".into(), json!({"failurePolicy": policy}));
     }
+    // What makes Keelson take the installation over instead of standing
+    // aside (`controlplane::adoption`).
+    spec.insert("adoption".into(), json!({}));
 
     let control_plane: ControlPlane = serde_json::from_value(json!({
         "apiVersion": "keelson.dev/v1alpha1", "kind": "ControlPlane",

@@ -417,6 +417,65 @@ impl Applier {
         Ok(deleted)
     }
 
+    /// Takes `object` over from the tools that installed it (Helm, kubectl:
+    /// [`installed_by_tool`]): applied first, so every field Keelson sets is
+    /// its own (and a Role's rules are Keelson's, which it may write without
+    /// `escalate`); then the fields the tools still own become Keelson's (one
+    /// patch of `metadata.managedFields`, only over the object as read), and
+    /// `object` is applied again, so that whatever of theirs Keelson does
+    /// not render (Helm's labels, kubectl's last-applied annotation) is
+    /// removed and neither tool is left owning a field. Repeating it is
+    /// harmless.
+    pub async fn take_over(&self, object: &Value) -> Result<(), ApplyError> {
+        let (api, name) = self.api(object)?;
+        let kind = object["kind"].as_str().unwrap_or_default();
+        let err = |source: kube::Error| ApplyError::Api {
+            kind: kind.into(),
+            name: name.clone(),
+            source: Box::new(source),
+        };
+        let params = PatchParams::apply(FIELD_MANAGER).force();
+        let live = api
+            .patch(&name, &params, &Patch::Apply(object))
+            .await
+            .map_err(err)?;
+        let api_version = object["apiVersion"].as_str().unwrap_or_default();
+        let now = k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
+            k8s_openapi::jiff::Timestamp::now(),
+        );
+        if let Some(entries) = taken_over(live.managed_fields(), api_version, now) {
+            let patch: json_patch::Patch = serde_json::from_value(serde_json::json!([
+                {"op": "test", "path": "/metadata/resourceVersion",
+                 "value": live.resource_version()},
+                {"op": "replace", "path": "/metadata/managedFields", "value": entries},
+            ]))
+            .expect("a JSON patch");
+            api.patch(&name, &PatchParams::default(), &Patch::Json::<()>(patch))
+                .await
+                .map_err(err)?;
+            tracing::info!(%kind, %name, "took field ownership over from the tools that installed it");
+            api.patch(&name, &params, &Patch::Apply(object))
+                .await
+                .map_err(err)?;
+        }
+        Ok(())
+    }
+
+    /// Deletes the object `object` names (its kind, namespace and name);
+    /// returns whether there was one.
+    pub async fn delete_named(&self, object: &Value) -> Result<bool, ApplyError> {
+        let (api, name) = self.api(object)?;
+        match api.delete(&name, &DeleteParams::background()).await {
+            Ok(_) => Ok(true),
+            Err(kube::Error::Api(s)) if s.code == 404 => Ok(false),
+            Err(source) => Err(ApplyError::Api {
+                kind: object["kind"].as_str().unwrap_or_default().into(),
+                name,
+                source: Box::new(source),
+            }),
+        }
+    }
+
     /// Deletes every object of `owner` of the kinds in `kinds`, in that order.
     pub async fn delete_owned(&self, owner: &str, kinds: &[Value]) -> Result<(), ApplyError> {
         for like in kinds {
@@ -425,6 +484,86 @@ impl Applier {
             }
         }
         Ok(())
+    }
+}
+
+/// Whether field manager `manager` is a tool that installs Linkerd (its
+/// Helm charts, or its CLI's output through kubectl), whose fields a
+/// takeover moves to Keelson. Controllers that write to the same objects
+/// (the Deployment controller's revision annotation, `kubectl rollout
+/// restart`'s timestamp) keep theirs.
+pub fn installed_by_tool(manager: &str) -> bool {
+    manager == "helm"
+        || manager == "before-first-apply"
+        || (manager.starts_with("kubectl") && manager != "kubectl-rollout")
+}
+
+/// `entries` (an object's managed fields) with every field set of an
+/// installing tool ([`installed_by_tool`]) merged into Keelson's own
+/// `Apply` entry (made at `now` for `api_version` if there is none), as
+/// `kubectl`'s client-side-to-server-side upgrade does; `None` when no
+/// tool owns anything. Subresources (status) are left alone.
+pub fn taken_over(
+    entries: &[k8s_openapi::apimachinery::pkg::apis::meta::v1::ManagedFieldsEntry],
+    api_version: &str,
+    now: k8s_openapi::apimachinery::pkg::apis::meta::v1::Time,
+) -> Option<Vec<k8s_openapi::apimachinery::pkg::apis::meta::v1::ManagedFieldsEntry>> {
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::{FieldsV1, ManagedFieldsEntry};
+    let main = |e: &ManagedFieldsEntry| e.subresource.as_deref().unwrap_or_default().is_empty();
+    let tools =
+        |e: &ManagedFieldsEntry| main(e) && e.manager.as_deref().is_some_and(installed_by_tool);
+    if !entries.iter().any(tools) {
+        return None;
+    }
+    let mut fields = Value::Object(Default::default());
+    let mut out = Vec::new();
+    for e in entries {
+        if tools(e) {
+            if let Some(f) = &e.fields_v1 {
+                merge_field_sets(&mut fields, &f.0);
+            }
+        } else {
+            out.push(e.clone());
+        }
+    }
+    let ours = out.iter_mut().find(|e| {
+        main(e)
+            && e.manager.as_deref() == Some(FIELD_MANAGER)
+            && e.operation.as_deref() == Some("Apply")
+    });
+    match ours {
+        Some(entry) => {
+            let mut merged = entry.fields_v1.take().map(|f| f.0).unwrap_or_default();
+            merge_field_sets(&mut merged, &fields);
+            entry.fields_v1 = Some(FieldsV1(merged));
+        }
+        None => out.push(ManagedFieldsEntry {
+            api_version: Some(api_version.to_owned()),
+            fields_type: Some("FieldsV1".into()),
+            fields_v1: Some(FieldsV1(fields)),
+            manager: Some(FIELD_MANAGER.into()),
+            operation: Some("Apply".into()),
+            subresource: None,
+            time: Some(now),
+        }),
+    }
+    Some(out)
+}
+
+/// The union of two `FieldsV1` sets (tries of `f:`/`k:`/`v:`/`i:` keys).
+fn merge_field_sets(into: &mut Value, from: &Value) {
+    match (into, from) {
+        (Value::Object(into), Value::Object(from)) => {
+            for (k, v) in from {
+                merge_field_sets(
+                    into.entry(k.clone())
+                        .or_insert(Value::Object(Default::default())),
+                    v,
+                );
+            }
+        }
+        (into @ Value::Null, from) => *into = from.clone(),
+        _ => {}
     }
 }
 
@@ -482,6 +621,86 @@ fn same_number(l: &serde_json::Number, d: &serde_json::Number) -> bool {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn a_takeover_moves_the_installing_tools_fields_to_keelson_and_leaves_controllers_theirs() {
+        use k8s_openapi::apimachinery::pkg::apis::meta::v1::{FieldsV1, ManagedFieldsEntry, Time};
+        let entry = |manager: &str, operation: &str, subresource: Option<&str>, fields: Value| {
+            ManagedFieldsEntry {
+                api_version: Some("apps/v1".into()),
+                fields_type: Some("FieldsV1".into()),
+                fields_v1: Some(FieldsV1(fields)),
+                manager: Some(manager.into()),
+                operation: Some(operation.into()),
+                subresource: subresource.map(str::to_owned),
+                time: None,
+            }
+        };
+        let now = Time(k8s_openapi::jiff::Timestamp::now());
+        let helm = entry(
+            "helm",
+            "Update",
+            None,
+            json!({"f:metadata": {"f:labels": {"f:app.kubernetes.io/managed-by": {}}}, "f:spec": {"f:replicas": {}}}),
+        );
+        let controller = entry(
+            "kube-controller-manager",
+            "Update",
+            None,
+            json!({"f:metadata": {"f:annotations": {"f:deployment.kubernetes.io/revision": {}}}}),
+        );
+        let status = entry(
+            "kube-controller-manager",
+            "Update",
+            Some("status"),
+            json!({"f:status": {}}),
+        );
+        let ours = entry(
+            FIELD_MANAGER,
+            "Apply",
+            None,
+            json!({"f:metadata": {"f:labels": {"f:keelson.dev/control-plane": {}}}}),
+        );
+        assert_eq!(
+            taken_over(
+                &[controller.clone(), status.clone()],
+                "apps/v1",
+                now.clone()
+            ),
+            None
+        );
+
+        let out = taken_over(
+            &[helm.clone(), controller.clone(), status.clone(), ours],
+            "apps/v1",
+            now.clone(),
+        )
+        .expect("helm owned fields");
+        assert_eq!(out.len(), 3);
+        assert!(out.contains(&controller) && out.contains(&status));
+        let keelson = out
+            .iter()
+            .find(|e| e.manager.as_deref() == Some(FIELD_MANAGER))
+            .unwrap();
+        assert_eq!(
+            keelson.fields_v1.as_ref().unwrap().0,
+            json!({"f:metadata": {"f:labels": {"f:keelson.dev/control-plane": {}, "f:app.kubernetes.io/managed-by": {}}},
+                   "f:spec": {"f:replicas": {}}})
+        );
+        // No entry of Keelson's yet (a CLI install): one is made.
+        let cli = entry(
+            "kubectl-client-side-apply",
+            "Update",
+            None,
+            json!({"f:data": {}}),
+        );
+        let out = taken_over(&[cli], "v1", now).expect("kubectl owned fields");
+        assert_eq!(out.len(), 1);
+        assert_eq!(out[0].manager.as_deref(), Some(FIELD_MANAGER));
+        assert_eq!(out[0].operation.as_deref(), Some("Apply"));
+        assert_eq!(out[0].api_version.as_deref(), Some("v1"));
+        assert!(!installed_by_tool("kubectl-rollout") && installed_by_tool("kubectl-edit"));
+    }
 
     #[test]
     fn a_crd_accepted_long_ago_but_not_established_is_stalled() {

@@ -201,6 +201,7 @@ fn injected(case: &Case, version: &str) -> Value {
             minor: 28,
         },
         trust_anchors_pem: TRUST_ANCHORS,
+        trust_root_sha256: None,
         namespace: &namespace,
         owner: case.owner.map(|(kind, name)| Owner {
             kind: kind.into(),

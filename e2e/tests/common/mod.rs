@@ -617,13 +617,23 @@ pub async fn install_rbac(
     client: &Client,
     control_planes: &[keelson_operator::install::ControlPlaneGrant<'_>],
 ) -> anyhow::Result<Client> {
+    install_rbac_with(client, control_planes, &[]).await
+}
+
+/// As [`install_rbac`], with DataPlane restarts granted in
+/// `data_plane_namespaces`.
+pub async fn install_rbac_with(
+    client: &Client,
+    control_planes: &[keelson_operator::install::ControlPlaneGrant<'_>],
+    data_plane_namespaces: &[&str],
+) -> anyhow::Result<Client> {
     use keelson_operator::install;
     let objects = install::objects(&install::Install {
         namespace: KEELSON_NAMESPACE,
         image: "example.com/keelson:test",
         replicas: 1.into(),
         control_planes,
-        data_plane_namespaces: &[],
+        data_plane_namespaces,
     });
     let applier = keelson_operator::apply::Applier::new(client.clone());
     let skipped = [

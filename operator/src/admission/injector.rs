@@ -6,6 +6,7 @@ use super::events::Notice;
 use super::memo::{Memo, Remembered};
 use crate::catalog::{self, KubeVersion, Release};
 use crate::inject::{self, Owner};
+use crate::render::proxy::TRUST_ROOTS_SHA256;
 use k8s_openapi::api::apps::v1::{DaemonSet, ReplicaSet, StatefulSet};
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{ConfigMap, Namespace, ObjectReference, Pod};
@@ -179,6 +180,10 @@ impl Injector {
             release,
             kubernetes: self.kubernetes,
             trust_anchors_pem: anchors,
+            trust_root_sha256: trust_roots
+                .as_deref()
+                .and_then(|cm| cm.metadata.annotations.as_ref()?.get(TRUST_ROOTS_SHA256))
+                .map(String::as_str),
             namespace: ns_meta,
             owner: owner.as_ref().map(|o| Owner {
                 kind: o.reference.kind.clone(),

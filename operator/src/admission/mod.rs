@@ -24,6 +24,7 @@ use injector::{Caches, Injector};
 use k8s_openapi::api::admissionregistration::v1::MutatingWebhookConfiguration;
 use k8s_openapi::api::apps::v1::ReplicaSet;
 use k8s_openapi::api::core::v1::{ConfigMap, Namespace};
+use keelson_crds::controlplane::AdoptionPhase;
 use keelson_crds::{ControlPlane, DataPlane};
 use keelson_webhooks::admission::{Answer, review};
 use keelson_webhooks::{CertResolver, Handler, Limits, Routes, WebhookCa};
@@ -493,18 +494,31 @@ async fn configure_once(
     // namespace): a ControlPlane standing aside for a Linkerd it did not
     // install must not register a second injector beside that Linkerd's
     // own. Registered from the start of the install, so pods created as it
-    // converges are injected once its trust bundle is there.
+    // converges are injected once its trust bundle is there. A takeover of
+    // such a Linkerd registers it only at its hand-over step, in place of
+    // Linkerd's (`controlplane::adoption`).
     match cps.iter().find(|cp| {
         cp.metadata.deletion_timestamp.is_none()
             && cp.status.as_ref().is_some_and(|s| {
                 (s.current_version.is_some() || s.target_version.is_some())
-                    && s.existing_installation.is_none()
+                    && match &s.adoption {
+                        Some(a) => a.phase >= AdoptionPhase::HandOverInjector,
+                        None => s.existing_installation.is_none(),
+                    }
             })
     }) {
         Some(cp) => {
-            applier
-                .apply(&configurations::mutating(webhooks, cp))
-                .await?;
+            let ours = configurations::mutating(webhooks, cp);
+            let handing_over = cp
+                .status
+                .as_ref()
+                .and_then(|s| s.adoption.as_ref())
+                .is_some_and(|a| a.phase == AdoptionPhase::HandOverInjector);
+            if handing_over {
+                crate::controlplane::adoption::hand_over_injector(client, applier, &ours).await?;
+            } else {
+                applier.apply(&ours).await?;
+            }
         }
         None => {
             // Without a control plane nothing can be meshed; leaving the

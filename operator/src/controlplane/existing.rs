@@ -97,7 +97,7 @@ pub fn message(namespace: &str, found: &ExistingInstallation) -> String {
         ));
     }
     format!(
-        "spec.namespace: namespace {namespace} runs a Linkerd control plane Keelson did not install (Linkerd {}: {what}); Keelson changes nothing there, since installing over it would replace its trust anchors. Adopting a running installation is not supported yet: name another namespace, or remove that installation first",
+        "spec.adoption: namespace {namespace} runs a Linkerd control plane Keelson did not install (Linkerd {}: {what}); Keelson changes nothing there, since installing over it would replace its trust anchors. Set spec.adoption to take it over, keeping its trust anchors and issuer (`keelson adopt` prints the ControlPlane that reproduces it), or name another namespace",
         found.version.as_deref().unwrap_or("of unknown version")
     )
 }
@@ -219,7 +219,7 @@ mod tests {
         assert_eq!(existing.helm_releases, helm);
         let text = message("linkerd", &existing);
         assert!(
-            text.starts_with("spec.namespace: namespace linkerd runs a Linkerd control plane"),
+            text.starts_with("spec.adoption: namespace linkerd runs a Linkerd control plane"),
             "{text}"
         );
         assert!(

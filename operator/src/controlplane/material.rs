@@ -91,18 +91,27 @@ fn issuer_usable(
     now: SystemTime,
 ) -> bool {
     identity::validity_of(&issuer.cert_pem, "issuer").is_ok_and(|v| !v.due(renew_at_percent, now))
-        && identity::verify_signed_by(&issuer.cert_pem, &anchor.cert_pem).is_ok()
+        && identity::verify_signed_by_bundle(&issuer.cert_pem, &anchor.cert_pem).is_ok()
 }
 
 /// The stored anchors; `None` when the Secret has no usable active anchor.
 fn stored_anchors(secret: &Secret) -> Option<Anchors> {
+    let imported = || {
+        Some(TlsPair {
+            cert_pem: key(secret, IMPORTED_CERT)?,
+            key_pem: String::new(),
+        })
+    };
     Some(Anchors {
-        active: pair(secret, "ca.crt", "ca.key")?,
+        active: pair(secret, "ca.crt", "ca.key").or_else(imported)?,
         next: pair(secret, NEXT_CERT, NEXT_KEY),
         previous: key(secret, PREVIOUS_CERT),
     })
 }
 
+/// The bundle of an adopted installation, as it was installed (see
+/// [`Anchors::active`]); with it there is no `ca.crt` or `ca.key`.
+pub const IMPORTED_CERT: &str = "imported.crt";
 const NEXT_CERT: &str = "next.crt";
 const NEXT_KEY: &str = "next.key";
 const PREVIOUS_CERT: &str = "previous.crt";
@@ -177,10 +186,15 @@ fn declared_anchor(
 }
 
 /// Why a rotation should start now, if none is under way.
+/// `issuer_due_without_key`: the issuer is due and the active anchors were
+/// imported with no key, so only a rotation to an anchor Keelson makes can
+/// renew it, whatever `automaticTrustAnchorRotation` says: the
+/// alternative is an expired issuer.
 fn trigger(
     cp: &ControlPlane,
     status: Option<&IdentityStatus>,
     active: &TlsPair,
+    issuer_due_without_key: bool,
     now: SystemTime,
 ) -> Result<Option<Trigger>, ReconcileError> {
     let requested = cp.annotations().get(ROTATE_TRUST_ANCHOR);
@@ -190,7 +204,10 @@ fn trigger(
     let rotation = &cp.spec.identity.rotation;
     let due = identity::validity_of(&active.cert_pem, "trust anchor")?
         .due(rotation.renew_at_percent, now);
-    Ok((rotation.automatic_trust_anchor_rotation && due).then_some(Trigger::Scheduled))
+    Ok(
+        ((rotation.automatic_trust_anchor_rotation && due) || issuer_due_without_key)
+            .then_some(Trigger::Scheduled),
+    )
 }
 
 /// The managed anchors' Secret in Keelson's namespace `own`, moved there
@@ -374,9 +391,26 @@ pub async fn load(
                 }),
                 None => declared,
             };
+            // The issuer in use, reused until it is due for renewal or no
+            // longer signed by the active anchor (a rotation switched it).
+            let stored_issuer = get(ISSUER_SECRET)
+                .await?
+                .as_ref()
+                .and_then(|s| pair(s, "crt.pem", "key.pem"));
+            let renew_at = spec.rotation.renew_at_percent;
+            let issuer_due_without_key = anchors.imported()
+                && stored_issuer.as_ref().is_none_or(|i| {
+                    identity::validity_of(&i.cert_pem, "issuer").is_ok_and(|v| v.due(renew_at, now))
+                });
             let trigger = match declared_pair {
                 Some(_) => Some(Trigger::Declared),
-                None => trigger(cp, observed.status, &anchors.active, now)?,
+                None => trigger(
+                    cp,
+                    observed.status,
+                    &anchors.active,
+                    issuer_due_without_key,
+                    now,
+                )?,
             };
             let plan = rotation::plan(
                 &rotation::Input {
@@ -400,13 +434,25 @@ pub async fn load(
             // stored there is reused until it is due for renewal or no longer
             // signed by the active anchor (a rotation switched it). Linkerd's
             // identity controller reloads the Secret, so renewal is hot.
-            let stored = get(ISSUER_SECRET)
-                .await?
-                .as_ref()
-                .and_then(|s| pair(s, "crt.pem", "key.pem"));
-            let renew_at = spec.rotation.renew_at_percent;
-            let issuer = match stored {
+            let issuer = match stored_issuer {
                 Some(issuer) if issuer_usable(&issuer, &anchors.active, renew_at, now) => issuer,
+                // Adopted anchors have no key to sign a new issuer with: the
+                // adopted one signs on while the rotation it triggered runs.
+                Some(issuer)
+                    if anchors.imported()
+                        && identity::verify_signed_by_bundle(
+                            &issuer.cert_pem,
+                            &anchors.active.cert_pem,
+                        )
+                        .is_ok() =>
+                {
+                    issuer
+                }
+                _ if anchors.imported() => {
+                    return Err(ReconcileError::AdoptedIssuerUnusable {
+                        namespace: ns.to_owned(),
+                    });
+                }
                 stale => {
                     let issuer = identity::issuer(
                         &anchors.active,
@@ -424,20 +470,17 @@ pub async fn load(
                     issuer
                 }
             };
+            // An adopted issuer past due waits for the rotation, which
+            // polls on its own: no point coming back at once.
             let issuer_renewal =
-                identity::validity_of(&issuer.cert_pem, "issuer")?.renew_at(renew_at);
+                Some(identity::validity_of(&issuer.cert_pem, "issuer")?.renew_at(renew_at))
+                    .filter(|at| *at > now || !anchors.imported());
             let cert = issuer.cert_pem.clone();
             let material = IdentityMaterial {
                 trust_anchors_pem: anchors.bundle(),
                 issuer: Some(issuer),
             };
-            (
-                material,
-                Some(issuer_renewal),
-                Some(cert),
-                Some(plan),
-                declared,
-            )
+            (material, issuer_renewal, Some(cert), Some(plan), declared)
         }
         IssuerMode::External | IssuerMode::OfflineRoot => {
             let missing = || ReconcileError::ExternalIssuerMissing {
@@ -464,9 +507,17 @@ pub async fn load(
                 issuer_installed = offline.installed;
                 issuer_request = offline.request;
             }
-            // Trimmed as the ConfigMap holds it, like a managed bundle.
+            // Trimmed as the ConfigMap holds it, like a managed bundle;
+            // but an adopted installation's bundle keeps the text it was
+            // installed with, which its pods' digests are of.
+            let imported = own
+                .get_opt(&anchor_secret(&cp.name_any()))
+                .await
+                .map_err(|e| ReconcileError::kube("reading the adopted trust bundle", e))?
+                .and_then(|s| key(&s, IMPORTED_CERT))
+                .filter(|pem| pem.trim() == anchors.trim());
             let material = IdentityMaterial {
-                trust_anchors_pem: anchors.trim().to_owned(),
+                trust_anchors_pem: imported.unwrap_or_else(|| anchors.trim().to_owned()),
                 issuer: None,
             };
             (material, renewal, key(&secret, "tls.crt"), None, None)
@@ -638,10 +689,14 @@ async fn store_anchors(
     mut secret: Secret,
     anchors: &Anchors,
 ) -> Result<(), ReconcileError> {
-    let mut data = vec![
-        ("ca.crt", anchors.active.cert_pem.as_str()),
-        ("ca.key", anchors.active.key_pem.as_str()),
-    ];
+    let mut data = if anchors.imported() {
+        vec![(IMPORTED_CERT, anchors.active.cert_pem.as_str())]
+    } else {
+        vec![
+            ("ca.crt", anchors.active.cert_pem.as_str()),
+            ("ca.key", anchors.active.key_pem.as_str()),
+        ]
+    };
     if let Some(next) = &anchors.next {
         data.push((NEXT_CERT, &next.cert_pem));
         data.push((NEXT_KEY, &next.key_pem));

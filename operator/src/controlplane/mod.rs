@@ -1,6 +1,7 @@
 //! The ControlPlane reconciler: render the declared release, apply it with
 //! server-side apply under one field manager, then write status.
 
+pub mod adoption;
 mod existing;
 mod identity;
 pub mod material;
@@ -17,6 +18,7 @@ use futures::StreamExt;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{Namespace, Secret};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use keelson_crds::controlplane::AdoptionPhase;
 use keelson_crds::{ControlPlane, ControlPlaneStatus};
 use kube::api::{Api, Patch, PatchParams};
 use kube::runtime::controller::{Action, Controller};
@@ -50,6 +52,10 @@ pub enum ReconcileError {
         namespace: String,
         mode: &'static str,
     },
+    #[error(
+        "Secret {namespace}/linkerd-identity-issuer no longer holds an issuer (crt.pem, key.pem) signed by the adopted trust bundle, and Keelson has no key of that bundle to sign one: restore the issuer, or declare the anchor to rotate to in Secret keelson-identity-next-trust-anchor.<ControlPlane> in Keelson's namespace"
+    )]
+    AdoptedIssuerUnusable { namespace: String },
     #[error(
         "Secret {secret} has no readable ca.crt and ca.key; restore it from a backup or delete it to make a new trust anchor (which restarts every meshed pod)"
     )]
@@ -480,6 +486,9 @@ async fn apply(cp: Arc<ControlPlane>, ctx: Arc<Context>) -> Result<Action, Recon
             if previous.current_version.is_none()
                 && let Some(found) = existing::observe(&ctx.client, &cp.spec.namespace).await?
             {
+                if cp.spec.adoption.is_some() {
+                    return start_adoption(&ctx, &cp, &previous, found, &now).await;
+                }
                 let message = existing::message(&cp.spec.namespace, &found);
                 let mut next = status::refused(
                     &previous,
@@ -507,6 +516,25 @@ async fn apply(cp: Arc<ControlPlane>, ctx: Arc<Context>) -> Result<Action, Recon
         }
     }
 
+    // A takeover under way runs at the release it found, and an upgrade to
+    // `spec.version` waits for it.
+    let adopting = previous
+        .adoption
+        .as_ref()
+        .filter(|a| a.phase < AdoptionPhase::Adopted);
+    let adopted_spec;
+    let spec = match adopting {
+        Some(a) => {
+            adopted_spec = keelson_crds::ControlPlaneSpec {
+                version: a.version.clone(),
+                ..cp.spec.clone()
+            };
+            &adopted_spec
+        }
+        None => &cp.spec,
+    };
+    let mut adoption = previous.adoption.clone();
+
     // Observe first: the plan gates on what the last apply achieved.
     let deployments: Api<Deployment> = Api::namespaced(ctx.client.clone(), &cp.spec.namespace);
     let mut components = Vec::new();
@@ -520,7 +548,7 @@ async fn apply(cp: Arc<ControlPlane>, ctx: Arc<Context>) -> Result<Action, Recon
         observed.push(d);
     }
     let control_plane_bundle = status::rolled_out_bundle(&observed);
-    let plan = upgrade::plan(&cp.spec, generation, &previous, components, &now);
+    let plan = upgrade::plan(spec, generation, &previous, components, &now);
     let Ok(applying) = catalog::find(&plan.version) else {
         let message = format!(
             "the running release {} is no longer in Keelson's catalog",
@@ -567,7 +595,20 @@ async fn apply(cp: Arc<ControlPlane>, ctx: Arc<Context>) -> Result<Action, Recon
     // the API server serves them: Linkerd's controllers watch their kinds
     // from the start.
     let mut establishing = Vec::new();
+    let taking_over = adopting.is_some_and(|a| a.phase == AdoptionPhase::TakeOwnership);
     for r in objects.iter().filter(|r| r.stage == Stage::Crds) {
+        // Linkerd's own CRDs stay as its chart made them: Keelson's are not
+        // yet as strict, and a CRD in use is never weakened.
+        let name = r.object["metadata"]["name"].as_str().unwrap_or_default();
+        if let Some(a) = adoption.as_mut() {
+            if a.kept_crds.iter().any(|k| k == name) {
+                continue;
+            }
+            if taking_over && adoption::foreign_crd(&ctx.client, &r.object).await? {
+                a.kept_crds.push(name.to_owned());
+                continue;
+            }
+        }
         let applied = applier.apply_crd(&r.object).await?;
         writes += usize::from(applied.wrote);
         if !applied.established {
@@ -584,7 +625,12 @@ async fn apply(cp: Arc<ControlPlane>, ctx: Arc<Context>) -> Result<Action, Recon
             .iter()
             .filter(|r| r.stage != Stage::Crds && r.stage <= plan.through)
         {
-            writes += usize::from(applier.apply(&r.object).await?);
+            if taking_over {
+                applier.take_over(&r.object).await?;
+                writes += 1;
+            } else {
+                writes += usize::from(applier.apply(&r.object).await?);
+            }
         }
         if plan.prune {
             let desired: Vec<_> = objects.into_iter().map(|r| r.object).collect();
@@ -594,9 +640,23 @@ async fn apply(cp: Arc<ControlPlane>, ctx: Arc<Context>) -> Result<Action, Recon
     tracing::debug!(writes, version = %plan.version, through = ?plan.through, ?establishing, "applied");
 
     let mut next = plan.status;
+    if let Some(a) = adoption.as_mut()
+        && a.phase < AdoptionPhase::Adopted
+        && establishing.is_empty()
+    {
+        adoption_step(&ctx, &cp, a, &applier).await?;
+    }
     // Past the check for someone else's installation: whatever stood in
-    // the namespace before is gone.
-    next.existing_installation = None;
+    // the namespace before is gone, or being taken over.
+    next.existing_installation = match &adoption {
+        Some(a) if a.phase < AdoptionPhase::Adopted => previous.existing_installation.clone(),
+        _ => None,
+    };
+    let still_adopting = adoption
+        .as_ref()
+        .filter(|a| a.phase < AdoptionPhase::Adopted)
+        .map(|a| a.phase);
+    next.adoption = adoption;
     let rotating =
         identity::record(&ctx, &cp, &mut next, &material, control_plane_bundle, &now).await;
     let (ok, reason, message) = if supported {
@@ -644,6 +704,31 @@ async fn apply(cp: Arc<ControlPlane>, ctx: Arc<Context>) -> Result<Action, Recon
         // The API server establishes a new CRD within a second or two.
         Duration::from_secs(2)
     };
+    // A takeover's steps are judged from objects no watch here follows.
+    let requeue = match still_adopting {
+        Some(phase) => {
+            let waiting = next
+                .adoption
+                .as_ref()
+                .and_then(|a| a.waiting_for.clone())
+                .map(|w| format!(": waiting for {w}"))
+                .unwrap_or_default();
+            status::set_condition(
+                &mut next.conditions,
+                status::PROGRESSING,
+                true,
+                "Adopting",
+                format!(
+                    "taking over the Linkerd running in {}, step {phase:?}{waiting}",
+                    cp.spec.namespace
+                ),
+                generation,
+                &now,
+            );
+            requeue.min(ADOPTION_POLL)
+        }
+        None => requeue,
+    };
     // A rotation gates on pods that no watch here follows.
     let requeue = if rotating {
         requeue.min(ROTATION_POLL)
@@ -657,6 +742,177 @@ async fn apply(cp: Arc<ControlPlane>, ctx: Arc<Context>) -> Result<Action, Recon
     };
     write_status(&ctx, &cp, &previous, next).await?;
     Ok(Action::requeue(requeue))
+}
+
+/// How often a takeover under way looks again.
+const ADOPTION_POLL: Duration = Duration::from_secs(2);
+
+/// Starts taking over the installation `found` (`spec.adoption`): its
+/// bundle kept, its release the current version. Nothing else is written
+/// in this round; the next one takes ownership.
+async fn start_adoption(
+    ctx: &Context,
+    cp: &ControlPlane,
+    previous: &ControlPlaneStatus,
+    found: keelson_crds::controlplane::ExistingInstallation,
+    now: &Time,
+) -> Result<Action, ReconcileError> {
+    let generation = cp.metadata.generation;
+    let started = adoption::start(
+        &ctx.client,
+        cp,
+        &ctx.keelson_namespace,
+        found.version.as_deref(),
+        now,
+    )
+    .await?;
+    let adoption = match started {
+        Ok(adoption) => adoption,
+        Err(message) => {
+            let mut next = status::refused(previous, generation, "AdoptionRefused", &message, now);
+            if previous.existing_installation.as_ref() != Some(&found) {
+                let event = Event {
+                    type_: EventType::Warning,
+                    reason: "AdoptionRefused".into(),
+                    note: Some(message.clone()),
+                    action: "Adopt".into(),
+                    secondary: None,
+                };
+                publish(ctx, cp, &event).await;
+            }
+            next.existing_installation = Some(found);
+            write_status(ctx, cp, previous, next).await?;
+            return Ok(Action::requeue(Duration::from_secs(60)));
+        }
+    };
+    let note = format!(
+        "adopting Linkerd {} running in {} ({}): its trust bundle (sha256 {}, {} anchors) and issuer are kept",
+        adoption.version,
+        cp.spec.namespace,
+        found.objects.join(", "),
+        crate::identity::rotation::short(&adoption.trust_root_sha256),
+        found.trust_anchors.len(),
+    );
+    publish(
+        ctx,
+        cp,
+        &Event {
+            type_: EventType::Normal,
+            reason: "AdoptionStarted".into(),
+            note: Some(note.clone()),
+            action: "Adopt".into(),
+            secondary: None,
+        },
+    )
+    .await;
+    let mut next = previous.clone();
+    next.current_version = Some(adoption.version.clone());
+    next.adoption = Some(adoption);
+    next.existing_installation = Some(found);
+    status::set_condition(
+        &mut next.conditions,
+        status::PROGRESSING,
+        true,
+        "Adopting",
+        note,
+        generation,
+        now,
+    );
+    write_status(ctx, cp, previous, next).await?;
+    Ok(Action::requeue(Duration::from_millis(200)))
+}
+
+/// One step of a takeover under way, past an apply that succeeded;
+/// `adoption` is updated in place.
+async fn adoption_step(
+    ctx: &Context,
+    cp: &ControlPlane,
+    adoption: &mut keelson_crds::controlplane::AdoptionStatus,
+    applier: &Applier,
+) -> Result<(), ReconcileError> {
+    let ns = cp.spec.namespace.as_str();
+    let event = |reason: &str, note: String| Event {
+        type_: EventType::Normal,
+        reason: reason.into(),
+        note: Some(note),
+        action: "Adopt".into(),
+        secondary: None,
+    };
+    match adoption.phase {
+        // Every object was just taken over and applied.
+        AdoptionPhase::TakeOwnership => {
+            let mut note = format!(
+                "Keelson owns every object of the control plane in {ns}; handing injection over to Keelson's injector"
+            );
+            if !adoption.kept_crds.is_empty() {
+                note.push_str(&format!(
+                    "; Linkerd's CRDs are kept as installed: {}",
+                    adoption.kept_crds.join(", ")
+                ));
+            }
+            publish(ctx, cp, &event("OwnershipTaken", note)).await;
+            *adoption = adoption::advanced(adoption, AdoptionPhase::HandOverInjector);
+        }
+        AdoptionPhase::HandOverInjector => {
+            if adoption::injector_handed_over(&ctx.client).await? {
+                publish(
+                    ctx,
+                    cp,
+                    &event(
+                        "InjectorHandedOver",
+                        format!(
+                            "Keelson's injector serves; Linkerd's registration {} is gone",
+                            adoption::LINKERD_INJECTOR_WEBHOOK
+                        ),
+                    ),
+                )
+                .await;
+                *adoption = adoption::advanced(adoption, AdoptionPhase::RemoveLinkerdInjector);
+            } else {
+                adoption.waiting_for = Some(
+                    "the webhook loop to register Keelson's injector and remove Linkerd's".into(),
+                );
+            }
+        }
+        AdoptionPhase::RemoveLinkerdInjector => {
+            let removed = adoption::remove_linkerd_injector(applier, ns).await?;
+            tracing::info!(namespace = ns, removed, "removed Linkerd's injector");
+            *adoption = adoption::advanced(adoption, AdoptionPhase::ForgetHelmRelease);
+        }
+        AdoptionPhase::ForgetHelmRelease => {
+            let keep = cp
+                .spec
+                .adoption
+                .as_ref()
+                .is_some_and(|a| a.keep_helm_release);
+            if !keep {
+                let forgotten = adoption::forget_helm_release(&ctx.client, ns).await?;
+                if !forgotten.is_empty() {
+                    let note = format!(
+                        "forgot Helm release {} in {ns} ({}): Keelson manages the control plane now, and a helm upgrade would fail rather than undo it",
+                        adoption::HELM_RELEASE,
+                        forgotten.join(", ")
+                    );
+                    publish(ctx, cp, &event("HelmReleaseForgotten", note)).await;
+                }
+            }
+            publish(
+                ctx,
+                cp,
+                &event(
+                    "Adopted",
+                    format!(
+                        "Keelson runs the Linkerd {} control plane in {ns}",
+                        adoption.version
+                    ),
+                ),
+            )
+            .await;
+            *adoption = adoption::advanced(adoption, AdoptionPhase::Adopted);
+        }
+        AdoptionPhase::Adopted => {}
+    }
+    Ok(())
 }
 
 /// Writes status only when it changed, with an Event when the phase does.

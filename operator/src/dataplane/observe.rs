@@ -3,7 +3,7 @@
 
 use crate::render::CONTROL_PLANE_LABEL;
 pub use crate::render::proxy::TRUST_ROOT_SHA256;
-use crate::render::proxy::trust_root_sha256;
+use crate::render::proxy::published_trust_root_sha256;
 use crate::rollout::{Desired, Kind, PodProxy, RESTARTED_AT, Strategy, Target, Workload};
 use k8s_openapi::api::apps::v1::{DaemonSet, Deployment, StatefulSet};
 use k8s_openapi::api::core::v1::{ConfigMap, Pod};
@@ -77,9 +77,13 @@ pub fn desired(
         .as_ref()
         .and_then(|s| s.identity.as_ref())
         .and_then(|i| i.trust_root_sha256.clone());
-    let published = trust_roots(namespace)
-        .and_then(|cm| cm.data.as_ref()?.get(TRUST_ROOTS_KEY).cloned())
-        .map(|pem| trust_root_sha256(&pem));
+    let published = trust_roots(namespace).and_then(|cm| {
+        let pem = cm.data.as_ref()?.get(TRUST_ROOTS_KEY)?;
+        Some(published_trust_root_sha256(
+            cm.metadata.annotations.as_ref(),
+            pem,
+        ))
+    });
     match (running, published) {
         (Some(running), Some(published)) if running == published => Desired::Target(Target {
             proxy_version: version,
@@ -501,6 +505,7 @@ pub fn crashing(pods: &[Pod], token: &str) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::render::proxy::trust_root_sha256;
     use serde_json::{Value, json};
 
     fn from<T: serde::de::DeserializeOwned>(v: Value) -> T {

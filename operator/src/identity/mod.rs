@@ -225,10 +225,16 @@ pub fn verify_signed_by(cert_pem: &str, anchor_pem: &str) -> Result<(), Identity
             .map(|(_, block)| block)
             .map_err(|_| IdentityError::Unreadable { what })
     };
-    let (cert_block, anchor_block) = (
-        parse(cert_pem, "issuer")?,
-        parse(anchor_pem, "trust anchor")?,
-    );
+    verify_blocks(
+        &parse(cert_pem, "issuer")?,
+        &parse(anchor_pem, "trust anchor")?,
+    )
+}
+
+fn verify_blocks(
+    cert_block: &x509_parser::pem::Pem,
+    anchor_block: &x509_parser::pem::Pem,
+) -> Result<(), IdentityError> {
     let cert = cert_block
         .parse_x509()
         .map_err(|_| IdentityError::Unreadable { what: "issuer" })?;
@@ -246,6 +252,24 @@ pub fn verify_signed_by(cert_pem: &str, anchor_pem: &str) -> Result<(), Identity
     }
     cert.verify_signature(Some(anchor.public_key()))
         .map_err(|e| IdentityError::Chain(e.to_string()))
+}
+
+/// Checks that `cert_pem` is signed by one of the anchors in `bundle_pem`
+/// (an adopted bundle may hold several).
+pub fn verify_signed_by_bundle(cert_pem: &str, bundle_pem: &str) -> Result<(), IdentityError> {
+    let mut last = IdentityError::Unreadable {
+        what: "trust bundle",
+    };
+    for block in x509_parser::pem::Pem::iter_from_buffer(bundle_pem.as_bytes()) {
+        let Ok(block) = block else { break };
+        let (_, cert) = x509_parser::pem::parse_x509_pem(cert_pem.as_bytes())
+            .map_err(|_| IdentityError::Unreadable { what: "issuer" })?;
+        match verify_blocks(&cert, &block) {
+            Ok(()) => return Ok(()),
+            Err(e) => last = e,
+        }
+    }
+    Err(last)
 }
 
 /// Whether a user's `tls.crt` valid over `validity` is valid now and not

@@ -26,7 +26,10 @@ use keelson_crds::controlplane::{AnchorRotation, RotationPhase};
 /// The managed anchors, as stored in Keelson's anchor Secret.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Anchors {
-    /// Signs the issuer.
+    /// Signs the issuer. For a bundle imported from an adopted installation
+    /// its key is empty (Keelson holds none) and its certificate is the
+    /// whole bundle as installed: the adopted issuer keeps signing until a
+    /// rotation to an anchor Keelson made replaces them all.
     pub active: TlsPair,
     /// Joining the bundle (`AddAnchor`).
     pub next: Option<TlsPair>,
@@ -39,6 +42,11 @@ impl Anchors {
     /// the trust-roots ConfigMap holds it: every digest of the bundle (the
     /// control plane's templates, the injector's, DataPlanes') is of this text.
     pub fn bundle(&self) -> String {
+        // As it was installed, final newline and all: that text is what
+        // the adopted pods' `linkerd.io/trust-root-sha256` digests.
+        if self.imported() && self.next.is_none() && self.previous.is_none() {
+            return self.active.cert_pem.clone();
+        }
         [
             Some(&self.active.cert_pem),
             self.next.as_ref().map(|n| &n.cert_pem),
@@ -49,6 +57,12 @@ impl Anchors {
         .map(|pem| pem.trim())
         .collect::<Vec<_>>()
         .join("\n")
+    }
+
+    /// Whether the active anchors were imported from an adopted
+    /// installation, with no key.
+    pub fn imported(&self) -> bool {
+        self.active.key_pem.is_empty()
     }
 
     /// The phase these anchors belong to, when a rotation is under way.
@@ -403,6 +417,53 @@ mod tests {
                 .map(|c| c.trim().to_owned())
                 .collect()
         }
+    }
+
+    #[test]
+    fn an_adopted_keyless_bundle_rotates_to_a_managed_anchor_keeping_all_its_anchors() {
+        let (first, second) = (anchor(), anchor());
+        // Two anchors, as installed, final newline and all; no key.
+        let installed = format!("{}\n{}\n", first.cert_pem.trim(), second.cert_pem.trim());
+        let mut w = World::new();
+        w.anchors = Anchors {
+            active: TlsPair {
+                cert_pem: installed.clone(),
+                key_pem: String::new(),
+            },
+            next: None,
+            previous: None,
+        };
+        assert!(w.anchors.imported());
+        // Its digest is of the text as installed.
+        assert_eq!(w.anchors.bundle(), installed);
+        w.step(Some(Trigger::Scheduled));
+        assert_eq!(w.phase(), Some(RotationPhase::AddAnchor));
+        let new = w.anchors.next.clone().unwrap();
+        assert_eq!(
+            w.certs(),
+            [
+                first.cert_pem.trim(),
+                second.cert_pem.trim(),
+                new.cert_pem.trim()
+            ]
+        );
+        w.step(None);
+        assert_eq!(w.phase(), Some(RotationPhase::SwitchIssuer));
+        // The new anchor, which Keelson holds the key of, signs now; every
+        // adopted anchor is still trusted.
+        assert_eq!(w.anchors.active, new);
+        assert!(!w.anchors.imported());
+        assert_eq!(
+            w.certs(),
+            [
+                new.cert_pem.trim(),
+                first.cert_pem.trim(),
+                second.cert_pem.trim()
+            ]
+        );
+        w.step(None);
+        assert_eq!(w.phase(), Some(RotationPhase::RemoveAnchor));
+        assert_eq!(w.certs(), [new.cert_pem.trim()]);
     }
 
     #[test]

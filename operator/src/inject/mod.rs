@@ -53,6 +53,10 @@ pub struct Context<'a> {
     pub kubernetes: KubeVersion,
     /// The trust bundle proxies receive, PEM.
     pub trust_anchors_pem: &'a str,
+    /// The bundle's `linkerd.io/trust-root-sha256` as the trust-roots
+    /// ConfigMap publishes it (`render::proxy::TRUST_ROOTS_SHA256`); `None`:
+    /// the digest of `trust_anchors_pem`.
+    pub trust_root_sha256: Option<&'a str>,
     /// Metadata of the pod's namespace.
     pub namespace: &'a ObjectMeta,
     pub owner: Option<Owner>,
@@ -261,7 +265,10 @@ fn plan(req: &Context<'_>, pod: &Pod) -> Result<Patch, Decision> {
     added.insert(PROXY_VERSION.into(), v.image.version.clone());
     added.insert(
         TRUST_ROOT_SHA.into(),
-        proxy::trust_root_sha256(req.trust_anchors_pem),
+        req.trust_root_sha256.map_or_else(
+            || proxy::trust_root_sha256(req.trust_anchors_pem),
+            str::to_owned,
+        ),
     );
     let workload_ns = pod
         .metadata

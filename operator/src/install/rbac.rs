@@ -270,8 +270,27 @@ pub fn control_plane_rules() -> Vec<Value> {
 /// cluster-scoped objects, by name. CustomResourceDefinitions are never
 /// deleted (that would delete every object of their kind).
 pub fn control_plane_cluster_rules(namespace: &str) -> Vec<Value> {
-    footprint(namespace)
-        .cluster_objects
+    let mut objects = footprint(namespace).cluster_objects;
+    // What a takeover of a Linkerd installed there removes: its injector's
+    // RBAC and registration (`controlplane::adoption`).
+    for o in crate::controlplane::adoption::linkerd_injector_objects(namespace)
+        .into_iter()
+        .filter(|o| o["metadata"]["namespace"].is_null())
+        .chain([serde_json::json!({
+            "kind": "MutatingWebhookConfiguration",
+            "metadata": {"name": crate::controlplane::adoption::LINKERD_INJECTOR_WEBHOOK},
+        })])
+    {
+        if let Some(resource) = resource_of(o["kind"].as_str().unwrap_or_default()) {
+            objects.entry(resource).or_default().insert(
+                o["metadata"]["name"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_owned(),
+            );
+        }
+    }
+    objects
         .into_iter()
         .map(|((group, resource), names)| {
             let names: Vec<String> = names.into_iter().collect();

@@ -74,7 +74,7 @@ pub(super) fn values(ctx: &Context<'_>) -> Value {
             "issuer": issuer,
             "serviceAccountTokenProjection": true,
         },
-        "identityTrustAnchorsPEM": ctx.identity.trust_anchors_pem.trim(),
+        "identityTrustAnchorsPEM": ctx.identity.trust_anchors_pem,
         "identityTrustDomain": ctx.trust_domain(),
         "linkerdVersion": ctx.version(),
         "proxy": {

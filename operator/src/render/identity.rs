@@ -29,7 +29,7 @@ pub(super) fn base(ctx: &Context<'_>) -> Vec<Value> {
             }}),
         ));
     }
-    out.push(object(
+    let mut roots = object(
         "v1",
         "ConfigMap",
         ctx.meta(
@@ -38,7 +38,12 @@ pub(super) fn base(ctx: &Context<'_>) -> Vec<Value> {
             Some("identity"),
         ),
         json!({"data": {"ca-bundle.crt": ctx.identity.trust_anchors_pem.trim()}}),
-    ));
+    );
+    // What digests the bundle as `linkerd-config` holds it, for the
+    // injector and DataPlanes, which read this ConfigMap.
+    roots["metadata"]["annotations"][proxy::TRUST_ROOTS_SHA256] =
+        json!(proxy::trust_root_sha256(&ctx.identity.trust_anchors_pem));
+    out.push(roots);
     out
 }
 

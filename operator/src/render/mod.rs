@@ -10,6 +10,7 @@ mod crds;
 mod destination;
 mod identity;
 pub mod offline;
+pub use proxy::TRUST_ROOTS_SHA256;
 pub(crate) mod proxy;
 mod rbac;
 mod services;
@@ -34,7 +35,9 @@ pub struct TlsPair {
 /// The mesh identity the control plane is rendered with.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct IdentityMaterial {
-    /// Trust anchors, PEM, exactly as proxies receive them.
+    /// Trust anchors, PEM, as `linkerd-config`'s `identityTrustAnchorsPEM`
+    /// holds them: what `linkerd.io/trust-root-sha256` digests. Keelson's
+    /// own bundles are trimmed; an adopted one keeps its text as installed.
     pub trust_anchors_pem: String,
     /// The issuer certificate and key (`linkerd.io/tls` scheme); `None` when an
     /// external issuer maintains the `linkerd-identity-issuer` Secret.

@@ -943,10 +943,32 @@ pub const TRUST_ROOT_SHA256: &str = "linkerd.io/trust-root-sha256";
 /// namespace of the control plane it belongs to.
 pub const CONTROL_PLANE_NS: &str = "linkerd.io/control-plane-ns";
 
-/// SHA-256 (hex) of the trust bundle exactly as proxies get it, the value of
-/// `linkerd.io/trust-root-sha256`.
+/// SHA-256 (hex) of the trust bundle as `linkerd-config` holds it
+/// (`identityTrustAnchorsPEM`), the value of `linkerd.io/trust-root-sha256`:
+/// Linkerd's chart and injector hash that text as given, final newline
+/// included.
 pub fn trust_root_sha256(anchors_pem: &str) -> String {
     sha256_hex(anchors_pem.as_bytes())
+}
+
+/// Annotation Keelson puts on the trust-roots ConfigMap: the bundle's
+/// [`trust_root_sha256`]. The ConfigMap holds the bundle trimmed, as
+/// Linkerd's chart writes it, while the digest is of the text in
+/// `linkerd-config`, which for an adopted installation keeps the final
+/// newline it was installed with: the data alone cannot tell.
+pub const TRUST_ROOTS_SHA256: &str = "keelson.dev/trust-root-sha256";
+
+/// The digest of the bundle `pem` published in a trust-roots ConfigMap
+/// with `annotations`: Keelson's annotation where it is there, else the
+/// digest of the data as it stands.
+pub fn published_trust_root_sha256(
+    annotations: Option<&std::collections::BTreeMap<String, String>>,
+    pem: &str,
+) -> String {
+    annotations
+        .and_then(|a| a.get(TRUST_ROOTS_SHA256))
+        .cloned()
+        .unwrap_or_else(|| trust_root_sha256(pem))
 }
 
 pub(crate) fn sha256_hex(data: &[u8]) -> String {

@@ -72,9 +72,9 @@ fn deployment(ctx: &Context<'_>, w: Workload<'_>) -> Value {
         ),
         (
             proxy::TRUST_ROOT_SHA256,
-            // Of the bundle exactly as the ConfigMap holds it, as the
-            // injector hashes it for every other pod.
-            proxy::trust_root_sha256(ctx.identity.trust_anchors_pem.trim()),
+            // Of the bundle as `linkerd-config` holds it, as the injector
+            // hashes it for every other pod.
+            proxy::trust_root_sha256(&ctx.identity.trust_anchors_pem),
         ),
         (
             "config.linkerd.io/default-inbound-policy",
