@@ -267,32 +267,6 @@ const NEXT_STABLE: &str = "edge-25.10.7";
 const LONG_WAIT: Duration = Duration::from_secs(600);
 const TRUST_ROOT_SHA256: &str = "linkerd.io/trust-root-sha256";
 
-fn sha256_hex(data: &[u8]) -> String {
-    ring::digest::digest(&ring::digest::SHA256, data)
-        .as_ref()
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
-}
-
-fn der_certificates(pem: &str) -> anyhow::Result<Vec<Vec<u8>>> {
-    x509_parser::pem::Pem::iter_from_buffer(pem.as_bytes())
-        .map(|p| Ok(p?.contents))
-        .collect()
-}
-
-/// Whether `issuer` (DER) is signed by `anchor` (DER).
-fn signs(anchor: &[u8], issuer: &[u8]) -> bool {
-    let (Ok((_, anchor)), Ok((_, issuer))) = (
-        x509_parser::parse_x509_certificate(anchor),
-        x509_parser::parse_x509_certificate(issuer),
-    ) else {
-        return false;
-    };
-    issuer.issuer() == anchor.subject()
-        && issuer.verify_signature(Some(anchor.public_key())).is_ok()
-}
-
 /// A running Linkerd, as its chart (or CLI) leaves it.
 struct Mesh {
     /// `identityTrustAnchorsPEM` as the user gave it (from a file: with
@@ -515,7 +489,7 @@ fn meshed_by_linkerd(name: &str, cp_ns: &str, bundle: &str) -> anyhow::Result<De
                     "annotations": {"linkerd.io/inject": "enabled",
                         "linkerd.io/created-by": format!("linkerd/proxy-injector {ADOPTED}"),
                         "linkerd.io/proxy-version": proxy_version,
-                        TRUST_ROOT_SHA256: sha256_hex(bundle.as_bytes())}},
+                        TRUST_ROOT_SHA256: common::sha256_hex(bundle.as_bytes())}},
                 "spec": {"containers": [
                     {"name": "linkerd-proxy", "image": release.images.proxy},
                     {"name": "app", "image": "example.com/app:1"}]}}},
@@ -573,10 +547,10 @@ impl Monitor {
     ) -> anyhow::Result<(Self, tokio::task::JoinHandle<()>)> {
         let this = Self::default();
         // The bundle Linkerd's pods were started with.
-        this.bundles
-            .lock()
-            .unwrap()
-            .insert(sha256_hex(bundle.as_bytes()), der_certificates(bundle)?);
+        this.bundles.lock().unwrap().insert(
+            common::sha256_hex(bundle.as_bytes()),
+            common::der_certificates(bundle)?,
+        );
         let me = this.clone();
         let task = tokio::spawn(async move {
             loop {
@@ -610,13 +584,13 @@ impl Monitor {
             .annotations()
             .get(keelson_operator::render::TRUST_ROOTS_SHA256)
             .cloned()
-            .unwrap_or_else(|| sha256_hex(text.as_bytes()));
-        let published = der_certificates(&text)?;
+            .unwrap_or_else(|| common::sha256_hex(text.as_bytes()));
+        let published = common::der_certificates(&text)?;
         let issuer = Api::<Secret>::namespaced(client.clone(), cp_ns)
             .get("linkerd-identity-issuer")
             .await?;
         let issuer = common::secret_text(&issuer, "crt.pem")?;
-        let issuer = der_certificates(&issuer)?
+        let issuer = common::der_certificates(&issuer)?
             .into_iter()
             .next()
             .context("no issuer")?;
@@ -641,7 +615,10 @@ impl Monitor {
             ));
         }
         self.injectors.lock().unwrap().insert(backends);
-        if !published.iter().any(|anchor| signs(anchor, &issuer)) {
+        if !published
+            .iter()
+            .any(|anchor| common::signs(anchor, &issuer))
+        {
             violations.push("an issuer the published bundle does not verify".into());
         }
         for pod in pods
@@ -663,7 +640,7 @@ impl Monitor {
                     "a bundle was published that {name} shares no anchor with"
                 ));
             }
-            if !carried.iter().any(|anchor| signs(anchor, &issuer)) {
+            if !carried.iter().any(|anchor| common::signs(anchor, &issuer)) {
                 violations.push(format!("an issuer {name} cannot verify"));
             }
         }
@@ -786,7 +763,7 @@ async fn adopted(installed: Installed, prefix: &str) {
 
                 // Identity: the user's bundle and issuer, as they were.
                 let status = cp.status.clone().context("no status")?;
-                let digest = sha256_hex(mesh.bundle.as_bytes());
+                let digest = common::sha256_hex(mesh.bundle.as_bytes());
                 let adoption = status.adoption.clone().context("no adoption status")?;
                 ensure!(adoption.version == ADOPTED && adoption.trust_root_sha256 == digest, "{adoption:?}");
                 ensure!(adoption.kept_crds.contains(&mesh.crd), "{adoption:?}");
@@ -937,7 +914,7 @@ async fn adopted(installed: Installed, prefix: &str) {
                 let new = common::secret_text(&anchors, "ca.crt")?;
                 ensure!(common::trust_bundle(&client, &ns).await? == new.trim(), "the bundle is not the new anchor alone");
                 let issuer = common::secret_text(&Api::<Secret>::namespaced(client.clone(), &ns).get("linkerd-identity-issuer").await?, "crt.pem")?;
-                ensure!(signs(&der_certificates(&new)?[0], &der_certificates(&issuer)?[0]), "the new anchor does not sign the issuer");
+                ensure!(common::signs(&common::der_certificates(&new)?[0], &common::der_certificates(&issuer)?[0]), "the new anchor does not sign the issuer");
                 wait_until("the meshed pod on the new bundle", LONG_WAIT, || async {
                     let s = common::dp_status(&dps.get("apps").await?);
                     anyhow::Ok((s.up_to_date == 1 && s.target_trust_root_sha256.as_deref() != Some(digest.as_str())).then_some(()))

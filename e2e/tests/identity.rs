@@ -32,32 +32,6 @@ const VERSION: &str = "edge-25.10.7";
 const TRUST_ROOT_SHA256: &str = "linkerd.io/trust-root-sha256";
 const ROTATION_WAIT: Duration = Duration::from_secs(600);
 
-fn sha256_hex(data: &[u8]) -> String {
-    ring::digest::digest(&ring::digest::SHA256, data)
-        .as_ref()
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
-}
-
-fn der_certificates(pem: &str) -> anyhow::Result<Vec<Vec<u8>>> {
-    x509_parser::pem::Pem::iter_from_buffer(pem.as_bytes())
-        .map(|p| Ok(p?.contents))
-        .collect()
-}
-
-/// Whether `issuer` (DER) is signed by `anchor` (DER).
-fn signs(anchor: &[u8], issuer: &[u8]) -> bool {
-    let (Ok((_, anchor)), Ok((_, issuer))) = (
-        x509_parser::parse_x509_certificate(anchor),
-        x509_parser::parse_x509_certificate(issuer),
-    ) else {
-        return false;
-    };
-    issuer.issuer() == anchor.subject()
-        && issuer.verify_signature(Some(anchor.public_key())).is_ok()
-}
-
 /// Watches the published bundle, the issuer and the meshed pods by polling
 /// them in that order, and records every violation of what a rotation must
 /// never do:
@@ -97,16 +71,19 @@ impl Monitor {
         let secrets: Api<Secret> = Api::namespaced(client.clone(), cp_ns);
         let issuer =
             common::secret_text(&secrets.get("linkerd-identity-issuer").await?, "crt.pem")?;
-        let issuer = der_certificates(&issuer)?
+        let issuer = common::der_certificates(&issuer)?
             .into_iter()
             .next()
             .context("no issuer")?;
-        let published = der_certificates(&bundle)?;
+        let published = common::der_certificates(&bundle)?;
         self.bundles
             .lock()
             .unwrap()
-            .insert(sha256_hex(bundle.as_bytes()), published.clone());
-        self.issuers.lock().unwrap().insert(sha256_hex(&issuer));
+            .insert(common::sha256_hex(bundle.as_bytes()), published.clone());
+        self.issuers
+            .lock()
+            .unwrap()
+            .insert(common::sha256_hex(&issuer));
 
         let mut pods = Vec::new();
         for ns in [cp_ns, app_ns] {
@@ -132,13 +109,13 @@ impl Monitor {
             if !published.contains(&carried[0]) {
                 violations.push(format!(
                     "bundle {} published while {name} still needs an anchor it lacks",
-                    sha256_hex(bundle.as_bytes())
+                    common::sha256_hex(bundle.as_bytes())
                 ));
             }
-            if !carried.iter().any(|anchor| signs(anchor, &issuer)) {
+            if !carried.iter().any(|anchor| common::signs(anchor, &issuer)) {
                 violations.push(format!(
                     "issuer {} in use while {name} cannot verify it",
-                    sha256_hex(&issuer)
+                    common::sha256_hex(&issuer)
                 ));
             }
         }
@@ -270,8 +247,8 @@ async fn a_trust_anchor_rotation_survives_operator_kills_in_every_phase() {
                 let bundle = common::trust_bundle(&client, &ns).await?;
                 ensure!(bundle == new.trim(), "the bundle is not the new anchor alone");
                 let issuer = common::secret_text(&secrets.get("linkerd-identity-issuer").await?, "crt.pem")?;
-                ensure!(signs(&der_certificates(&new)?[0], &der_certificates(&issuer)?[0]));
-                let digest = sha256_hex(bundle.as_bytes());
+                ensure!(common::signs(&common::der_certificates(&new)?[0], &common::der_certificates(&issuer)?[0]));
+                let digest = common::sha256_hex(bundle.as_bytes());
                 let identity = cp.status.and_then(|s| s.identity).context("no identity status")?;
                 ensure!(identity.trust_root_sha256.as_deref() == Some(digest.as_str()));
                 ensure!(identity.trust_anchors.len() == 1, "{:?}", identity.trust_anchors);
@@ -360,14 +337,14 @@ async fn an_expired_issuer_is_replaced() {
                 anyhow::Ok((pem.trim() != expired_pem.trim()).then_some(pem))
             })
             .await?;
-            let der = der_certificates(&replaced)?;
+            let der = common::der_certificates(&replaced)?;
             let (_, cert) = x509_parser::parse_x509_certificate(&der[0])?;
             ensure!(
                 cert.validity().is_valid(),
                 "the new issuer is not valid now"
             );
-            ensure!(signs(
-                &der_certificates(&common::secret_text(&anchor, "ca.crt")?)?[0],
+            ensure!(common::signs(
+                &common::der_certificates(&common::secret_text(&anchor, "ca.crt")?)?[0],
                 &der[0]
             ));
             let cp = wait_until("status to show the new issuer", WAIT, || async {
@@ -378,7 +355,9 @@ async fn an_expired_issuer_is_replaced() {
                     .and_then(|s| s.identity.as_ref())
                     .and_then(|i| i.issuer.as_ref())
                     .map(|i| i.sha256.clone());
-                anyhow::Ok((shown.as_deref() == Some(sha256_hex(&der[0]).as_str())).then_some(cp))
+                anyhow::Ok(
+                    (shown.as_deref() == Some(common::sha256_hex(&der[0]).as_str())).then_some(cp),
+                )
             })
             .await?;
             let expiring = condition(&cp, "CertificatesExpiringSoon");
@@ -516,9 +495,9 @@ async fn a_declared_trust_anchor_is_checked_then_rotated_to() {
             );
             let issuer =
                 common::secret_text(&secrets.get("linkerd-identity-issuer").await?, "crt.pem")?;
-            ensure!(signs(
-                &der_certificates(&cert)?[0],
-                &der_certificates(&issuer)?[0]
+            ensure!(common::signs(
+                &common::der_certificates(&cert)?[0],
+                &common::der_certificates(&issuer)?[0]
             ));
             let adopted = declared(DeclaredAnchorState::Adopted).await?;
             ensure!(
@@ -606,7 +585,7 @@ async fn an_offline_root_is_asked_to_sign_the_next_issuer() {
             let stored = own.get(&name).await?;
             let csr = common::secret_text(&stored, "tls.csr")?;
             ensure!(
-                sha256_hex(csr.as_bytes()) == asked.sha256,
+                common::sha256_hex(csr.as_bytes()) == asked.sha256,
                 "status names another request"
             );
             let key_pem = common::secret_text(&stored, "tls.key")?;

@@ -713,3 +713,31 @@ pub async fn control_plane_events(
             .collect(),
     )
 }
+
+/// SHA-256 (hex) of `data`, as `linkerd.io/trust-root-sha256` holds it.
+pub fn sha256_hex(data: &[u8]) -> String {
+    ring::digest::digest(&ring::digest::SHA256, data)
+        .as_ref()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// The DER of every certificate in `pem`, in order.
+pub fn der_certificates(pem: &str) -> anyhow::Result<Vec<Vec<u8>>> {
+    x509_parser::pem::Pem::iter_from_buffer(pem.as_bytes())
+        .map(|p| Ok(p?.contents))
+        .collect()
+}
+
+/// Whether `issuer` (DER) is signed by `anchor` (DER).
+pub fn signs(anchor: &[u8], issuer: &[u8]) -> bool {
+    let (Ok((_, anchor)), Ok((_, issuer))) = (
+        x509_parser::parse_x509_certificate(anchor),
+        x509_parser::parse_x509_certificate(issuer),
+    ) else {
+        return false;
+    };
+    issuer.issuer() == anchor.subject()
+        && issuer.verify_signature(Some(anchor.public_key())).is_ok()
+}

@@ -639,10 +639,12 @@ async fn apply(cp: Arc<ControlPlane>, ctx: Arc<Context>) -> Result<Action, Recon
     }
     tracing::debug!(writes, version = %plan.version, through = ?plan.through, ?establishing, "applied");
 
+    // Ownership is taken once every stage was applied.
+    let applied_all = establishing.is_empty() && plan.through == Stage::Webhooks;
     let mut next = plan.status;
     if let Some(a) = adoption.as_mut()
         && a.phase < AdoptionPhase::Adopted
-        && establishing.is_empty()
+        && (applied_all || a.phase > AdoptionPhase::TakeOwnership)
     {
         adoption_step(&ctx, &cp, a, &applier).await?;
     }
