@@ -499,11 +499,32 @@ pub struct ControlPlaneStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub existing_installation: Option<ExistingInstallation>,
 
+    /// CustomResourceDefinitions the release installs that exist without
+    /// Keelson's label: installed by someone else (Linkerd's CRD chart, an
+    /// install of the Gateway API), left exactly as they are, since users'
+    /// objects live in them and Keelson's could be weaker or of another
+    /// bundle. Label one `keelson.dev/control-plane=<this ControlPlane>` to
+    /// hand it to Keelson.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub foreign_crds: Vec<ForeignCrd>,
+
     /// The takeover of a running Linkerd (`spec.adoption`), step by step,
     /// so that a restarted operator resumes where it was. Kept once done,
     /// as a record of what was adopted.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub adoption: Option<AdoptionStatus>,
+}
+
+/// A CustomResourceDefinition someone else installed.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ForeignCrd {
+    pub name: String,
+    /// For a Gateway API CRD, the bundle it is of (its
+    /// `gateway.networking.k8s.io/bundle-version`); the release names the
+    /// one it was tested with in `keelson versions`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bundle_version: Option<String>,
 }
 
 /// A takeover of a running Linkerd, as far as it went.
@@ -519,11 +540,6 @@ pub struct AdoptionStatus {
     /// Digest of the adopted trust bundle, computed as Linkerd computes
     /// `linkerd.io/trust-root-sha256`: pods that carry it are up to date.
     pub trust_root_sha256: String,
-    /// Linkerd's CRDs found installed, kept as they are: Keelson does not
-    /// apply its own over them, since none may be weaker than the one it
-    /// replaces.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub kept_crds: Vec<String>,
     /// What the step waits for.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub waiting_for: Option<String>,

@@ -266,14 +266,17 @@ const ADOPTED: &str = "edge-25.4.4";
 const NEXT_STABLE: &str = "edge-25.10.7";
 const LONG_WAIT: Duration = Duration::from_secs(600);
 const TRUST_ROOT_SHA256: &str = "linkerd.io/trust-root-sha256";
+/// The Gateway API bundle someone else installed before Linkerd.
+const OTHER_GATEWAY_BUNDLE: &str = "v1.2.1";
 
 /// A running Linkerd, as its chart (or CLI) leaves it.
 struct Mesh {
     /// `identityTrustAnchorsPEM` as the user gave it (from a file: with
     /// its final newline), which Linkerd's injector hashed.
     bundle: String,
-    /// The CRD the chart installed, left as it was.
-    crd: String,
+    /// A CRD Linkerd's chart installed and a Gateway API CRD another
+    /// install left, which Keelson must leave exactly as they are.
+    crds: Vec<String>,
 }
 
 /// The object in the form `installed` leaves it: created by its field
@@ -376,36 +379,48 @@ async fn linkerd_installed(
         identity: &material,
         webhooks: &webhooks,
     });
-    let mut crd = None;
+    let mut crds = Vec::new();
+    let mut gateway = None;
     for r in objects {
         let kind = r.object["kind"].as_str().unwrap_or_default();
         if kind == "Namespace" {
             continue;
         }
         if r.stage == Stage::Crds {
-            // One CRD as Linkerd's chart left it; the others were made by
-            // earlier tests' ControlPlanes and are Keelson's.
-            if crd.is_none() {
+            // One of Linkerd's CRDs as its chart left it, and one of the
+            // Gateway API's as another install of a newer bundle left it;
+            // the others were made by earlier tests' ControlPlanes and are
+            // Keelson's.
+            let linkerds = r.object["spec"]["group"] != "gateway.networking.k8s.io";
+            if (linkerds && crds.is_empty()) || (!linkerds && gateway.is_none()) {
                 let name = r.object["metadata"]["name"]
                     .as_str()
                     .unwrap_or_default()
                     .to_owned();
-                let crds: Api<k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition> =
+                let api: Api<k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition> =
                     Api::all(client.clone());
-                if crds.get_opt(&name).await?.is_some() {
-                    let unmarked = json!({"metadata": {"labels": {
-                        keelson_operator::render::CONTROL_PLANE_LABEL: null,
-                        "app.kubernetes.io/managed-by": "Helm"}}});
-                    crds.patch(
-                        &name,
-                        &kube::api::PatchParams::default(),
-                        &kube::api::Patch::Merge(unmarked),
-                    )
-                    .await?;
+                let mut unmarked = json!({"metadata": {"labels": {
+                    keelson_operator::render::CONTROL_PLANE_LABEL: null}}});
+                if linkerds {
+                    unmarked["metadata"]["labels"]["app.kubernetes.io/managed-by"] = "Helm".into();
                 } else {
+                    unmarked["metadata"]["annotations"] = json!({
+                        keelson_operator::apply::GATEWAY_BUNDLE_VERSION: OTHER_GATEWAY_BUNDLE});
+                }
+                if api.get_opt(&name).await?.is_none() {
                     create_as(client, installed, ns, r.object.clone()).await?;
                 }
-                crd = Some(name);
+                api.patch(
+                    &name,
+                    &kube::api::PatchParams::default(),
+                    &kube::api::Patch::Merge(unmarked),
+                )
+                .await?;
+                if linkerds {
+                    crds.push(name);
+                } else {
+                    gateway = Some(name);
+                }
             }
             continue;
         }
@@ -464,7 +479,7 @@ async fn linkerd_installed(
     }
     Ok(Mesh {
         bundle,
-        crd: crd.context("the release has no CRDs")?,
+        crds: crds.into_iter().chain(gateway).collect(),
     })
 }
 
@@ -689,7 +704,10 @@ async fn adopted(installed: Installed, prefix: &str) {
             let mesh = linkerd_installed(&client, &ns, installed, issuer_lifetime).await?;
             let crds: Api<k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition> =
                 Api::all(client.clone());
-            let crd_version = crds.get(&mesh.crd).await?.resource_version();
+            let mut crd_versions = Vec::new();
+            for name in &mesh.crds {
+                crd_versions.push(crds.get(name).await?.resource_version());
+            }
 
             let apps = format!("{ns}-apps");
             let outcome = common::with_dumps(&client, std::slice::from_ref(&apps), async {
@@ -766,8 +784,37 @@ async fn adopted(installed: Installed, prefix: &str) {
                 let digest = common::sha256_hex(mesh.bundle.as_bytes());
                 let adoption = status.adoption.clone().context("no adoption status")?;
                 ensure!(adoption.version == ADOPTED && adoption.trust_root_sha256 == digest, "{adoption:?}");
-                ensure!(adoption.kept_crds.contains(&mesh.crd), "{adoption:?}");
-                ensure!(crds.get(&mesh.crd).await?.resource_version() == crd_version, "Linkerd's CRD was written");
+                // The CRDs someone else installed: untouched, reported, the
+                // other Gateway API bundle with a Warning.
+                ensure!(mesh.crds.len() == 2, "{:?}", mesh.crds);
+                for (name, version) in mesh.crds.iter().zip(&crd_versions) {
+                    ensure!(&crds.get(name).await?.resource_version() == version, "CRD {name} was written");
+                    ensure!(status.foreign_crds.iter().any(|c| &c.name == name), "{:?}", status.foreign_crds);
+                }
+                ensure!(
+                    status.foreign_crds.iter().any(|c| c.bundle_version.as_deref() == Some(OTHER_GATEWAY_BUNDLE)),
+                    "{:?}", status.foreign_crds
+                );
+                let warned = common::control_plane_events(&client, &ns)
+                    .await?
+                    .into_iter()
+                    .any(|(reason, note)| reason == "ForeignCRDs" && note.contains(OTHER_GATEWAY_BUNDLE));
+                ensure!(warned, "no ForeignCRDs event naming Gateway API {OTHER_GATEWAY_BUNDLE}");
+                // Handed over by a label, they are Keelson's to apply.
+                for name in &mesh.crds {
+                    let label = json!({"metadata": {"labels": {keelson_operator::render::CONTROL_PLANE_LABEL: ns}}});
+                    crds.patch(name, &kube::api::PatchParams::default(), &kube::api::Patch::Merge(label)).await?;
+                }
+                let poke = json!({"metadata": {"annotations": {"e2e.keelson.dev/poke": "crds-handed-over"}}});
+                cps.patch(&ns, &kube::api::PatchParams::default(), &kube::api::Patch::Merge(poke)).await?;
+                let wanted_bundle = &keelson_operator::catalog::find(ADOPTED)?.gateway_api.bundle_version;
+                wait_until("the handed-over CRDs to be Keelson's", WAIT, || async {
+                    let status = cps.get(&ns).await?.status.unwrap_or_default();
+                    let gateway = crds.get(&mesh.crds[1]).await?;
+                    let bundle = gateway.annotations().get(keelson_operator::apply::GATEWAY_BUNDLE_VERSION).cloned();
+                    anyhow::Ok((status.foreign_crds.is_empty() && bundle.as_ref() == Some(wanted_bundle)).then_some(()))
+                })
+                .await?;
                 let identity_status = status.identity.clone().context("no identity status")?;
                 ensure!(identity_status.trust_root_sha256.as_deref() == Some(digest.as_str()), "{identity_status:?}");
                 ensure!(common::trust_bundle(&client, &ns).await? == mesh.bundle.trim());

@@ -91,15 +91,38 @@ impl Applier {
     /// Applies `object` unless the live object already holds all its fields.
     /// Returns whether a write was made.
     pub async fn apply(&self, object: &Value) -> Result<bool, ApplyError> {
-        Ok(self.apply_returning_live(object).await?.0)
+        Ok(self.apply_returning_live(object, false).await?.wrote)
     }
 
     /// Applies a CustomResourceDefinition like [`Self::apply`], and reports
     /// whether the API server serves it yet (condition `Established`), from
-    /// the object it read or wrote anyway: no extra request.
+    /// the object it read or wrote anyway: no extra request. One that exists
+    /// without Keelson's label is someone else's (Linkerd's chart, another
+    /// install of the Gateway API) and is left exactly as it is: users'
+    /// objects live in it, and Keelson's could be weaker or of another
+    /// bundle. Labelling it for the ControlPlane hands it over.
     pub async fn apply_crd(&self, object: &Value) -> Result<AppliedCrd, ApplyError> {
-        let (wrote, live) = self.apply_returning_live(object).await?;
+        let Applied {
+            wrote,
+            live,
+            foreign,
+        } = self.apply_returning_live(object, true).await?;
         let established = crd_condition(&live, "Established").is_some();
+        if foreign {
+            return Ok(AppliedCrd {
+                wrote,
+                established,
+                foreign: Some(ForeignCrd {
+                    name: live["metadata"]["name"]
+                        .as_str()
+                        .unwrap_or_default()
+                        .to_owned(),
+                    bundle_version: live["metadata"]["annotations"][GATEWAY_BUNDLE_VERSION]
+                        .as_str()
+                        .map(str::to_owned),
+                }),
+            });
+        }
         if !wrote && establishing_stalled(&live, k8s_openapi::jiff::Timestamp::now()) {
             // kube-apiserver queues a CRD for establishing only on an update
             // event: one whose names an API server accepted just before it
@@ -120,15 +143,24 @@ impl Applier {
             return Ok(AppliedCrd {
                 wrote: true,
                 established,
+                foreign: None,
             });
         }
-        Ok(AppliedCrd { wrote, established })
+        Ok(AppliedCrd {
+            wrote,
+            established,
+            foreign: None,
+        })
     }
 
-    /// Applies `object` unless the live object already holds all its fields;
-    /// returns whether a write was made and the object as the API server
-    /// holds it afterwards.
-    async fn apply_returning_live(&self, object: &Value) -> Result<(bool, Value), ApplyError> {
+    /// Applies `object` unless the live object already holds all its fields
+    /// (or, with `keep_foreign`, lacks Keelson's label); returns whether a
+    /// write was made and the object as the API server holds it afterwards.
+    async fn apply_returning_live(
+        &self,
+        object: &Value,
+        keep_foreign: bool,
+    ) -> Result<Applied, ApplyError> {
         let (api, name) = self.api(object)?;
         let kind = object["kind"].as_str().unwrap_or_default();
         let err = |source: kube::Error| ApplyError::Api {
@@ -138,6 +170,13 @@ impl Applier {
         };
         if let Some(live) = api.get_opt(&name).await.map_err(err)? {
             let owner = live.labels().get(CONTROL_PLANE_LABEL);
+            if keep_foreign && owner.is_none() {
+                return Ok(Applied {
+                    wrote: false,
+                    live: serde_json::to_value(live).expect("objects serialize"),
+                    foreign: true,
+                });
+            }
             let ours = object["metadata"]["labels"][CONTROL_PLANE_LABEL].as_str();
             if let (Some(owner), Some(ours)) = (owner, ours)
                 && owner != ours
@@ -146,14 +185,14 @@ impl Applier {
             }
             let live = serde_json::to_value(live).expect("objects serialize");
             if contains(&live, object) {
-                return Ok((false, live));
+                return Ok(Applied::unwritten(live));
             }
             if let Some(version) = newer_crd_storing(&live, object) {
                 // The API server refuses to drop a version objects may be
                 // stored at. A newer release installed it (this is a
                 // rollback), and its CRD serves every version this one does.
                 tracing::info!(%name, %version, "keeping the newer CustomResourceDefinition: objects are stored at a version this release does not serve");
-                return Ok((false, live));
+                return Ok(Applied::unwritten(live));
             }
         }
         // Force: Keelson owns these objects; a manual edit is drift to undo.
@@ -162,10 +201,11 @@ impl Applier {
             .patch(&name, &params, &Patch::Apply(object))
             .await
             .map_err(err)?;
-        Ok((
-            true,
-            serde_json::to_value(applied).expect("objects serialize"),
-        ))
+        Ok(Applied {
+            wrote: true,
+            live: serde_json::to_value(applied).expect("objects serialize"),
+            foreign: false,
+        })
     }
 
     /// Takes over an object labelled for ControlPlane `owner` if that
@@ -229,14 +269,39 @@ fn establishing_stalled(live: &Value, now: k8s_openapi::jiff::Timestamp) -> bool
     }
 }
 
+/// What an apply did: whether it wrote, the object as it stands, and
+/// whether it was left alone as someone else's.
+struct Applied {
+    wrote: bool,
+    live: Value,
+    foreign: bool,
+}
+
+impl Applied {
+    fn unwritten(live: Value) -> Self {
+        Self {
+            wrote: false,
+            live,
+            foreign: false,
+        }
+    }
+}
+
+/// Annotation naming the Gateway API release a CRD is of.
+pub const GATEWAY_BUNDLE_VERSION: &str = "gateway.networking.k8s.io/bundle-version";
+
 /// What applying a CustomResourceDefinition found.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct AppliedCrd {
     /// A write was made.
     pub wrote: bool,
     /// The API server serves the CRD's kind (condition `Established=True`).
     pub established: bool,
+    /// It exists without Keelson's label, and was left as it is.
+    pub foreign: Option<ForeignCrd>,
 }
+
+pub use keelson_crds::controlplane::ForeignCrd;
 
 /// For a CustomResourceDefinition whose live version serves every version
 /// `desired` serves: a version its objects are stored at

@@ -8,7 +8,8 @@
 //!    identity changes, and pods Linkerd injected count as up to date.
 //! 2. `TakeOwnership`: every object Keelson renders moves from Helm's or
 //!    kubectl's field ownership to Keelson's, then is applied. Linkerd's
-//!    CRDs are kept as they are (`keptCrds`).
+//!    CRDs are left as they are, as every CRD Keelson did not install is
+//!    (`status.foreignCrds`).
 //! 3. `HandOverInjector`: done by the leader's webhook loop, which owns the
 //!    registrations: Linkerd's is pointed at Keelson's injector, Keelson's
 //!    own filled, Linkerd's deleted. One injector answers at every moment.
@@ -215,21 +216,8 @@ pub async fn start(
         started_at: now.clone(),
         version,
         trust_root_sha256: trust_root_sha256(&bundle),
-        kept_crds: Vec::new(),
         waiting_for: None,
     }))
-}
-
-/// Whether the CustomResourceDefinition `object` names exists without
-/// Keelson's label: installed by Linkerd's chart or CLI.
-pub async fn foreign_crd(client: &Client, object: &Value) -> Result<bool, ReconcileError> {
-    use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
-    let name = object["metadata"]["name"].as_str().unwrap_or_default();
-    let live = Api::<CustomResourceDefinition>::all(client.clone())
-        .get_metadata_opt(name)
-        .await
-        .map_err(|e| ReconcileError::kube(format!("reading CustomResourceDefinition {name}"), e))?;
-    Ok(live.is_some_and(|c| !c.labels().contains_key(CONTROL_PLANE_LABEL)))
 }
 
 /// Whether Linkerd's injector registration is gone and Keelson's is

@@ -595,21 +595,11 @@ async fn apply(cp: Arc<ControlPlane>, ctx: Arc<Context>) -> Result<Action, Recon
     // the API server serves them: Linkerd's controllers watch their kinds
     // from the start.
     let mut establishing = Vec::new();
+    let mut foreign_crds = Vec::new();
     let taking_over = adopting.is_some_and(|a| a.phase == AdoptionPhase::TakeOwnership);
     for r in objects.iter().filter(|r| r.stage == Stage::Crds) {
-        // Linkerd's own CRDs stay as its chart made them: Keelson's are not
-        // yet as strict, and a CRD in use is never weakened.
-        let name = r.object["metadata"]["name"].as_str().unwrap_or_default();
-        if let Some(a) = adoption.as_mut() {
-            if a.kept_crds.iter().any(|k| k == name) {
-                continue;
-            }
-            if taking_over && adoption::foreign_crd(&ctx.client, &r.object).await? {
-                a.kept_crds.push(name.to_owned());
-                continue;
-            }
-        }
         let applied = applier.apply_crd(&r.object).await?;
+        foreign_crds.extend(applied.foreign);
         writes += usize::from(applied.wrote);
         if !applied.established {
             establishing.push(
@@ -642,6 +632,10 @@ async fn apply(cp: Arc<ControlPlane>, ctx: Arc<Context>) -> Result<Action, Recon
     // Ownership is taken once every stage was applied.
     let applied_all = establishing.is_empty() && plan.through == Stage::Webhooks;
     let mut next = plan.status;
+    if foreign_crds != previous.foreign_crds {
+        report_foreign_crds(&ctx, &cp, &foreign_crds, applying).await;
+    }
+    next.foreign_crds = foreign_crds;
     if let Some(a) = adoption.as_mut()
         && a.phase < AdoptionPhase::Adopted
         && (applied_all || a.phase > AdoptionPhase::TakeOwnership)
@@ -746,6 +740,54 @@ async fn apply(cp: Arc<ControlPlane>, ctx: Arc<Context>) -> Result<Action, Recon
     Ok(Action::requeue(requeue))
 }
 
+/// An Event naming the CRDs someone else installed that Keelson leaves as
+/// they are; a Warning where a Gateway API CRD is of another bundle than
+/// the release's.
+async fn report_foreign_crds(
+    ctx: &Context,
+    cp: &ControlPlane,
+    found: &[keelson_crds::controlplane::ForeignCrd],
+    release: &catalog::Release,
+) {
+    if found.is_empty() {
+        return;
+    }
+    let wanted = &release.gateway_api.bundle_version;
+    let other_bundle = found
+        .iter()
+        .any(|c| c.bundle_version.as_ref().is_some_and(|v| v != wanted));
+    let names: Vec<String> = found
+        .iter()
+        .map(|c| match &c.bundle_version {
+            Some(v) => format!("{} (Gateway API {v})", c.name),
+            None => c.name.clone(),
+        })
+        .collect();
+    let mut note = format!(
+        "CustomResourceDefinitions installed by someone else are left as they are: {}; label one {CONTROL_PLANE_LABEL}={} to hand it to Keelson",
+        names.join(", "),
+        cp.name_any()
+    );
+    if other_bundle {
+        note.push_str(&format!(
+            "; Linkerd {} was tested with Gateway API {wanted}",
+            release.version
+        ));
+    }
+    let event = Event {
+        type_: if other_bundle {
+            EventType::Warning
+        } else {
+            EventType::Normal
+        },
+        reason: "ForeignCRDs".into(),
+        note: Some(note),
+        action: "Install".into(),
+        secondary: None,
+    };
+    publish(ctx, cp, &event).await;
+}
+
 /// How often a takeover under way looks again.
 const ADOPTION_POLL: Duration = Duration::from_secs(2);
 
@@ -843,15 +885,9 @@ async fn adoption_step(
     match adoption.phase {
         // Every object was just taken over and applied.
         AdoptionPhase::TakeOwnership => {
-            let mut note = format!(
+            let note = format!(
                 "Keelson owns every object of the control plane in {ns}; handing injection over to Keelson's injector"
             );
-            if !adoption.kept_crds.is_empty() {
-                note.push_str(&format!(
-                    "; Linkerd's CRDs are kept as installed: {}",
-                    adoption.kept_crds.join(", ")
-                ));
-            }
             publish(ctx, cp, &event("OwnershipTaken", note)).await;
             *adoption = adoption::advanced(adoption, AdoptionPhase::HandOverInjector);
         }
