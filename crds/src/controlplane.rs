@@ -120,6 +120,18 @@ pub struct AdoptionSpec {
     pub keep_helm_release: bool,
 }
 
+impl ControlPlaneSpec {
+    /// The trust domain in force: `identity.trustDomain`, else
+    /// `clusterDomain` (Linkerd's chart: `identityTrustDomain | default
+    /// .Values.clusterDomain`).
+    pub fn trust_domain(&self) -> &str {
+        self.identity
+            .trust_domain
+            .as_deref()
+            .unwrap_or(&self.cluster_domain)
+    }
+}
+
 fn default_namespace() -> String {
     "linkerd".to_owned()
 }
@@ -146,10 +158,11 @@ fn default_cluster_networks() -> Vec<String> {
 pub struct IdentitySpec {
     /// Trust domain of workload identities, the suffix of every identity name
     /// (`<sa>.<ns>.serviceaccount.identity.<linkerd ns>.<trust domain>`).
-    /// Defaults to `cluster.local`.
-    #[serde(default = "default_trust_domain")]
+    /// Unset, it is `clusterDomain`, as in Linkerd's chart. It cannot change
+    /// once the control plane is installed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(min = 1, max = 253))]
-    pub trust_domain: String,
+    pub trust_domain: Option<String>,
 
     /// Where the issuer certificate comes from: `Managed` (Keelson generates
     /// and rotates the trust anchor and the issuer), `External` (an issuer
@@ -186,7 +199,7 @@ pub struct IdentitySpec {
 impl Default for IdentitySpec {
     fn default() -> Self {
         Self {
-            trust_domain: default_trust_domain(),
+            trust_domain: None,
             issuer: IssuerMode::default(),
             trust_anchor_lifetime: default_anchor_lifetime(),
             issuer_lifetime: default_issuer_lifetime(),
@@ -195,10 +208,6 @@ impl Default for IdentitySpec {
             rotation: RotationSpec::default(),
         }
     }
-}
-
-fn default_trust_domain() -> String {
-    "cluster.local".to_owned()
 }
 
 fn hours(h: u64) -> Duration {

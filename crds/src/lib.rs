@@ -69,7 +69,14 @@ mod tests {
         )
         .unwrap();
         assert_eq!(cp.spec.namespace, "linkerd");
-        assert_eq!(cp.spec.identity.trust_domain, "cluster.local");
+        // Unset, the trust domain is the cluster domain, as in Linkerd's chart.
+        assert_eq!(cp.spec.identity.trust_domain, None);
+        assert_eq!(cp.spec.trust_domain(), "cluster.local");
+        let elsewhere: ControlPlane = serde_yaml::from_str(
+            "apiVersion: keelson.dev/v1alpha1\nkind: ControlPlane\nmetadata: {name: linkerd}\nspec: {version: edge-25.4.4, clusterDomain: example.com}\n",
+        )
+        .unwrap();
+        assert_eq!(elsewhere.spec.trust_domain(), "example.com");
         assert_eq!(
             cp.spec.identity.issuance_lifetime.positive(),
             Ok(std::time::Duration::from_secs(24 * 3600))

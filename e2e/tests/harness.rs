@@ -66,7 +66,7 @@ async fn keelson_crds_install_and_are_served() {
             }))?;
             let created = cps.create(&PostParams::default(), &cp).await?;
             ensure!(created.spec.high_availability);
-            ensure!(created.spec.identity.trust_domain == "example.org");
+            ensure!(created.spec.trust_domain() == "example.org");
             let status = json!({"status": {"currentVersion": "edge-25.4.4", "phase": "Ready",
                 "observedGeneration": created.metadata.generation}});
             cps.patch_status(&name, &PatchParams::default(), &Patch::Merge(&status))

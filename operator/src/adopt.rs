@@ -352,7 +352,7 @@ mod tests {
         .unwrap();
         let adopted = from_values(&file, "mesh", "linkerd", Some("edge-25.10.7")).unwrap();
         let spec = &adopted.control_plane.spec;
-        assert_eq!(spec.identity.trust_domain, "prod.example.org");
+        assert_eq!(spec.trust_domain(), "prod.example.org");
         assert_eq!(
             spec.identity.issuer,
             keelson_crds::controlplane::IssuerMode::External

@@ -82,7 +82,6 @@ pub fn control_plane(
     }
 
     p.0.extend(control_plane_spec(spec));
-    let id = &spec.identity;
 
     if let Some(old) = old.filter(|o| installed_version(Some(o)).is_some()) {
         // Moving an installed control plane or renaming its trust domain
@@ -98,12 +97,12 @@ pub fn control_plane(
             },
         );
         p.check(
-            id.trust_domain == old.spec.identity.trust_domain,
+            spec.trust_domain() == old.spec.trust_domain(),
             "spec.identity.trustDomain",
             || {
                 format!(
-                    "cannot change from {:?} once installed: every workload identity would change",
-                    old.spec.identity.trust_domain
+                    "cannot change from {:?} once installed (unset, it is clusterDomain): every workload identity would change",
+                    old.spec.trust_domain()
                 )
             },
         );
@@ -151,9 +150,9 @@ pub fn control_plane_spec(spec: &keelson_crds::ControlPlaneSpec) -> Vec<Invalid>
 
     let id = &spec.identity;
     p.check(
-        is_dns_subdomain(&id.trust_domain),
+        is_dns_subdomain(spec.trust_domain()),
         "spec.identity.trustDomain",
-        || format!("{} is not a DNS name", shown(&id.trust_domain)),
+        || format!("{} is not a DNS name", shown(spec.trust_domain())),
     );
     let lifetimes = [
         (

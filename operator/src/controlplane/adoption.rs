@@ -100,11 +100,11 @@ pub fn judge(cp: &ControlPlane, found: &Found<'_>) -> Result<(String, String), S
         .filter(|d| !d.is_empty())
         .or_else(|| field(&values, "clusterDomain"));
     if let Some(domain) = trust_domain
-        && domain != cp.spec.identity.trust_domain
+        && domain != cp.spec.trust_domain()
     {
         return Err(format!(
             "spec.identity.trustDomain: is {}, but the Linkerd running in {ns} issues identities in trust domain {domain}; set it to {domain} to adopt it",
-            cp.spec.identity.trust_domain
+            cp.spec.trust_domain()
         ));
     }
     let issuer = found.issuer.ok_or_else(|| {

@@ -304,7 +304,7 @@ pub async fn load(
         IssuerMode::Managed => {
             let new_anchor = || {
                 identity::trust_anchor(
-                    &spec.trust_domain,
+                    cp.spec.trust_domain(),
                     spec.trust_anchor_lifetime.or_zero(),
                     now,
                 )
@@ -377,7 +377,7 @@ pub async fn load(
                     identity::check_anchor(
                         pair,
                         ns,
-                        &spec.trust_domain,
+                        cp.spec.trust_domain(),
                         spec.rotation.renew_at_percent,
                         now,
                     )
@@ -457,7 +457,7 @@ pub async fn load(
                     let issuer = identity::issuer(
                         &anchors.active,
                         ns,
-                        &spec.trust_domain,
+                        cp.spec.trust_domain(),
                         spec.issuer_lifetime.or_zero(),
                         now,
                     )?;
@@ -626,7 +626,7 @@ async fn offline_issuer(
             &key_pem,
             bundle,
             ns,
-            &spec.trust_domain,
+            cp.spec.trust_domain(),
             spec.rotation.renew_at_percent,
             now,
         ) {
@@ -670,7 +670,7 @@ async fn offline_issuer(
             installed: false,
         });
     }
-    let made = identity::issuer_request(ns, &spec.trust_domain)?;
+    let made = identity::issuer_request(ns, cp.spec.trust_domain())?;
     let data = [
         ("tls.key", made.key_pem.as_str()),
         ("tls.csr", made.csr_pem.as_str()),

@@ -162,7 +162,43 @@ fn trim_fraction(value: u128, div: u128) -> String {
 #[cfg(test)]
 mod tests {
     use super::go_duration;
+    use crate::render::testutil::{find, test_context};
     use std::time::Duration;
+
+    #[test]
+    fn the_trust_domain_defaults_to_the_cluster_domain_as_in_linkerds_chart() {
+        for (spec, domain) in [
+            (
+                "version: edge-25.4.4\nclusterDomain: example.com",
+                "example.com",
+            ),
+            (
+                "version: edge-25.4.4\nclusterDomain: example.com\nidentity: {trustDomain: mesh.example.org}",
+                "mesh.example.org",
+            ),
+        ] {
+            let ctx = test_context(spec);
+            let objects: Vec<_> = crate::render::render(&ctx)
+                .into_iter()
+                .map(|r| r.object)
+                .collect();
+            let identity = find(&objects, "Deployment", "linkerd-identity").expect("identity");
+            let args = identity["spec"]["template"]["spec"]["containers"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .flat_map(|c| c["args"].as_array().cloned().unwrap_or_default())
+                .collect::<Vec<_>>();
+            let flag = format!("-identity-trust-domain={domain}");
+            assert!(args.iter().any(|a| a == &flag), "{spec}: {args:?}");
+            let config = find(&objects, "ConfigMap", "linkerd-config").expect("linkerd-config");
+            let values = config["data"]["values"].as_str().unwrap();
+            assert!(
+                values.contains(&format!("identityTrustDomain: {domain}")),
+                "{spec}: {values}"
+            );
+        }
+    }
 
     #[test]
     fn durations_print_as_go_does() {

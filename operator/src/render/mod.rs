@@ -120,7 +120,7 @@ impl Context<'_> {
     }
 
     pub fn trust_domain(&self) -> &str {
-        &self.spec.identity.trust_domain
+        self.spec.trust_domain()
     }
 
     pub fn cluster_domain(&self) -> &str {

@@ -180,7 +180,7 @@ impl<'a> ProxyValues<'a> {
             release,
             control_plane_ns: ns.to_owned(),
             cluster_domain: domain.to_owned(),
-            trust_domain: spec.identity.trust_domain.clone(),
+            trust_domain: spec.trust_domain().to_owned(),
             cluster_networks: spec.cluster_networks.join(","),
             image: Image::parse(&release.images.proxy),
             pull_policy: String::new(),
