@@ -325,6 +325,39 @@ async fn the_webhook_refuses_what_linkerd_would() {
             let message = denial(Api::<keelson_crds::policy::HttpRoute>::namespaced(client.clone(), &ns).create(&pp, &linkerd_route).await)?;
             ensure!(message.contains("spec.rules[0].filters[0].type"), "{message}");
 
+            // The kinds Linkerd's validator also judges: GRPCRoute, TCPRoute,
+            // TLSRoute, HTTPLocalRateLimitPolicy.
+            let dynamic = |group: &str, version: &str, kind: &str, plural: &str| {
+                let gvk = kube::api::GroupVersionKind::gvk(group, version, kind);
+                Api::<kube::api::DynamicObject>::namespaced_with(
+                    client.clone(),
+                    &ns,
+                    &kube::api::ApiResource::from_gvk_with_plural(&gvk, plural),
+                )
+            };
+            let tcp: kube::api::DynamicObject = object("gateway.networking.k8s.io/v1alpha2", "TCPRoute", "two", &ns, json!({"spec": {
+                "parentRefs": [{"group": "core", "kind": "Service", "name": "db", "port": 5432}],
+                "rules": [{"backendRefs": [{"name": "db", "port": 5432}]}, {"backendRefs": [{"name": "db2", "port": 5432}]}],
+            }}));
+            let message = denial(dynamic("gateway.networking.k8s.io", "v1alpha2", "TCPRoute", "tcproutes").create(&pp, &tcp).await)?;
+            ensure!(message.contains("spec.rules") && message.contains("exactly one rule"), "{message}");
+            let grpc: kube::api::DynamicObject = object("gateway.networking.k8s.io/v1", "GRPCRoute", "regex", &ns, json!({"spec": {
+                "parentRefs": [{"group": "core", "kind": "Service", "name": "api", "port": 8080}],
+                "rules": [{"matches": [{"method": {"type": "RegularExpression", "service": "a.*"}}]}],
+            }}));
+            let message = denial(dynamic("gateway.networking.k8s.io", "v1", "GRPCRoute", "grpcroutes").create(&pp, &grpc).await)?;
+            ensure!(message.contains("spec.rules[0].matches[0].method.type"), "{message}");
+            let limit: kube::api::DynamicObject = object("policy.linkerd.io/v1alpha1", "HTTPLocalRateLimitPolicy", "over", &ns, json!({"spec": {
+                "targetRef": {"group": "policy.linkerd.io", "kind": "Server", "name": "api"},
+                "total": {"requestsPerSecond": 10}, "identity": {"requestsPerSecond": 20},
+            }}));
+            let limits = dynamic("policy.linkerd.io", "v1alpha1", "HTTPLocalRateLimitPolicy", "httplocalratelimitpolicies");
+            let message = denial(limits.create(&pp, &limit).await)?;
+            ensure!(message.contains("spec.identity.requestsPerSecond"), "{message}");
+            let mut limit = limit;
+            limit.data["spec"]["identity"]["requestsPerSecond"] = json!(5);
+            limits.create(&pp, &limit).await.context("a valid HTTPLocalRateLimitPolicy is accepted")?;
+
             // The good ones are accepted, and updates are validated too.
             servers
                 .create(&pp, &server(&ns, "api", json!({"spec": {"podSelector": {"matchLabels": {"app": "api"}}, "port": 8080, "accessPolicy": "audit"}})))

@@ -124,11 +124,15 @@ pub fn validating(w: &Webhooks<'_>) -> Value {
                         &[
                             "servers", "authorizationpolicies", "meshtlsauthentications",
                             "networkauthentications", "httproutes", "serverauthorizations",
-                            "egressnetworks",
+                            "egressnetworks", "httplocalratelimitpolicies",
                         ],
                         "Namespaced",
                     ),
-                    rule("gateway.networking.k8s.io", &["httproutes"], "Namespaced"),
+                    rule(
+                        "gateway.networking.k8s.io",
+                        &["httproutes", "grpcroutes", "tlsroutes", "tcproutes"],
+                        "Namespaced",
+                    ),
                 ]),
             ),
         ]}),

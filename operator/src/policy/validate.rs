@@ -36,6 +36,9 @@ pub fn object(group: &str, kind: &str, namespace: &str, object: &Value) -> Optio
         (POLICY_GROUP, "ServerAuthorization") => typed(object, &mut p, server_authorization),
         (POLICY_GROUP, "EgressNetwork") => typed(object, &mut p, egress_network),
         (POLICY_GROUP | GATEWAY_GROUP, "HTTPRoute") => http_route(group, &object["spec"], &mut p),
+        (GATEWAY_GROUP, "GRPCRoute") => grpc_route(&object["spec"], &mut p),
+        (GATEWAY_GROUP, "TLSRoute" | "TCPRoute") => one_rule_route(kind, &object["spec"], &mut p),
+        (POLICY_GROUP, "HTTPLocalRateLimitPolicy") => rate_limit(&object["spec"], &mut p),
         _ => return None,
     }
     Some(p.0)
@@ -374,7 +377,8 @@ impl Cidr {
 /// HTTPRoute rules as Linkerd reads them. Both APIs share Gateway API's
 /// shapes, read here as JSON; Linkerd checks timeouts only on its own
 /// kind and Service backend ports only on Gateway API's.
-fn http_route(group: &str, spec: &Value, p: &mut Problems) {
+/// Every route kind: a parent that is an EgressNetwork names a port.
+fn parents(spec: &Value, p: &mut Problems) {
     for (i, parent) in spec["parentRefs"]
         .as_array()
         .into_iter()
@@ -395,6 +399,112 @@ fn http_route(group: &str, spec: &Value, p: &mut Problems) {
             );
         }
     }
+}
+
+/// A backend that is a Service names a port (other kinds are admitted, for
+/// other controllers).
+fn service_backends(rule: &Value, at: &str, p: &mut Problems) {
+    for (j, b) in rule["backendRefs"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .enumerate()
+    {
+        let service = matches!(b["group"].as_str(), None | Some("" | "core"))
+            && matches!(b["kind"].as_str(), None | Some("Service"));
+        let port = b["port"].as_u64().unwrap_or(0);
+        p.check(
+            !service || port != 0,
+            &format!("{at}.backendRefs[{j}].port"),
+            || "a Service backend needs a port".into(),
+        );
+    }
+}
+
+/// A Gateway API GRPCRoute, as Linkerd's validator checks it: parents,
+/// header matches, no regular-expression method match, header-modifier
+/// filters and Service backends' ports.
+fn grpc_route(spec: &Value, p: &mut Problems) {
+    parents(spec, p);
+    for (i, rule) in spec["rules"].as_array().into_iter().flatten().enumerate() {
+        let at = format!("spec.rules[{i}]");
+        for (j, m) in rule["matches"].as_array().into_iter().flatten().enumerate() {
+            let field = format!("{at}.matches[{j}]");
+            route_match(m, &field, p);
+            p.check(
+                m["method"]["type"].as_str() != Some("RegularExpression"),
+                &format!("{field}.method.type"),
+                || "Linkerd does not support RegularExpression method matches".into(),
+            );
+        }
+        for (j, f) in rule["filters"].as_array().into_iter().flatten().enumerate() {
+            filter(GATEWAY_GROUP, f, &format!("{at}.filters[{j}]"), p);
+        }
+        service_backends(rule, &at, p);
+    }
+}
+
+/// A TLSRoute or TCPRoute: parents, and exactly one rule (Linkerd routes
+/// such a connection one way only).
+fn one_rule_route(kind: &str, spec: &Value, p: &mut Problems) {
+    parents(spec, p);
+    let rules = spec["rules"].as_array().map_or(0, Vec::len);
+    p.check(rules == 1, "spec.rules", || {
+        format!("a {kind} has exactly one rule for Linkerd, not {rules}")
+    });
+}
+
+/// An HTTPLocalRateLimitPolicy: it targets a Server, every limit is above
+/// zero and none exceeds the total, and overrides name ServiceAccounts.
+fn rate_limit(spec: &Value, p: &mut Problems) {
+    let target = &spec["targetRef"];
+    p.check(
+        targets(
+            target["group"].as_str(),
+            target["kind"].as_str().unwrap_or_default(),
+            POLICY_GROUP,
+            "Server",
+        ),
+        "spec.targetRef.kind",
+        || "must target a Server".into(),
+    );
+    let rps = |v: &Value| v["requestsPerSecond"].as_u64();
+    let total = rps(&spec["total"]);
+    let limit = |value: Option<u64>, field: &str, p: &mut Problems| {
+        let Some(value) = value else { return };
+        p.check(value > 0, field, || "must be greater than 0".into());
+        if let Some(total) = total {
+            p.check(value <= total, field, || {
+                format!("must not exceed total.requestsPerSecond ({total})")
+            });
+        }
+    };
+    limit(total, "spec.total.requestsPerSecond", p);
+    limit(rps(&spec["identity"]), "spec.identity.requestsPerSecond", p);
+    for (i, o) in spec["overrides"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .enumerate()
+    {
+        limit(rps(o), &format!("spec.overrides[{i}].requestsPerSecond"), p);
+        for (j, c) in o["clientRefs"].as_array().into_iter().flatten().enumerate() {
+            p.check(
+                targets(
+                    c["group"].as_str(),
+                    c["kind"].as_str().unwrap_or_default(),
+                    "",
+                    "ServiceAccount",
+                ),
+                &format!("spec.overrides[{i}].clientRefs[{j}].kind"),
+                || "must target a ServiceAccount".into(),
+            );
+        }
+    }
+}
+
+fn http_route(group: &str, spec: &Value, p: &mut Problems) {
+    parents(spec, p);
     for (i, rule) in spec["rules"].as_array().into_iter().flatten().enumerate() {
         let at = format!("spec.rules[{i}]");
         for (j, m) in rule["matches"].as_array().into_iter().flatten().enumerate() {
@@ -406,21 +516,7 @@ fn http_route(group: &str, spec: &Value, p: &mut Problems) {
         if group == POLICY_GROUP {
             timeouts(&rule["timeouts"], &format!("{at}.timeouts"), p);
         } else {
-            for (j, b) in rule["backendRefs"]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .enumerate()
-            {
-                let service = matches!(b["group"].as_str(), None | Some("" | "core"))
-                    && matches!(b["kind"].as_str(), None | Some("Service"));
-                let port = b["port"].as_u64().unwrap_or(0);
-                p.check(
-                    !service || port != 0,
-                    &format!("{at}.backendRefs[{j}].port"),
-                    || "a Service backend needs a port".into(),
-                );
-            }
+            service_backends(rule, &at, p);
         }
     }
 }
@@ -618,6 +714,92 @@ mod tests {
             .iter()
             .map(|p| p.split(": ").next().unwrap())
             .collect()
+    }
+
+    #[test]
+    fn grpc_routes_as_linkerds_validator_checks_them() {
+        let service = json!({"kind": "Service", "name": "api", "port": 8080});
+        let egress = json!({"group": "policy.linkerd.io", "kind": "EgressNetwork", "name": "all"});
+        let good = json!({"parentRefs": [{"kind": "Service", "name": "api", "port": 8080}],
+            "rules": [{"matches": [{"method": {"service": "a.B", "method": "Get"},
+                                    "headers": [{"name": "x-team", "value": "a"}]}],
+                       "backendRefs": [service]}]});
+        assert_eq!(
+            check(GATEWAY_GROUP, "GRPCRoute", good),
+            Vec::<String>::new()
+        );
+        let bad = json!({"parentRefs": [egress],
+            "rules": [{"matches": [{"method": {"type": "RegularExpression", "service": "a.*"},
+                                    "headers": [{"name": "bad header", "value": "a"}]}],
+                       "backendRefs": [{"kind": "Service", "name": "api"}]}]});
+        assert_eq!(
+            fields(&check(GATEWAY_GROUP, "GRPCRoute", bad)),
+            [
+                "spec.parentRefs[0].port",
+                "spec.rules[0].matches[0].headers[0].name",
+                "spec.rules[0].matches[0].method.type",
+                "spec.rules[0].backendRefs[0].port",
+            ]
+        );
+    }
+
+    #[test]
+    fn tls_and_tcp_routes_have_exactly_one_rule() {
+        let rule = json!({"backendRefs": [{"name": "db", "port": 5432}]});
+        for kind in ["TLSRoute", "TCPRoute"] {
+            let one = json!({"parentRefs": [{"kind": "Service", "name": "db"}], "rules": [rule]});
+            assert_eq!(
+                check(GATEWAY_GROUP, kind, one),
+                Vec::<String>::new(),
+                "{kind}"
+            );
+            let two = json!({"rules": [rule, rule]});
+            assert_eq!(
+                fields(&check(GATEWAY_GROUP, kind, two)),
+                ["spec.rules"],
+                "{kind}"
+            );
+            let egress = json!({"parentRefs": [{"group": "policy.linkerd.io", "kind": "EgressNetwork", "name": "all"}],
+                "rules": [rule]});
+            assert_eq!(
+                fields(&check(GATEWAY_GROUP, kind, egress)),
+                ["spec.parentRefs[0].port"],
+                "{kind}"
+            );
+        }
+    }
+
+    #[test]
+    fn local_rate_limits_as_linkerds_validator_checks_them() {
+        let kind = "HTTPLocalRateLimitPolicy";
+        let server = json!({"group": "policy.linkerd.io", "kind": "Server", "name": "web"});
+        let sa = json!({"kind": "ServiceAccount", "name": "client"});
+        let good = json!({"targetRef": server, "total": {"requestsPerSecond": 100},
+            "identity": {"requestsPerSecond": 20},
+            "overrides": [{"requestsPerSecond": 50, "clientRefs": [sa]}]});
+        assert_eq!(check(POLICY_GROUP, kind, good), Vec::<String>::new());
+        // Without a total, nothing caps the others.
+        let uncapped = json!({"targetRef": server, "identity": {"requestsPerSecond": 500}});
+        assert_eq!(check(POLICY_GROUP, kind, uncapped), Vec::<String>::new());
+        let bad = json!({"targetRef": {"kind": "Service", "name": "web"},
+            "total": {"requestsPerSecond": 10}, "identity": {"requestsPerSecond": 20},
+            "overrides": [{"requestsPerSecond": 0, "clientRefs": [{"kind": "Pod", "name": "x"}]},
+                          {"requestsPerSecond": 11, "clientRefs": [sa]}]});
+        assert_eq!(
+            fields(&check(POLICY_GROUP, kind, bad)),
+            [
+                "spec.targetRef.kind",
+                "spec.identity.requestsPerSecond",
+                "spec.overrides[0].requestsPerSecond",
+                "spec.overrides[0].clientRefs[0].kind",
+                "spec.overrides[1].requestsPerSecond",
+            ]
+        );
+        let zero = json!({"targetRef": server, "total": {"requestsPerSecond": 0}});
+        assert_eq!(
+            fields(&check(POLICY_GROUP, kind, zero)),
+            ["spec.total.requestsPerSecond"]
+        );
     }
 
     #[test]
