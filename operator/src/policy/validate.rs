@@ -35,8 +35,14 @@ pub fn object(group: &str, kind: &str, namespace: &str, object: &Value) -> Optio
         (POLICY_GROUP, "NetworkAuthentication") => typed(object, &mut p, network),
         (POLICY_GROUP, "ServerAuthorization") => typed(object, &mut p, server_authorization),
         (POLICY_GROUP, "EgressNetwork") => typed(object, &mut p, egress_network),
-        (POLICY_GROUP | GATEWAY_GROUP, "HTTPRoute") => http_route(group, &object["spec"], &mut p),
-        (GATEWAY_GROUP, "GRPCRoute") => grpc_route(&object["spec"], &mut p),
+        (POLICY_GROUP | GATEWAY_GROUP, "HTTPRoute") => {
+            http_route(group, &object["spec"], &mut p);
+            outbound(Retries::Http, object, &mut p);
+        }
+        (GATEWAY_GROUP, "GRPCRoute") => {
+            grpc_route(&object["spec"], &mut p);
+            outbound(Retries::Grpc, object, &mut p);
+        }
         (GATEWAY_GROUP, "TLSRoute" | "TCPRoute") => one_rule_route(kind, &object["spec"], &mut p),
         (POLICY_GROUP, "HTTPLocalRateLimitPolicy") => rate_limit(&object["spec"], &mut p),
         _ => return None,
@@ -401,6 +407,171 @@ fn parents(spec: &Value, p: &mut Problems) {
     }
 }
 
+/// Which retry conditions a route's `retry.linkerd.io/*` names.
+#[derive(Clone, Copy)]
+enum Retries {
+    Http,
+    Grpc,
+}
+
+/// gRPC statuses `retry.linkerd.io/grpc` may name (any case).
+const GRPC_RETRY_CONDITIONS: [&str; 5] = [
+    "cancelled",
+    "deadline-exceeded",
+    "internal",
+    "resource-exhausted",
+    "unavailable",
+];
+
+/// The retry, timeout and failure-accrual annotations of a route with a
+/// Service or EgressNetwork parent (an outbound route), read as Linkerd's
+/// outbound index reads them: what it cannot parse it refuses.
+fn outbound(retries: Retries, object: &Value, p: &mut Problems) {
+    let outbound = object["spec"]["parentRefs"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .any(|parent| {
+            let (group, kind) = (
+                parent["group"].as_str(),
+                parent["kind"].as_str().unwrap_or_default(),
+            );
+            targets(group, kind, "", "Service")
+                || targets(group, kind, POLICY_GROUP, "EgressNetwork")
+        });
+    if !outbound {
+        return;
+    }
+    let annotations = &object["metadata"]["annotations"];
+    let get = |key: &str| annotations[key].as_str();
+    let field = |key: &str| format!("metadata.annotations[{key}]");
+    let duration = |key: &str, p: &mut Problems| {
+        let value = get(key)?;
+        match linkerd_duration(value) {
+            Ok(d) => Some(d),
+            Err(why) => {
+                p.add(&field(key), format!("{value:?}: {why}"));
+                None
+            }
+        }
+    };
+    if let Some(limit) = get("retry.linkerd.io/limit") {
+        p.check(
+            limit.parse::<u16>().is_ok(),
+            &field("retry.linkerd.io/limit"),
+            || format!("{limit:?} is not a number from 0 to 65535"),
+        );
+    }
+    duration("retry.linkerd.io/timeout", p);
+    match retries {
+        Retries::Http => {
+            if let Some(conditions) = get("retry.linkerd.io/http") {
+                let bad = conditions.split(',').find(|c| !http_retry_condition(c));
+                if let Some(bad) = bad {
+                    p.add(
+                        &field("retry.linkerd.io/http"),
+                        format!("{bad:?} is not 5xx, gateway-error, a status code (100-599) or a range of them"),
+                    );
+                }
+            }
+        }
+        Retries::Grpc => {
+            if let Some(conditions) = get("retry.linkerd.io/grpc") {
+                let bad = conditions.split(',').find(|c| {
+                    !GRPC_RETRY_CONDITIONS
+                        .iter()
+                        .any(|known| c.eq_ignore_ascii_case(known))
+                });
+                if let Some(bad) = bad {
+                    p.add(
+                        &field("retry.linkerd.io/grpc"),
+                        format!("{bad:?} is not one of {}", GRPC_RETRY_CONDITIONS.join(", ")),
+                    );
+                }
+            }
+        }
+    }
+    for key in [
+        "timeout.linkerd.io/response",
+        "timeout.linkerd.io/request",
+        "timeout.linkerd.io/idle",
+    ] {
+        duration(key, p);
+    }
+    let Some(mode) = get("balancer.linkerd.io/failure-accrual") else {
+        return;
+    };
+    if mode != "consecutive" {
+        p.add(
+            &field("balancer.linkerd.io/failure-accrual"),
+            format!("{mode:?} is not a failure accrual mode Linkerd has (consecutive)"),
+        );
+        return;
+    }
+    const PREFIX: &str = "balancer.linkerd.io/failure-accrual-consecutive-";
+    let max_failures = format!("{PREFIX}max-failures");
+    if let Some(v) = get(&max_failures) {
+        p.check(v.parse::<u32>().is_ok(), &field(&max_failures), || {
+            format!("{v:?} is not a whole number")
+        });
+    }
+    let max_key = format!("{PREFIX}max-penalty");
+    let min_key = format!("{PREFIX}min-penalty");
+    let max = duration(&max_key, p).or(get(&max_key).is_none().then_some(60_000));
+    let min = duration(&min_key, p).or(get(&min_key).is_none().then_some(1_000));
+    if let (Some(min), Some(max)) = (min, max) {
+        p.check(min <= max, &field(&min_key), || {
+            format!("{min}ms exceeds the maximum penalty of {max}ms")
+        });
+        p.check(max > 0, &field(&max_key), || "cannot be zero".into());
+    }
+    let jitter_key = format!("{PREFIX}jitter-ratio");
+    if let Some(v) = get(&jitter_key) {
+        p.check(
+            v.parse::<f32>().is_ok_and(|j| (0.0..=100.0).contains(&j)),
+            &field(&jitter_key),
+            || format!("{v:?} is not a number from 0 to 100"),
+        );
+    }
+}
+
+/// One condition of `retry.linkerd.io/http`: `5xx`, `gateway-error`, a
+/// status code, or a range `low-high` of them (no spaces, as Linkerd reads it).
+fn http_retry_condition(c: &str) -> bool {
+    let code = |s: &str| s.parse::<u32>().ok().filter(|c| (100..600).contains(c));
+    c.eq_ignore_ascii_case("5xx")
+        || c.eq_ignore_ascii_case("gateway-error")
+        || code(c).is_some()
+        || c.split_once('-').is_some_and(
+            |(low, high)| matches!((code(low), code(high)), (Some(l), Some(h)) if l <= h),
+        )
+}
+
+/// A duration as Linkerd's route annotations write it, in milliseconds:
+/// whole digits then `ms`, `s`, `m`, `h` or `d` (a bare `0` too).
+fn linkerd_duration(s: &str) -> Result<u64, String> {
+    let s = s.trim();
+    let end = s
+        .rfind(|c: char| c.is_ascii_digit())
+        .ok_or("has no number")?;
+    let (magnitude, unit) = s.split_at(end + 1);
+    let magnitude: u64 = magnitude
+        .parse()
+        .map_err(|_| format!("{magnitude:?} is not a whole number"))?;
+    let ms_per = match unit {
+        "" if magnitude == 0 => 0,
+        "ms" => 1,
+        "s" => 1_000,
+        "m" => 60_000,
+        "h" => 3_600_000,
+        "d" => 86_400_000,
+        _ => return Err(format!("{unit:?} is not one of ms, s, m, h, d")),
+    };
+    magnitude
+        .checked_mul(ms_per)
+        .ok_or_else(|| "overflows".to_owned())
+}
+
 /// A backend that is a Service names a port (other kinds are admitted, for
 /// other controllers).
 fn service_backends(rule: &Value, at: &str, p: &mut Problems) {
@@ -521,7 +692,20 @@ fn http_route(group: &str, spec: &Value, p: &mut Problems) {
     }
 }
 
+/// The methods an HTTPRoute match may name (the Gateway API's enum, which
+/// Linkerd's types read strictly for both HTTPRoute kinds).
+const HTTP_METHODS: [&str; 9] = [
+    "GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "OPTIONS", "TRACE", "PATCH",
+];
+
 fn route_match(m: &Value, at: &str, p: &mut Problems) {
+    if let Some(method) = m.get("method").filter(|v| !v.is_null() && !v.is_object()) {
+        p.check(
+            method.as_str().is_some_and(|s| HTTP_METHODS.contains(&s)),
+            &format!("{at}.method"),
+            || format!("{method} is not one of {}", HTTP_METHODS.join(", ")),
+        );
+    }
     let path = &m["path"];
     if path.is_object() {
         let value = path["value"].as_str().unwrap_or("/");
@@ -741,6 +925,110 @@ mod tests {
                 "spec.rules[0].backendRefs[0].port",
             ]
         );
+    }
+
+    #[test]
+    fn outbound_routes_annotations_are_read_as_linkerd_reads_them() {
+        let to_service = json!({"parentRefs": [{"kind": "Service", "name": "api", "port": 80}]});
+        let to_server = json!({"parentRefs": [{"group": "policy.linkerd.io", "kind": "Server", "name": "api"}]});
+        let good = json!({
+            "retry.linkerd.io/limit": "3", "retry.linkerd.io/timeout": "250ms",
+            "retry.linkerd.io/http": "5xx,gateway-error,429,500-504",
+            "timeout.linkerd.io/request": "10s", "timeout.linkerd.io/response": " 1m ",
+            "timeout.linkerd.io/idle": "0",
+            "balancer.linkerd.io/failure-accrual": "consecutive",
+            "balancer.linkerd.io/failure-accrual-consecutive-max-failures": "5",
+            "balancer.linkerd.io/failure-accrual-consecutive-min-penalty": "2s",
+            "balancer.linkerd.io/failure-accrual-consecutive-jitter-ratio": "0.25",
+        });
+        for group in [GATEWAY_GROUP, POLICY_GROUP] {
+            assert_eq!(
+                check_with(group, "HTTPRoute", good.clone(), to_service.clone()),
+                Vec::<String>::new()
+            );
+        }
+        let bad = json!({
+            "retry.linkerd.io/limit": "70000", "retry.linkerd.io/timeout": "1.5s",
+            "retry.linkerd.io/http": "5xx, 429",
+            "timeout.linkerd.io/request": "10", "timeout.linkerd.io/idle": "1w",
+            "balancer.linkerd.io/failure-accrual": "consecutive",
+            "balancer.linkerd.io/failure-accrual-consecutive-min-penalty": "2m",
+            "balancer.linkerd.io/failure-accrual-consecutive-jitter-ratio": "NaN",
+        });
+        assert_eq!(
+            fields(&check_with(
+                GATEWAY_GROUP,
+                "HTTPRoute",
+                bad.clone(),
+                to_service.clone()
+            )),
+            [
+                "metadata.annotations[retry.linkerd.io/limit]",
+                "metadata.annotations[retry.linkerd.io/timeout]",
+                "metadata.annotations[retry.linkerd.io/http]",
+                "metadata.annotations[timeout.linkerd.io/request]",
+                "metadata.annotations[timeout.linkerd.io/idle]",
+                // Above the default maximum penalty of a minute.
+                "metadata.annotations[balancer.linkerd.io/failure-accrual-consecutive-min-penalty]",
+                "metadata.annotations[balancer.linkerd.io/failure-accrual-consecutive-jitter-ratio]",
+            ]
+        );
+        // An inbound route (a Server parent) is not read for them.
+        assert_eq!(
+            check_with(GATEWAY_GROUP, "HTTPRoute", bad, to_server),
+            Vec::<String>::new()
+        );
+        let accrual = json!({"balancer.linkerd.io/failure-accrual": "success-rate"});
+        assert_eq!(
+            fields(&check_with(
+                GATEWAY_GROUP,
+                "HTTPRoute",
+                accrual,
+                to_service.clone()
+            )),
+            ["metadata.annotations[balancer.linkerd.io/failure-accrual]"]
+        );
+        let zero = json!({"balancer.linkerd.io/failure-accrual": "consecutive",
+            "balancer.linkerd.io/failure-accrual-consecutive-max-penalty": "0",
+            "balancer.linkerd.io/failure-accrual-consecutive-min-penalty": "0"});
+        assert_eq!(
+            fields(&check_with(
+                GATEWAY_GROUP,
+                "HTTPRoute",
+                zero,
+                to_service.clone()
+            )),
+            ["metadata.annotations[balancer.linkerd.io/failure-accrual-consecutive-max-penalty]"]
+        );
+        // gRPC routes name gRPC statuses instead.
+        let grpc = json!({"retry.linkerd.io/grpc": "Cancelled,unavailable"});
+        let grpc_spec = json!({"parentRefs": [{"kind": "Service", "name": "api", "port": 80}]});
+        assert_eq!(
+            check_with(GATEWAY_GROUP, "GRPCRoute", grpc, grpc_spec.clone()),
+            Vec::<String>::new()
+        );
+        let grpc = json!({"retry.linkerd.io/grpc": "unavailable,5xx"});
+        assert_eq!(
+            fields(&check_with(GATEWAY_GROUP, "GRPCRoute", grpc, grpc_spec)),
+            ["metadata.annotations[retry.linkerd.io/grpc]"]
+        );
+    }
+
+    #[test]
+    fn http_route_methods_are_the_gateway_apis_nine() {
+        let route = |method: Value| json!({"rules": [{"matches": [{"method": method}]}]});
+        for group in [GATEWAY_GROUP, POLICY_GROUP] {
+            assert_eq!(
+                check(group, "HTTPRoute", route(json!("PATCH"))),
+                Vec::<String>::new()
+            );
+            for bad in [json!("get"), json!("PURGE"), json!(7)] {
+                assert_eq!(
+                    fields(&check(group, "HTTPRoute", route(bad))),
+                    ["spec.rules[0].matches[0].method"]
+                );
+            }
+        }
     }
 
     #[test]
