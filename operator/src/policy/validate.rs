@@ -76,13 +76,12 @@ fn server(s: &Server, p: &mut Problems) {
             "one of podSelector and externalWorkloadSelector is required",
         ),
     }
-    match &spec.port {
-        IntOrString::Int(n) => p.check((1..=65535).contains(n), "spec.port", || {
+    // Linkerd reads a number as a non-zero u16 and admits any name (one
+    // that names no container port selects nothing, which is not an error).
+    if let IntOrString::Int(n) = &spec.port {
+        p.check((1..=65535).contains(n), "spec.port", || {
             format!("{n} is not a port number (1-65535)")
-        }),
-        IntOrString::String(name) => p.check(is_port_name(name), "spec.port", || {
-            format!("{name:?} is not a container port name (up to 15 lowercase letters, digits and dashes)")
-        }),
+        });
     }
     if let Some(proto) = &spec.proxy_protocol {
         p.check(
@@ -860,17 +859,6 @@ fn canonical(group: Option<&str>, kind: &str) -> String {
     }
 }
 
-/// IANA service names: container port names.
-fn is_port_name(s: &str) -> bool {
-    (1..=15).contains(&s.len())
-        && s.chars()
-            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
-        && s.chars().any(|c| c.is_ascii_lowercase())
-        && !s.starts_with('-')
-        && !s.ends_with('-')
-        && !s.contains("--")
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1115,8 +1103,17 @@ mod tests {
             ]
         );
         assert!(bad[3].contains("all-unauthenticated"), "{bad:?}");
-        let neither = check(POLICY_GROUP, "Server", json!({"port": "Not_A_Name"}));
+        let neither = check(POLICY_GROUP, "Server", json!({"port": 65536}));
         assert_eq!(fields(&neither), ["spec.podSelector", "spec.port"]);
+        // Any name: Linkerd admits them all.
+        for name in ["Admin_HTTP", "a-port-name-longer-than-fifteen", "8080"] {
+            let named = json!({"podSelector": {}, "port": name});
+            assert_eq!(
+                check(POLICY_GROUP, "Server", named),
+                Vec::<String>::new(),
+                "{name}"
+            );
+        }
         let annotated = check_with(
             POLICY_GROUP,
             "Server",
