@@ -353,6 +353,7 @@ async fn linkerd_installed(
     ns: &str,
     installed: Installed,
     issuer_lifetime: Duration,
+    cert_manager: bool,
 ) -> anyhow::Result<Mesh> {
     use keelson_operator::render::{self, IdentityMaterial, Stage, WebhookTls};
     let now = SystemTime::now();
@@ -360,15 +361,30 @@ async fn linkerd_installed(
     let issuer = identity::issuer(&anchor, ns, "cluster.local", issuer_lifetime, now)?;
     let bundle = format!("{}\n", anchor.cert_pem.trim());
     let release = keelson_operator::catalog::find(ADOPTED)?;
-    let spec = common::control_plane(ns, ns, ADOPTED, json!({})).spec;
+    let extra = if cert_manager {
+        json!({"identity": {"issuer": "External"}})
+    } else {
+        json!({})
+    };
+    let spec = common::control_plane(ns, ns, ADOPTED, extra).spec;
     let year = Duration::from_secs(365 * 86400);
     let webhooks = WebhookTls {
         sp_validator: identity::webhook_serving("linkerd-sp-validator", ns, year, now)?,
         policy_validator: identity::webhook_serving("linkerd-policy-validator", ns, year, now)?,
     };
+    if cert_manager {
+        // Written by cert-manager from a Certificate, as Linkerd's docs
+        // set it up (`identity.issuer.scheme: kubernetes.io/tls`).
+        created_by::<Secret>("cert-manager-certificates-issuing", client, ns, json!({
+            "metadata": {"name": "linkerd-identity-issuer"},
+            "type": "kubernetes.io/tls",
+            "stringData": {"tls.crt": issuer.cert_pem, "tls.key": issuer.key_pem, "ca.crt": anchor.cert_pem},
+        }))
+        .await?;
+    }
     let material = IdentityMaterial {
         trust_anchors_pem: bundle.clone(),
-        issuer: Some(issuer),
+        issuer: (!cert_manager).then_some(issuer),
     };
     let objects = render::render(&render::Context {
         name: ns,
@@ -604,7 +620,8 @@ impl Monitor {
         let issuer = Api::<Secret>::namespaced(client.clone(), cp_ns)
             .get("linkerd-identity-issuer")
             .await?;
-        let issuer = common::secret_text(&issuer, "crt.pem")?;
+        let issuer = common::secret_text(&issuer, "crt.pem")
+            .or_else(|_| common::secret_text(&issuer, "tls.crt"))?;
         let issuer = common::der_certificates(&issuer)?
             .into_iter()
             .next()
@@ -666,13 +683,18 @@ impl Monitor {
 
 #[tokio::test]
 async fn a_running_linkerd_installed_with_helm_is_adopted_upgraded_and_rotated() {
-    adopted(Installed::Helm, "adopt-helm").await;
+    adopted(Installed::Helm, "adopt-helm", false).await;
+}
+
+#[tokio::test]
+async fn a_running_linkerd_with_an_issuer_from_cert_manager_is_adopted_as_external() {
+    adopted(Installed::Helm, "adopt-cm", true).await;
 }
 
 #[tokio::test]
 async fn a_running_linkerd_installed_with_the_cli_is_adopted_and_its_issuer_renewed_by_a_rotation()
 {
-    adopted(Installed::Cli, "adopt-cli").await;
+    adopted(Installed::Cli, "adopt-cli", false).await;
 }
 
 /// The phase of the takeover under way, `None` before it starts.
@@ -688,7 +710,10 @@ async fn adoption_phase(
         .map(|a| a.phase))
 }
 
-async fn adopted(installed: Installed, prefix: &str) {
+/// Adopts a mesh installed as `installed` (with an issuer cert-manager
+/// writes, when `cert_manager`), then upgrades it and rotates away from its
+/// anchor; a cert-manager issuer stays External, and Keelson writes it never.
+async fn adopted(installed: Installed, prefix: &str, cert_manager: bool) {
     let _serial = common::SERIAL.lock().await;
     env()
         .in_namespace(prefix, |client, ns| async move {
@@ -701,7 +726,11 @@ async fn adopted(installed: Installed, prefix: &str) {
                 Installed::Helm => Duration::from_secs(86400),
                 Installed::Cli => Duration::from_secs(300),
             };
-            let mesh = linkerd_installed(&client, &ns, installed, issuer_lifetime).await?;
+            let mesh = linkerd_installed(&client, &ns, installed, issuer_lifetime, cert_manager).await?;
+            let issuer_version = Api::<Secret>::namespaced(client.clone(), &ns)
+                .get("linkerd-identity-issuer")
+                .await?
+                .resource_version();
             let crds: Api<k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition> =
                 Api::all(client.clone());
             let mut crd_versions = Vec::new();
@@ -747,9 +776,10 @@ async fn adopted(installed: Installed, prefix: &str) {
                 let mut operator = Some(start());
                 operator.as_ref().unwrap().webhooks_registered(&client).await?;
                 let cps: Api<ControlPlane> = Api::all(client.clone());
-                let extra = match installed {
-                    Installed::Helm => json!({"adoption": {}}),
-                    Installed::Cli => json!({"adoption": {}, "identity": {"rotation": {"renewAtPercent": 50}}}),
+                let extra = match (installed, cert_manager) {
+                    (_, true) => json!({"adoption": {}, "identity": {"issuer": "External"}}),
+                    (Installed::Helm, false) => json!({"adoption": {}}),
+                    (Installed::Cli, false) => json!({"adoption": {}, "identity": {"rotation": {"renewAtPercent": 50}}}),
                 };
                 cps.create(&PostParams::default(), &common::control_plane(&ns, &ns, ADOPTED, extra))
                     .await?;
@@ -922,6 +952,12 @@ async fn adopted(installed: Installed, prefix: &str) {
                 deployments.delete("legacy", &Default::default()).await?;
                 let anchor_key = |s: &Secret| s.data.as_ref().is_some_and(|d| d.contains_key("ca.key"));
                 ensure!(!anchor_key(&common::anchors(&client, &ns).await?), "an imported anchor with a key");
+                if cert_manager {
+                    // cert-manager's issuer is never written by Keelson.
+                    let now = Api::<Secret>::namespaced(client.clone(), &ns).get("linkerd-identity-issuer").await?;
+                    ensure!(now.resource_version() == issuer_version, "Keelson wrote cert-manager's issuer");
+                    return finish(&cps, &ns, operator.take(), &monitor, watch).await;
+                }
                 match installed {
                     Installed::Helm => {
                         // An ordinary gated upgrade, then a rotation asked for.
@@ -967,25 +1003,39 @@ async fn adopted(installed: Installed, prefix: &str) {
                     anyhow::Ok((s.up_to_date == 1 && s.target_trust_root_sha256.as_deref() != Some(digest.as_str())).then_some(()))
                 })
                 .await?;
-
-                watch.abort();
-                let violations = monitor.violations.lock().unwrap().clone();
-                ensure!(violations.is_empty(), "{violations:#?}");
-                let polls = *monitor.polls.lock().unwrap();
-                ensure!(polls > 20, "the monitor looked only {polls} times");
-                let sets = monitor.injectors.lock().unwrap().clone();
-                ensure!(sets.len() >= 2, "the monitor never saw the injector change hands: {sets:?}");
-                common::delete_control_plane(&cps, &ns).await?;
-                if let Some(operator) = operator.take() {
-                    operator.stop().await?;
-                }
-                Ok(())
+                finish(&cps, &ns, operator.take(), &monitor, watch).await
             })
             .await;
             // Keelson's uninstall leaves the CRDs; the test's kept one too.
             outcome
         })
         .await;
+}
+
+/// What the monitor saw over the whole test, then the ControlPlane's
+/// uninstall and the operator's stop.
+async fn finish(
+    cps: &Api<ControlPlane>,
+    ns: &str,
+    operator: Option<common::Operator>,
+    monitor: &Monitor,
+    watch: tokio::task::JoinHandle<()>,
+) -> anyhow::Result<()> {
+    watch.abort();
+    let violations = monitor.violations.lock().unwrap().clone();
+    ensure!(violations.is_empty(), "{violations:#?}");
+    let polls = *monitor.polls.lock().unwrap();
+    ensure!(polls > 20, "the monitor looked only {polls} times");
+    let sets = monitor.injectors.lock().unwrap().clone();
+    ensure!(
+        sets.len() >= 2,
+        "the monitor never saw the injector change hands: {sets:?}"
+    );
+    common::delete_control_plane(cps, ns).await?;
+    if let Some(operator) = operator {
+        operator.stop().await?;
+    }
+    Ok(())
 }
 
 async fn deployments_in(client: &Client, ns: &str) -> anyhow::Result<Vec<String>> {
