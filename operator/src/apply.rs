@@ -36,6 +36,17 @@ pub enum ApplyError {
     },
 }
 
+impl ApplyError {
+    /// Turns a failed request about `kind` `name` into an [`ApplyError`].
+    fn api<'a>(kind: &'a str, name: &'a str) -> impl Fn(kube::Error) -> Self + Copy + 'a {
+        move |source| Self::Api {
+            kind: kind.into(),
+            name: name.into(),
+            source: Box::new(source),
+        }
+    }
+}
+
 /// Plural and scope of every kind Keelson renders.
 fn resource(api_version: &str, kind: &str) -> Option<(ApiResource, bool)> {
     let (plural, namespaced) = match kind {
@@ -163,11 +174,7 @@ impl Applier {
     ) -> Result<Applied, ApplyError> {
         let (api, name) = self.api(object)?;
         let kind = object["kind"].as_str().unwrap_or_default();
-        let err = |source: kube::Error| ApplyError::Api {
-            kind: kind.into(),
-            name: name.clone(),
-            source: Box::new(source),
-        };
+        let err = ApplyError::api(kind, &name);
         if let Some(live) = api.get_opt(&name).await.map_err(err)? {
             let owner = live.labels().get(CONTROL_PLANE_LABEL);
             if keep_foreign && owner.is_none() {
@@ -423,11 +430,7 @@ impl Applier {
             "metadata": {"name": object["metadata"]["name"]},
         });
         let (api, name) = self.api(&shell)?;
-        let err = |source| ApplyError::Api {
-            kind: object["kind"].as_str().unwrap_or_default().into(),
-            name: name.clone(),
-            source: Box::new(source),
-        };
+        let err = ApplyError::api(object["kind"].as_str().unwrap_or_default(), &name);
         // Gone already: nothing of Keelson's is left in it, and applying
         // would create it.
         if api.get_metadata_opt(&name).await.map_err(err)?.is_none() {
@@ -494,11 +497,7 @@ impl Applier {
     pub async fn take_over(&self, object: &Value) -> Result<(), ApplyError> {
         let (api, name) = self.api(object)?;
         let kind = object["kind"].as_str().unwrap_or_default();
-        let err = |source: kube::Error| ApplyError::Api {
-            kind: kind.into(),
-            name: name.clone(),
-            source: Box::new(source),
-        };
+        let err = ApplyError::api(kind, &name);
         let params = PatchParams::apply(FIELD_MANAGER).force();
         let live = api
             .patch(&name, &params, &Patch::Apply(object))
