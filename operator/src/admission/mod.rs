@@ -127,7 +127,7 @@ impl Handler for Admission {
             }
             VALIDATE_PATH => {
                 let response = review::<RawObject, _, _, _>(request, |req| async move {
-                    let answer = Answer::from(self.validate(&req));
+                    let answer = Answer::from(self.validate(&req).await);
                     *outcome = decision(&answer);
                     answer
                 })
@@ -181,25 +181,28 @@ impl Admission {
         self
     }
 
-    fn validate(&self, req: &AdmissionRequest<RawObject>) -> AdmissionResponse {
+    async fn validate(&self, req: &AdmissionRequest<RawObject>) -> AdmissionResponse {
         let response = AdmissionResponse::from(req);
         if !matches!(req.operation, Operation::Create | Operation::Update) {
             return response;
         }
         let problems = match (req.kind.group.as_str(), req.kind.kind.as_str()) {
-            ("keelson.dev", "ControlPlane") => decode::<ControlPlane>(req).map(|(new, old)| {
-                let others: Vec<String> = self
-                    .injector
-                    .caches
-                    .control_planes
-                    .state()
-                    .iter()
-                    .map(|cp| cp.name_any())
-                    .collect();
-                let mut problems = validate::control_plane(&new, old.as_ref(), &others);
-                problems.extend(self.namespace_problem(&new, old.as_ref()));
-                problems
-            }),
+            ("keelson.dev", "ControlPlane") => match decode::<ControlPlane>(req) {
+                Ok((new, old)) => {
+                    let others: Vec<String> = self
+                        .injector
+                        .caches
+                        .control_planes
+                        .state()
+                        .iter()
+                        .map(|cp| cp.name_any())
+                        .collect();
+                    let mut problems = validate::control_plane(&new, old.as_ref(), &others);
+                    problems.extend(self.namespace_problem(&new, old.as_ref()).await);
+                    Ok(problems)
+                }
+                Err(e) => Err(e),
+            },
             ("keelson.dev", "DataPlane") => {
                 decode::<DataPlane>(req).map(|(new, _)| validate::data_plane(&new))
             }
@@ -231,7 +234,12 @@ impl Admission {
     /// same rule the reconciler applies before its first write, judged
     /// from the namespace cache when the namespace is named (a create, or
     /// a change before anything was installed).
-    fn namespace_problem(
+    ///
+    /// A refusal is judged again from the namespace as the API server holds
+    /// it: a GitOps sync labels the namespace (hands it over) and applies
+    /// the ControlPlane in one go, and the cache may not have seen the
+    /// label yet.
+    async fn namespace_problem(
         &self,
         cp: &ControlPlane,
         old: Option<&ControlPlane>,
@@ -239,25 +247,41 @@ impl Admission {
         if old.is_some_and(|o| o.spec.namespace == cp.spec.namespace) {
             return None;
         }
-        let existing =
+        let judge = |existing: Option<&kube::core::ObjectMeta>| {
+            match crate::controlplane::namespace::claim(
+                &cp.name_any(),
+                cp.metadata.uid.as_deref(),
+                &cp.spec.namespace,
+                existing,
+                self.control_plane_namespaces.as_deref(),
+            ) {
+                crate::controlplane::namespace::Claim::Refused(message) => {
+                    Some(validate::Invalid {
+                        field: "spec.namespace".into(),
+                        message,
+                    })
+                }
+                _ => None,
+            }
+        };
+        let cached =
             self.injector
                 .caches
                 .namespaces
                 .get(&kube::runtime::reflector::ObjectRef::new(
                     &cp.spec.namespace,
                 ));
-        match crate::controlplane::namespace::claim(
-            &cp.name_any(),
-            cp.metadata.uid.as_deref(),
-            &cp.spec.namespace,
-            existing.as_ref().map(|n| &n.metadata),
-            self.control_plane_namespaces.as_deref(),
-        ) {
-            crate::controlplane::namespace::Claim::Refused(message) => Some(validate::Invalid {
-                field: "spec.namespace".into(),
-                message,
-            }),
-            _ => None,
+        let problem = judge(cached.as_ref().map(|n| &n.metadata))?;
+        let Some(client) = &self.injector.client else {
+            return Some(problem);
+        };
+        match Api::<k8s_openapi::api::core::v1::Namespace>::all(client.clone())
+            .get_metadata_opt(&cp.spec.namespace)
+            .await
+        {
+            Ok(live) => judge(live.as_ref().map(|n| &n.metadata)),
+            // Unreadable now: the cache's judgement stands.
+            Err(_) => Some(problem),
         }
     }
 }
