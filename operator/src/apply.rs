@@ -38,7 +38,10 @@ pub enum ApplyError {
 
 impl ApplyError {
     /// Turns a failed request about `kind` `name` into an [`ApplyError`].
-    fn api<'a>(kind: &'a str, name: &'a str) -> impl Fn(kube::Error) -> Self + Copy + 'a {
+    pub(crate) fn api<'a>(
+        kind: &'a str,
+        name: &'a str,
+    ) -> impl Fn(kube::Error) -> Self + Copy + 'a {
         move |source| Self::Api {
             kind: kind.into(),
             name: name.into(),
@@ -405,16 +408,7 @@ impl Applier {
         if retired_not_deleted(like) {
             return self.retire(&target).await;
         }
-        let (api, name) = self.api(&target)?;
-        match api.delete(&name, &DeleteParams::background()).await {
-            Ok(_) => Ok(()),
-            Err(kube::Error::Api(s)) if s.code == 404 => Ok(()),
-            Err(source) => Err(ApplyError::Api {
-                kind: like["kind"].as_str().unwrap_or_default().into(),
-                name,
-                source: Box::new(source),
-            }),
-        }
+        self.delete_named(&target).await.map(drop)
     }
 
     /// Takes back every field Keelson applied to `object` (its kind and

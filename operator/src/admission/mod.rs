@@ -553,11 +553,7 @@ async fn configure_once(
             let registered = api
                 .get_opt(INJECTOR)
                 .await
-                .map_err(|source| ApplyError::Api {
-                    kind: "MutatingWebhookConfiguration".into(),
-                    name: INJECTOR.into(),
-                    source: Box::new(source),
-                })?
+                .map_err(ApplyError::api("MutatingWebhookConfiguration", INJECTOR))?
                 .is_some_and(|m| m.webhooks.is_some_and(|w| !w.is_empty()));
             if registered {
                 applier

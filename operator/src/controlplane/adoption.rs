@@ -19,7 +19,7 @@
 //!    so that a `helm upgrade` fails instead of undoing Keelson's changes.
 
 use super::ReconcileError;
-use super::material::{self, IMPORTED_CERT, ISSUER_SECRET};
+use super::material::{self, IMPORTED_CERT, ISSUER_SECRET, key};
 use crate::apply::{Applier, ApplyError};
 use crate::catalog;
 use crate::identity;
@@ -57,10 +57,6 @@ pub struct Found<'a> {
 
 fn field<'v>(values: &'v serde_yaml::Value, key: &str) -> Option<&'v str> {
     values.get(key)?.as_str()
-}
-
-fn data(secret: &Secret, key: &str) -> Option<String> {
-    String::from_utf8(secret.data.as_ref()?.get(key)?.0.clone()).ok()
 }
 
 /// Judges a running installation for adoption by `cp`: the release to
@@ -110,9 +106,9 @@ pub fn judge(cp: &ControlPlane, found: &Found<'_>) -> Result<(String, String), S
     let issuer = found.issuer.ok_or_else(|| {
         format!("spec.adoption: the Linkerd running in {ns} has no Secret {ISSUER_SECRET}")
     })?;
-    let (cert, mode_needed) = match (data(issuer, "crt.pem"), data(issuer, "tls.crt")) {
-        (Some(cert), _) if data(issuer, "key.pem").is_some() => (cert, IssuerMode::Managed),
-        (_, Some(cert)) if data(issuer, "ca.crt").is_some() => (cert, IssuerMode::External),
+    let (cert, mode_needed) = match (key(issuer, "crt.pem"), key(issuer, "tls.crt")) {
+        (Some(cert), _) if key(issuer, "key.pem").is_some() => (cert, IssuerMode::Managed),
+        (_, Some(cert)) if key(issuer, "ca.crt").is_some() => (cert, IssuerMode::External),
         _ => {
             return Err(format!(
                 "spec.adoption: Secret {ns}/{ISSUER_SECRET} holds neither crt.pem and key.pem (linkerd.io/tls) nor tls.crt and ca.crt (kubernetes.io/tls)"
@@ -206,7 +202,7 @@ pub async fn start(
             .map_err(|e| ReconcileError::kube(format!("reading Secret {name}"), e))?,
         Err(e) => return Err(ReconcileError::kube(format!("creating Secret {name}"), e)),
     };
-    if data(&stored, IMPORTED_CERT).as_deref() != Some(bundle.as_str()) {
+    if key(&stored, IMPORTED_CERT).as_deref() != Some(bundle.as_str()) {
         return Ok(Err(format!(
             "spec.adoption: Secret {keelson_namespace}/{name} already holds trust anchors other than the bundle of the Linkerd running in {ns}; adopting would replace that bundle. Delete the Secret if it is left over"
         )));
@@ -324,11 +320,7 @@ pub async fn hand_over_injector(
     ours: &Value,
 ) -> Result<(), ApplyError> {
     let api: Api<MutatingWebhookConfiguration> = Api::all(client.clone());
-    let err = |source| ApplyError::Api {
-        kind: "MutatingWebhookConfiguration".into(),
-        name: LINKERD_INJECTOR_WEBHOOK.into(),
-        source: Box::new(source),
-    };
+    let err = ApplyError::api("MutatingWebhookConfiguration", LINKERD_INJECTOR_WEBHOOK);
     if let Some(linkerds) = api.get_opt(LINKERD_INJECTOR_WEBHOOK).await.map_err(err)? {
         let wanted = &ours["webhooks"];
         let current = serde_json::to_value(&linkerds.webhooks).unwrap_or_default();

@@ -42,7 +42,7 @@ pub fn declared_anchor_secret(cp: &str) -> String {
 pub const ISSUER_SECRET: &str = "linkerd-identity-issuer";
 const WEBHOOK_CERT_LIFETIME: Duration = Duration::from_secs(365 * 86400);
 
-fn key(secret: &Secret, name: &str) -> Option<String> {
+pub(super) fn key(secret: &Secret, name: &str) -> Option<String> {
     let bytes = secret.data.as_ref()?.get(name)?;
     String::from_utf8(bytes.0.clone()).ok()
 }
