@@ -8,6 +8,7 @@ pub mod duration;
 pub mod gateway;
 pub mod policy;
 pub mod preserved;
+pub mod schema;
 pub mod serviceprofile;
 pub mod workload;
 

@@ -3,16 +3,18 @@
 //!
 //! Modelled on `charts/linkerd-crds/templates/policy/` and the policy
 //! controller's types (`policy-controller/k8s/api`) at edge-24.11.8,
-//! edge-25.4.4 and edge-25.10.7, which define these kinds identically: every
-//! field Linkerd's controllers read is typed, with Linkerd's required fields,
-//! enums, defaults and one-of rules. Name patterns and length limits are left
-//! to Linkerd's policy validator webhook, which checks every object anyway.
+//! edge-25.4.4 and edge-25.10.7, which define these kinds identically. The
+//! schemas state what the chart's state: required fields, enums, defaults,
+//! one-of rules, name patterns and length limits (`e2e/hack/crd-parity.sh`
+//! compares them fact by fact). Where the chart's schema differs from the
+//! type Keelson reads, `#[schemars(with = ...)]` names a schema-only type.
 //!
 //! The types of the current version of each kind sit at the top of this
 //! module; the older versions Linkerd still serves, where their schema
 //! differs, in a module named after the version.
 
 use crate::preserved::Preserved;
+use crate::schema;
 use gateway_api::apis::standard::httproutes::{HttpRouteParentRefs, HttpRouteStatus};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, LabelSelector};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
@@ -39,9 +41,11 @@ pub struct ServerSpec {
     /// Pods this Server selects; exactly one of `podSelector` and
     /// `externalWorkloadSelector` is set.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(with = "Option<schema::LabelSelector>")]
     pub pod_selector: Option<LabelSelector>,
     /// ExternalWorkloads this Server selects.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(with = "Option<schema::LabelSelector>")]
     pub external_workload_selector: Option<LabelSelector>,
     /// Port number or container port name.
     pub port: IntOrString,
@@ -77,8 +81,10 @@ pub mod v1beta2 {
     #[schemars(extend("oneOf" = [{"required": ["podSelector"]}, {"required": ["externalWorkloadSelector"]}]))]
     pub struct ServerSpec {
         #[serde(default, skip_serializing_if = "Option::is_none")]
+        #[schemars(with = "Option<schema::LabelSelector>")]
         pub pod_selector: Option<LabelSelector>,
         #[serde(default, skip_serializing_if = "Option::is_none")]
+        #[schemars(with = "Option<schema::LabelSelector>")]
         pub external_workload_selector: Option<LabelSelector>,
         pub port: IntOrString,
         #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -87,9 +93,7 @@ pub mod v1beta2 {
     }
 }
 
-/// Server as of policy.linkerd.io/v1beta1 (and v1alpha1, served with this
-/// schema; Linkerd's differs only in a one-of between `matchLabels` and
-/// `matchExpressions`): pods only.
+/// Server as of policy.linkerd.io/v1beta1: pods only.
 pub mod v1beta1 {
     use super::*;
 
@@ -107,6 +111,33 @@ pub mod v1beta1 {
     )]
     #[serde(rename_all = "camelCase")]
     pub struct ServerSpec {
+        #[schemars(with = "schema::LabelSelector")]
+        pub pod_selector: LabelSelector,
+        pub port: IntOrString,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        #[schemars(extend("default" = "unknown"))]
+        pub proxy_protocol: Option<String>,
+    }
+}
+
+/// Server as of policy.linkerd.io/v1alpha1: as v1beta1, with a selector that
+/// needs labels or expressions, and no printer columns.
+pub mod v1alpha1 {
+    use super::*;
+
+    /// A port of a set of pods.
+    #[derive(CustomResource, Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+    #[kube(
+        group = "policy.linkerd.io",
+        version = "v1alpha1",
+        kind = "Server",
+        namespaced,
+        shortname = "srv",
+        doc = "A port of a set of pods that Linkerd policy applies to."
+    )]
+    #[serde(rename_all = "camelCase")]
+    pub struct ServerSpec {
+        #[schemars(with = "schema::NonEmptyLabelSelector")]
         pub pod_selector: LabelSelector,
         pub port: IntOrString,
         #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -140,9 +171,11 @@ pub struct ServerAuthorizationSpec {
 pub struct ServerRef {
     /// A Server by name.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = schema::DNS_LABEL))]
     pub name: Option<String>,
     /// Servers by label.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(with = "Option<schema::LabelSelector>")]
     pub selector: Option<LabelSelector>,
 }
 
@@ -174,6 +207,7 @@ pub struct AuthorizedMeshTls {
     pub unauthenticated_tls: Option<bool>,
     /// Identity names; `*` prefixes match a domain, `*` alone any identity.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(inner(regex(pattern = schema::IDENTITY)))]
     pub identities: Option<Vec<String>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub service_accounts: Option<Vec<ServiceAccountRef>>,
@@ -182,8 +216,10 @@ pub struct AuthorizedMeshTls {
 /// A ServiceAccount; its namespace defaults to the referrer's.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
 pub struct ServiceAccountRef {
+    #[schemars(regex(pattern = schema::DNS_LABEL))]
     pub name: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = schema::DNS_LABEL))]
     pub namespace: Option<String>,
 }
 
@@ -214,8 +250,11 @@ pub struct AuthorizationPolicySpec {
 pub struct LocalTargetRef {
     /// API group; empty for the core group.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 253), regex(pattern = schema::GROUP))]
     pub group: Option<String>,
+    #[schemars(length(min = 1, max = 63), regex(pattern = schema::KIND))]
     pub kind: String,
+    #[schemars(length(min = 1, max = 253))]
     pub name: String,
 }
 
@@ -225,11 +264,30 @@ pub struct LocalTargetRef {
 pub struct PolicyTargetRef {
     /// API group; empty for the core group.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 253), regex(pattern = schema::GROUP))]
     pub group: Option<String>,
+    #[schemars(length(min = 1, max = 63), regex(pattern = schema::KIND))]
     pub kind: String,
+    #[schemars(length(min = 1, max = 253))]
     pub name: String,
     /// Namespace of the referent; unset means the policy's own namespace.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 253))]
+    pub namespace: Option<String>,
+}
+
+/// A client a rate limit override names; its namespace must be a DNS label.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+pub struct ClientRef {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 253), regex(pattern = schema::GROUP))]
+    pub group: Option<String>,
+    #[schemars(length(min = 1, max = 63), regex(pattern = schema::KIND))]
+    pub kind: String,
+    #[schemars(length(min = 1, max = 253))]
+    pub name: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 63), regex(pattern = schema::DNS_LABEL))]
     pub namespace: Option<String>,
 }
 
@@ -261,11 +319,15 @@ pub struct MeshTlsAuthenticationSpec {
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
 pub struct IdentityRef {
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 253), regex(pattern = schema::GROUP))]
     pub group: Option<String>,
+    #[schemars(length(min = 1, max = 63), regex(pattern = schema::KIND))]
     pub kind: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 253))]
     pub name: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 253))]
     pub namespace: Option<String>,
 }
 
@@ -368,7 +430,7 @@ pub struct RateLimit {
 #[serde(rename_all = "camelCase")]
 pub struct RateLimitOverride {
     pub requests_per_second: i64,
-    pub client_refs: Vec<PolicyTargetRef>,
+    pub client_refs: Vec<ClientRef>,
 }
 
 /// Written by Linkerd's policy controller.
@@ -376,8 +438,31 @@ pub struct RateLimitOverride {
 #[serde(rename_all = "camelCase")]
 pub struct HttpLocalRateLimitPolicyStatus {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(schema_with = "schema::conditions")]
     pub conditions: Vec<Condition>,
+    #[schemars(with = "StatusTargetRef")]
     pub target_ref: LocalTargetRef,
+}
+
+/// The Server a rate limit status names: the group and kind default to a
+/// Server's.
+#[derive(JsonSchema)]
+#[allow(dead_code)] // Fields exist for their schema.
+struct StatusTargetRef {
+    #[schemars(
+        length(max = 253),
+        regex(pattern = schema::GROUP),
+        extend("default" = "policy.linkerd.io")
+    )]
+    group: Option<String>,
+    #[schemars(
+        length(min = 1, max = 63),
+        regex(pattern = schema::KIND),
+        extend("default" = "Server")
+    )]
+    kind: Option<String>,
+    #[schemars(length(min = 1, max = 253))]
+    name: String,
 }
 
 /// Destinations outside the cluster and what traffic to them is allowed
@@ -412,5 +497,6 @@ pub enum TrafficPolicy {
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
 pub struct EgressNetworkStatus {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(schema_with = "schema::conditions")]
     pub conditions: Vec<Condition>,
 }

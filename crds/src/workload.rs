@@ -64,13 +64,16 @@ pub struct WorkloadPort {
 /// An address of the workload.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
 pub struct WorkloadIp {
-    pub ip: String,
+    /// Optional in Linkerd's schema, though its controllers need it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ip: Option<String>,
 }
 
 /// Written by the workload's own agent.
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 pub struct ExternalWorkloadStatus {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(schema_with = "crate::schema::probed_conditions")]
     pub conditions: Vec<WorkloadCondition>,
 }
 
@@ -102,7 +105,8 @@ pub enum ConditionStatus {
 }
 
 /// ExternalWorkload as of workload.linkerd.io/v1alpha1: `meshTls` spelled
-/// differently, one address, no status subresource.
+/// differently, one address, and a status without the status subresource
+/// (the CRD generation drops the subresource kube derives from `status`).
 pub mod v1alpha1 {
     use super::*;
 
@@ -114,6 +118,7 @@ pub mod v1alpha1 {
         kind = "ExternalWorkload",
         namespaced,
         category = "external",
+        status = "ExternalWorkloadStatus",
         doc = "An ExternalWorkload describes a single workload (i.e. a deployable unit) external to the cluster that should be enrolled in the mesh.",
         printcolumn = r#"{"name":"Identity","type":"string","jsonPath":".spec.meshTls.identity"}"#,
         printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#

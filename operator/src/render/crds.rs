@@ -10,7 +10,9 @@
 
 use super::{Context, Scope};
 use crate::catalog::{CrdVersions, GatewayApiBundle};
-use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::{
+    CustomResourceDefinition, JSONSchemaProps,
+};
 use keelson_crds::{gateway, policy, serviceprofile, workload};
 use kube::CustomResourceExt;
 use serde_json::{Value, json};
@@ -91,9 +93,16 @@ fn at_version(group: &str, kind: &str, version: &str) -> Option<CustomResourceDe
     let mut crd = match (group, kind, version) {
         ("policy.linkerd.io", "Server", "v1beta3") => policy::Server::crd(),
         ("policy.linkerd.io", "Server", "v1beta2") => policy::v1beta2::Server::crd(),
-        ("policy.linkerd.io", "Server", "v1alpha1" | "v1beta1") => policy::v1beta1::Server::crd(),
-        ("policy.linkerd.io", "ServerAuthorization", "v1alpha1" | "v1beta1") => {
+        ("policy.linkerd.io", "Server", "v1beta1") => policy::v1beta1::Server::crd(),
+        ("policy.linkerd.io", "Server", "v1alpha1") => policy::v1alpha1::Server::crd(),
+        ("policy.linkerd.io", "ServerAuthorization", "v1beta1") => {
             policy::ServerAuthorization::crd()
+        }
+        // The same schema as v1beta1, without its printer column.
+        ("policy.linkerd.io", "ServerAuthorization", "v1alpha1") => {
+            let mut crd = policy::ServerAuthorization::crd();
+            crd.spec.versions[0].additional_printer_columns = None;
+            crd
         }
         ("policy.linkerd.io", "AuthorizationPolicy", "v1alpha1") => {
             policy::AuthorizationPolicy::crd()
@@ -112,11 +121,23 @@ fn at_version(group: &str, kind: &str, version: &str) -> Option<CustomResourceDe
         }
         ("policy.linkerd.io", "EgressNetwork", "v1alpha1") => policy::EgressNetwork::crd(),
         ("linkerd.io", "ServiceProfile", "v1alpha1" | "v1alpha2") => {
-            serviceprofile::ServiceProfile::crd()
+            let mut crd = serviceprofile::ServiceProfile::crd();
+            let schema = schema_of(&mut crd);
+            // Linkerd's schema does not require `spec` of a ServiceProfile;
+            // its v1alpha1 requires `spec.routes`.
+            schema.required = None;
+            if version == "v1alpha1" {
+                let spec = schema.properties.as_mut().and_then(|p| p.get_mut("spec"));
+                spec.expect("a ServiceProfile has a spec").required = Some(vec!["routes".into()]);
+            }
+            crd
         }
         ("workload.linkerd.io", "ExternalWorkload", "v1beta1") => workload::ExternalWorkload::crd(),
+        // v1alpha1 has a status, without the status subresource.
         ("workload.linkerd.io", "ExternalWorkload", "v1alpha1") => {
-            workload::v1alpha1::ExternalWorkload::crd()
+            let mut crd = workload::v1alpha1::ExternalWorkload::crd();
+            crd.spec.versions[0].subresources = None;
+            crd
         }
         ("gateway.networking.k8s.io", "HTTPRoute", "v1" | "v1beta1" | "v1alpha2") => {
             gateway::HttpRoute::crd()
@@ -130,15 +151,35 @@ fn at_version(group: &str, kind: &str, version: &str) -> Option<CustomResourceDe
     Some(crd)
 }
 
-/// Makes a generated schema acceptable to Kubernetes 1.20, the oldest API
-/// server Keelson runs against: schemars lists `null` among the values of an
-/// optional enum, which `nullable: true` already allows and 1.20 rejects.
-/// Keelson's own types avoid it (`optional_enum` in keelson-crds); the
-/// `gateway-api` crate's types do not.
+/// The schema of a single-version CRD.
+fn schema_of(crd: &mut CustomResourceDefinition) -> &mut JSONSchemaProps {
+    let validation = crd.spec.versions[0].schema.as_mut();
+    validation
+        .and_then(|v| v.open_api_v3_schema.as_mut())
+        .expect("kube generates a schema for every CRD")
+}
+
+/// Brings a generated schema to the form of Linkerd's chart:
+/// - no `nullable`: schemars marks every `Option` field nullable, the chart
+///   marks none. A non-nullable field's `null` is pruned by the API server;
+///   a nullable one's is stored, and Linkerd's own controllers, whose Rust
+///   types have no null, then fail to read the object;
+/// - no `null` among an enum's values (schemars lists it for an optional
+///   enum; the `gateway-api` crate's types have such enums), which the API
+///   server refuses;
+/// - an int-or-string's `anyOf` keeps its alternatives' types (`integer`,
+///   `string`), as Kubernetes' own quantity schema and Linkerd's state them;
+///   kube's generator empties them.
 fn sanitize(schema: &mut Value) {
     let Some(node) = schema.as_object_mut() else {
         return;
     };
+    node.remove("nullable");
+    if node.get("x-kubernetes-int-or-string") == Some(&Value::Bool(true))
+        && node.get("anyOf") == Some(&json!([{}, {}]))
+    {
+        node["anyOf"] = json!([{"type": "integer"}, {"type": "string"}]);
+    }
     if let Some(Value::Array(values)) = node.get_mut("enum") {
         values.retain(|v| !v.is_null());
     }
@@ -252,13 +293,14 @@ mod tests {
     }
 
     #[test]
-    fn the_sanitizer_drops_null_from_enums_at_any_depth() {
+    fn the_sanitizer_drops_null_and_nullable_at_any_depth() {
         let mut schema = json!({"type": "object", "properties": {
             "scheme": {"type": "string", "nullable": true, "enum": ["http", "https", null]},
             "list": {"type": "array", "items": {"type": "object", "properties": {
                 "method": {"type": "string", "enum": [null, "GET"]}}}},
             "map": {"type": "object", "additionalProperties": {"type": "string", "enum": ["a", null]}},
             "either": {"type": "object", "oneOf": [{"required": ["x"]}], "anyOf": [{"enum": [null, 1]}]},
+            "weight": {"x-kubernetes-int-or-string": true, "anyOf": [{}, {}]},
             // A property named like a keyword is a schema, not a keyword.
             "enum": {"type": "string", "enum": ["x", null]},
         }});
@@ -266,11 +308,13 @@ mod tests {
         assert_eq!(
             schema,
             json!({"type": "object", "properties": {
-                "scheme": {"type": "string", "nullable": true, "enum": ["http", "https"]},
+                "scheme": {"type": "string", "enum": ["http", "https"]},
                 "list": {"type": "array", "items": {"type": "object", "properties": {
                     "method": {"type": "string", "enum": ["GET"]}}}},
                 "map": {"type": "object", "additionalProperties": {"type": "string", "enum": ["a"]}},
                 "either": {"type": "object", "oneOf": [{"required": ["x"]}], "anyOf": [{"enum": [1]}]},
+                "weight": {"x-kubernetes-int-or-string": true,
+                    "anyOf": [{"type": "integer"}, {"type": "string"}]},
                 "enum": {"type": "string", "enum": ["x"]},
             }})
         );
@@ -278,8 +322,9 @@ mod tests {
 
     /// What a 1.20 API server requires of a CRD schema: structural (every
     /// node typed, or int-or-string, or preserving unknown fields; one-of and
-    /// any-of only as value checks, with no types or properties of their own),
-    /// no `null` among enum values, no references.
+    /// any-of only as value checks, with no types or properties of their own,
+    /// but for the one form int-or-string allows: `anyOf: [{type: integer},
+    /// {type: string}]`), no `null` among enum values, no references.
     fn assert_accepted_by_1_20(node: &Value, at: &str) {
         let Some(obj) = node.as_object() else {
             panic!("schema at {at} is not an object: {node}")
@@ -295,7 +340,12 @@ mod tests {
         if let Some(values) = obj.get("enum").and_then(Value::as_array) {
             assert!(!values.contains(&Value::Null), "null in the enum at {at}");
         }
+        let int_or_string_alternatives = flag("x-kubernetes-int-or-string")
+            && obj.get("anyOf") == Some(&json!([{"type": "integer"}, {"type": "string"}]));
         for key in ["oneOf", "anyOf", "allOf"] {
+            if key == "anyOf" && int_or_string_alternatives {
+                continue;
+            }
             for alt in obj.get(key).and_then(Value::as_array).into_iter().flatten() {
                 for forbidden in ["type", "properties", "items", "additionalProperties"] {
                     assert!(
