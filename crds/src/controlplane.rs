@@ -517,6 +517,14 @@ pub struct ControlPlaneStatus {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub foreign_crds: Vec<ForeignCrd>,
 
+    /// How many validation facts of the installed CRDs were left out
+    /// because the cluster's API server cannot take them: CEL rules
+    /// (`x-kubernetes-validations`) before Kubernetes 1.25, empty-string
+    /// defaults before 1.22. Objects those facts would refuse or default
+    /// (Gateway API routes) are stored as they come. Unset from 1.25 on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub omitted_crd_facts: Option<u32>,
+
     /// The takeover of a running Linkerd (`spec.adoption`), step by step,
     /// so that a restarted operator resumes where it was. Kept once done,
     /// as a record of what was adopted.

@@ -14,8 +14,8 @@ pub mod workload;
 
 pub use controlplane::{ControlPlane, ControlPlaneSpec, ControlPlaneStatus};
 pub use dataplane::{DataPlane, DataPlaneSpec, DataPlaneStatus};
-/// Gateway API HTTPRoute (gateway.networking.k8s.io/v1), from the `gateway-api` crate.
-pub use gateway_api::apis::standard::httproutes::HttpRoute;
+/// Gateway API HTTPRoute (gateway.networking.k8s.io/v1), of the bundle Linkerd ships.
+pub use gateway::HttpRoute;
 
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::CustomResourceExt;

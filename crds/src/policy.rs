@@ -13,9 +13,9 @@
 //! module; the older versions Linkerd still serves, where their schema
 //! differs, in a module named after the version.
 
+use crate::gateway::{ParentReference, RouteStatus};
 use crate::preserved::Preserved;
 use crate::schema;
-use gateway_api::apis::standard::httproutes::{HttpRouteParentRefs, HttpRouteStatus};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, LabelSelector};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use kube::CustomResource;
@@ -369,7 +369,7 @@ pub struct Network {
     kind = "HTTPRoute",
     root = "HttpRoute",
     namespaced,
-    status = "HttpRouteStatus",
+    status = "RouteStatus",
     doc = "Routes HTTP requests to a Linkerd-proxied Server or Service.",
     printcolumn = r#"{"name":"Hostnames","type":"string","jsonPath":".spec.hostnames"}"#,
     printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
@@ -378,7 +378,7 @@ pub struct Network {
 pub struct HttpRouteSpec {
     /// The Servers (inbound) or Services (outbound) the route attaches to.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub parent_refs: Option<Vec<HttpRouteParentRefs>>,
+    pub parent_refs: Option<Vec<ParentReference>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub hostnames: Option<Vec<String>>,
     /// Matches, filters, backends and timeouts, as Gateway API's HTTPRoute

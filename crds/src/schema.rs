@@ -101,3 +101,25 @@ fn required_on_list(mut list: Schema) -> Schema {
     list.insert("required".into(), serde_json::json!(["status", "type"]));
     list
 }
+
+/// Removes every CEL rule (`x-kubernetes-validations`) from a schema: for a
+/// schema that states none (Linkerd's own CRDs, Gateway API v0.7.1), or an
+/// API server that does not take them (before Kubernetes 1.25).
+pub fn strip_cel(node: &mut serde_json::Value) -> usize {
+    let Some(object) = node.as_object_mut() else {
+        return 0;
+    };
+    let mut removed = match object.remove("x-kubernetes-validations") {
+        Some(serde_json::Value::Array(list)) => list.len(),
+        _ => 0,
+    };
+    if let Some(serde_json::Value::Object(props)) = object.get_mut("properties") {
+        removed += props.values_mut().map(strip_cel).sum::<usize>();
+    }
+    for key in ["items", "additionalProperties"] {
+        if let Some(child) = object.get_mut(key) {
+            removed += strip_cel(child);
+        }
+    }
+    removed
+}

@@ -6,7 +6,8 @@ chart rendered by helm at a tag, `ours` is what `keelson render` applies for
 the same release. A schema is broken down into facts, each a (path, kind,
 value) triple: a property exists, its type, a required name, an enum, a
 pattern, a length or item limit, a default, a list type or map key, a CEL
-rule, preserve-unknown-fields, nullability. Descriptions are not facts.
+rule with its message, preserve-unknown-fields, nullability, a version's
+flags and printer columns. Descriptions are not facts.
 
 For each CRD and fact kind it prints how many of upstream's facts Keelson
 keeps (same path, same value) and how many facts Keelson has that upstream
@@ -134,8 +135,8 @@ def schema_facts(node, path, out):
     for name in node.get("required", []):
         out.add((path, "required", "required", name))
     for rule in node.get("x-kubernetes-validations", []):
-        # A rule is kept when its expression is; messages are prose.
-        out.add((path, "cel", "rule", rule["rule"]))
+        # The message is what a refused user reads: part of the fact.
+        out.add((path, "cel", "rule", canonical(rule)))
     for keyword in ("oneOf", "anyOf", "allOf", "not"):
         if keyword in node:
             out.add((path, "one-of", keyword, canonical(node[keyword])))

@@ -51,6 +51,26 @@ fn rendered_manifests_match_golden_files() {
                 stale.push(path.display().to_string());
             }
         }
+        // Every CRD the release can install, Gateway API's too, as a cluster
+        // that takes CEL rules gets them (the renders above are at the
+        // release's Kubernetes floor, below 1.25, where they are left out).
+        let cp = control_plane(&version, "installGatewayApi: true");
+        let modern = catalog::KubeVersion {
+            major: 1,
+            minor: 31,
+        };
+        let crds: Vec<_> = render::offline::render(&cp, Some(modern))
+            .unwrap()
+            .into_iter()
+            .filter(|r| r.stage == render::Stage::Crds)
+            .collect();
+        let yaml = render::offline::to_yaml(&crds);
+        let path = golden_path(&version, "crds-k8s-1.31");
+        if update {
+            std::fs::write(&path, &yaml).unwrap();
+        } else if std::fs::read_to_string(&path).ok().as_deref() != Some(yaml.as_str()) {
+            stale.push(path.display().to_string());
+        }
     }
     assert!(
         stale.is_empty(),

@@ -583,14 +583,16 @@ async fn apply(cp: Arc<ControlPlane>, ctx: Arc<Context>) -> Result<Action, Recon
         SystemTime::now(),
     )
     .await?;
-    let objects = render::render(&render::Context {
+    let render_ctx = render::Context {
         name: &cp.name_any(),
         spec: &cp.spec,
         release: applying,
         kubernetes,
         identity: &material.identity,
         webhooks: &material.webhooks,
-    });
+    };
+    let objects = render::render(&render_ctx);
+    let omitted_crd_facts = render::crds::omitted_facts(&render_ctx);
     // CRDs first, at every step of an upgrade too, and nothing else until
     // the API server serves them: Linkerd's controllers watch their kinds
     // from the start.
@@ -636,6 +638,7 @@ async fn apply(cp: Arc<ControlPlane>, ctx: Arc<Context>) -> Result<Action, Recon
         report_foreign_crds(&ctx, &cp, &foreign_crds, applying).await;
     }
     next.foreign_crds = foreign_crds;
+    next.omitted_crd_facts = u32::try_from(omitted_crd_facts).ok().filter(|n| *n > 0);
     if let Some(a) = adoption.as_mut()
         && a.phase < AdoptionPhase::Adopted
         && (applied_all || a.phase > AdoptionPhase::TakeOwnership)

@@ -9,13 +9,81 @@
 //! types; they accept what the bundle's schemas accept.
 
 use super::{Context, Scope};
-use crate::catalog::{CrdVersions, GatewayApiBundle};
+use crate::catalog::{CrdVersions, GatewayApiBundle, KubeVersion};
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::{
     CustomResourceDefinition, JSONSchemaProps,
 };
 use keelson_crds::{gateway, policy, serviceprofile, workload};
 use kube::CustomResourceExt;
 use serde_json::{Value, json};
+
+/// The first Kubernetes version whose API server takes CEL rules
+/// (`x-kubernetes-validations`, beta and on by default from 1.25). An
+/// older one would drop them silently, so they are left out of what is
+/// applied there, and counted in status ([`omitted_facts`]).
+pub const CEL_FLOOR: KubeVersion = KubeVersion {
+    major: 1,
+    minor: 25,
+};
+
+/// The first Kubernetes version Keelson gives an empty-string `default`
+/// (Gateway API's backend `group`): the 1.20 API server reads it as null and
+/// refuses the whole CRD (seen on the test cluster). Linkerd's chart states
+/// such defaults from its lowest floor, 1.22, on.
+pub const EMPTY_DEFAULT_FLOOR: KubeVersion = KubeVersion {
+    major: 1,
+    minor: 22,
+};
+
+/// How many validation facts of the release's CRDs the cluster's API server
+/// cannot take (CEL rules before 1.25, empty defaults before 1.22): none on
+/// a cluster the release supports from 1.25. Objects those facts would
+/// refuse or default are stored as they come.
+pub fn omitted_facts(ctx: &Context<'_>) -> usize {
+    if ctx.kubernetes >= CEL_FLOOR {
+        return 0;
+    }
+    let full = Context {
+        kubernetes: CEL_FLOOR,
+        ..*ctx
+    };
+    objects(&full)
+        .iter_mut()
+        .flat_map(|crd| crd["spec"]["versions"].as_array_mut().into_iter().flatten())
+        .map(|v| fit_to_cluster(ctx.kubernetes, &mut v["schema"]["openAPIV3Schema"]))
+        .sum()
+}
+
+/// Leaves out of a schema what the cluster's API server cannot take;
+/// returns how many facts that was.
+fn fit_to_cluster(kubernetes: KubeVersion, schema: &mut Value) -> usize {
+    let mut omitted = 0;
+    if kubernetes < CEL_FLOOR {
+        omitted += keelson_crds::schema::strip_cel(schema);
+    }
+    if kubernetes < EMPTY_DEFAULT_FLOOR {
+        omitted += strip_empty_defaults(schema);
+    }
+    omitted
+}
+
+fn strip_empty_defaults(node: &mut Value) -> usize {
+    let Some(object) = node.as_object_mut() else {
+        return 0;
+    };
+    let mut removed = 0;
+    if object.get("default") == Some(&json!("")) {
+        object.remove("default");
+        removed += 1;
+    }
+    if let Some(Value::Object(props)) = object.get_mut("properties") {
+        removed += props.values_mut().map(strip_empty_defaults).sum::<usize>();
+    }
+    if let Some(items) = object.get_mut("items") {
+        removed += strip_empty_defaults(items);
+    }
+    removed
+}
 
 /// The CRDs of the release: Linkerd's, then Gateway API's if the spec asks
 /// for them (`installGatewayApi`, else the release's default).
@@ -77,11 +145,20 @@ fn definition(ctx: &Context<'_>, entry: &CrdVersions, bundle: Option<&GatewayApi
     let mut object = serde_json::to_value(&crd).expect("a CRD serializes");
     object["metadata"] = ctx.meta(&name, Scope::Cluster, None);
     object["metadata"]["annotations"] = annotations;
+    let bundle = bundle.map(|b| {
+        gateway::Bundle::from_version(&b.bundle_version)
+            .expect("a Gateway API bundle Keelson models (the catalog tests check every entry)")
+    });
     for v in object["spec"]["versions"]
         .as_array_mut()
         .expect("a CRD has versions")
     {
-        sanitize(&mut v["schema"]["openAPIV3Schema"]);
+        let schema = &mut v["schema"]["openAPIV3Schema"];
+        sanitize(schema);
+        if let Some(bundle) = bundle {
+            bundle.adapt(kind, schema);
+        }
+        fit_to_cluster(ctx.kubernetes, schema);
     }
     object
 }
@@ -142,7 +219,12 @@ fn at_version(group: &str, kind: &str, version: &str) -> Option<CustomResourceDe
         ("gateway.networking.k8s.io", "HTTPRoute", "v1" | "v1beta1" | "v1alpha2") => {
             gateway::HttpRoute::crd()
         }
-        ("gateway.networking.k8s.io", "GRPCRoute", "v1" | "v1alpha2") => gateway::GrpcRoute::crd(),
+        ("gateway.networking.k8s.io", "GRPCRoute", "v1" | "v1alpha2") => {
+            let mut crd = gateway::GrpcRoute::crd();
+            // Gateway API's GRPCRoute schema does not require `spec`.
+            schema_of(&mut crd).required = None;
+            crd
+        }
         ("gateway.networking.k8s.io", "TLSRoute", "v1alpha2") => gateway::TlsRoute::crd(),
         ("gateway.networking.k8s.io", "TCPRoute", "v1alpha2") => gateway::TcpRoute::crd(),
         _ => return None,
@@ -227,6 +309,85 @@ mod tests {
         let linkerd = objects(&test_context("version: edge-25.10.7"));
         assert!(names(&linkerd).contains(&"servers.policy.linkerd.io"));
         assert_eq!(linkerd.len(), 10);
+    }
+
+    fn at(spec: &str, minor: u32) -> Context<'static> {
+        Context {
+            kubernetes: KubeVersion { major: 1, minor },
+            ..test_context(spec)
+        }
+    }
+
+    fn rules_in(objects: &mut [Value]) -> usize {
+        objects
+            .iter_mut()
+            .flat_map(|crd| crd["spec"]["versions"].as_array_mut().into_iter().flatten())
+            .map(|v| keelson_crds::schema::strip_cel(&mut v["schema"]["openAPIV3Schema"]))
+            .sum()
+    }
+
+    #[test]
+    fn cel_rules_are_applied_from_kubernetes_1_25_and_counted_before() {
+        let spec = "version: edge-25.10.7\ninstallGatewayApi: true";
+        let rules = rules_in(&mut objects(&at(spec, 25)));
+        // HTTPRoute 73 per served version (two), GRPCRoute 29 (two), TCPRoute
+        // and TLSRoute 3: the v1.1.1 bundle's, as `crd-parity.sh` counts them
+        // against Linkerd's chart (plus one duplicate HTTPRoute rule).
+        assert_eq!(rules, 2 * 74 + 2 * 29 + 3 + 3);
+        assert_eq!(omitted_facts(&at(spec, 25)), 0);
+        assert_eq!(rules_in(&mut objects(&at(spec, 24))), 0);
+        assert_eq!(omitted_facts(&at(spec, 24)), rules);
+        // Before 1.22, Gateway API's empty `group` defaults go too: in
+        // backendRefs, and in request mirrors of rule and backend filters
+        // (HTTPRoute and GRPCRoute, both served versions), and in TLSRoute's
+        // and TCPRoute's backendRefs.
+        let empty_defaults = 2 * 3 + 2 * 3 + 1 + 1;
+        assert_eq!(omitted_facts(&at(spec, 20)), rules + empty_defaults);
+        let at_1_20 = serde_json::to_string(&objects(&at(spec, 20))).unwrap();
+        assert!(!at_1_20.contains(r#""default":"""#));
+        // Linkerd's own CRDs state neither; without Gateway API nothing is
+        // left out.
+        assert_eq!(omitted_facts(&at("version: edge-25.10.7", 20)), 0);
+    }
+
+    #[test]
+    fn each_gateway_bundle_has_its_own_facts() {
+        let rule = |version: &str, kind: &str| {
+            let spec = format!("version: {version}\ninstallGatewayApi: true");
+            let crd = objects(&at(&spec, 31))
+                .into_iter()
+                .find(|o| {
+                    o["spec"]["names"]["kind"] == kind && o["spec"]["group"] != "policy.linkerd.io"
+                })
+                .unwrap();
+            let storage = crd["spec"]["versions"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|v| v["storage"] == true)
+                .unwrap()
+                .clone();
+            storage["schema"]["openAPIV3Schema"]["properties"]["spec"]["properties"]["rules"]
+                .clone()
+        };
+        // v1.1.1 keeps users' session persistence and timeouts; v0.7.1 has
+        // neither, nor CEL rules, and gives GRPCRoute a default rule.
+        let http = rule("edge-25.4.4", "HTTPRoute");
+        let persistence = &http["items"]["properties"]["sessionPersistence"];
+        assert_eq!(
+            persistence["properties"]["type"]["enum"],
+            json!(["Cookie", "Header"])
+        );
+        assert!(http["items"]["properties"]["timeouts"]["x-kubernetes-validations"].is_array());
+        let old = rule("edge-24.11.8", "HTTPRoute");
+        assert!(old["items"]["properties"]["sessionPersistence"].is_null());
+        assert!(old["items"]["properties"]["timeouts"].is_null());
+        assert!(old["items"]["x-kubernetes-validations"].is_null());
+        assert!(rule("edge-25.4.4", "GRPCRoute")["default"].is_null());
+        assert_eq!(
+            rule("edge-24.11.8", "GRPCRoute")["default"],
+            json!([{"matches": [{"method": {"type": "Exact"}}]}])
+        );
     }
 
     #[test]

@@ -6,7 +6,7 @@
 //! and checked against golden files (`operator/tests/golden/`).
 
 mod config;
-mod crds;
+pub mod crds;
 mod destination;
 mod identity;
 pub mod offline;
