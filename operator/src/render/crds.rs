@@ -190,8 +190,20 @@ fn at_version(group: &str, kind: &str, version: &str) -> Option<CustomResourceDe
         ("policy.linkerd.io", "NetworkAuthentication", "v1alpha1") => {
             policy::NetworkAuthentication::crd()
         }
-        ("policy.linkerd.io", "HTTPRoute", "v1alpha1" | "v1beta1" | "v1beta2" | "v1beta3") => {
-            policy::HttpRoute::crd()
+        ("policy.linkerd.io", "HTTPRoute", "v1beta3") => linkerd_route(policy::HttpRoute::crd()),
+        // v1beta3 without timeouts.
+        ("policy.linkerd.io", "HTTPRoute", "v1beta2") => {
+            let mut crd = linkerd_route(policy::HttpRoute::crd());
+            edit_schema(&mut crd, |schema| {
+                let rule = schema.pointer_mut("/properties/spec/properties/rules/items/properties");
+                rule.and_then(Value::as_object_mut)
+                    .expect("policy.linkerd.io HTTPRoute has rules")
+                    .remove("timeouts");
+            });
+            crd
+        }
+        ("policy.linkerd.io", "HTTPRoute", "v1alpha1" | "v1beta1") => {
+            linkerd_route(policy::httproute_v1beta1::HttpRoute::crd())
         }
         ("policy.linkerd.io", "HTTPLocalRateLimitPolicy", "v1alpha1") => {
             policy::HttpLocalRateLimitPolicy::crd()
@@ -231,6 +243,22 @@ fn at_version(group: &str, kind: &str, version: &str) -> Option<CustomResourceDe
     };
     crd.spec.versions[0].name = version.into();
     Some(crd)
+}
+
+/// Linkerd's HTTPRoute shares Gateway API's route types, without their CEL
+/// rules: Linkerd's schema states none.
+fn linkerd_route(mut crd: CustomResourceDefinition) -> CustomResourceDefinition {
+    edit_schema(&mut crd, |schema| {
+        keelson_crds::schema::strip_cel(schema);
+    });
+    crd
+}
+
+/// Edits the schema of a single-version CRD as JSON.
+fn edit_schema(crd: &mut CustomResourceDefinition, edit: impl FnOnce(&mut Value)) {
+    let mut schema = serde_json::to_value(&*schema_of(crd)).expect("a schema serializes");
+    edit(&mut schema);
+    *schema_of(crd) = serde_json::from_value(schema).expect("an edited schema deserializes");
 }
 
 /// The schema of a single-version CRD.
@@ -337,17 +365,19 @@ mod tests {
         assert_eq!(omitted_facts(&at(spec, 25)), 0);
         assert_eq!(rules_in(&mut objects(&at(spec, 24))), 0);
         assert_eq!(omitted_facts(&at(spec, 24)), rules);
-        // Before 1.22, Gateway API's empty `group` defaults go too: in
-        // backendRefs, and in request mirrors of rule and backend filters
-        // (HTTPRoute and GRPCRoute, both served versions), and in TLSRoute's
-        // and TCPRoute's backendRefs.
-        let empty_defaults = 2 * 3 + 2 * 3 + 1 + 1;
+        // Before 1.22, empty `group` defaults go too: Gateway API's in
+        // backendRefs and in request mirrors of rule and backend filters
+        // (HTTPRoute and GRPCRoute, both served versions) and in TLSRoute's
+        // and TCPRoute's backendRefs; Linkerd's HTTPRoute's in backendRefs
+        // (v1beta2 and v1beta3).
+        let linkerds = 2;
+        let empty_defaults = 2 * 3 + 2 * 3 + 1 + 1 + linkerds;
         assert_eq!(omitted_facts(&at(spec, 20)), rules + empty_defaults);
         let at_1_20 = serde_json::to_string(&objects(&at(spec, 20))).unwrap();
         assert!(!at_1_20.contains(r#""default":"""#));
-        // Linkerd's own CRDs state neither; without Gateway API nothing is
-        // left out.
-        assert_eq!(omitted_facts(&at("version: edge-25.10.7", 20)), 0);
+        // Linkerd's own CRDs state no CEL rules.
+        assert_eq!(omitted_facts(&at("version: edge-25.10.7", 24)), 0);
+        assert_eq!(omitted_facts(&at("version: edge-25.10.7", 20)), linkerds);
     }
 
     #[test]
@@ -388,6 +418,62 @@ mod tests {
             rule("edge-24.11.8", "GRPCRoute")["default"],
             json!([{"matches": [{"method": {"type": "Exact"}}]}])
         );
+    }
+
+    #[test]
+    fn linkerds_httproute_is_typed_per_version_without_cel() {
+        let crd = objects(&at("version: edge-25.10.7", 31))
+            .into_iter()
+            .find(|o| o["metadata"]["name"] == "httproutes.policy.linkerd.io")
+            .unwrap();
+        let spec_of = |version: &str| {
+            let v = crd["spec"]["versions"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|v| v["name"] == version)
+                .unwrap();
+            v["schema"]["openAPIV3Schema"]["properties"]["spec"].clone()
+        };
+        for version in ["v1alpha1", "v1beta1", "v1beta2", "v1beta3"] {
+            let spec = spec_of(version);
+            let text = spec.to_string();
+            // Rules were stored unvalidated and without defaults.
+            assert!(
+                !text.contains("x-kubernetes-preserve-unknown-fields"),
+                "{version}"
+            );
+            assert!(!text.contains("x-kubernetes-validations"), "{version}");
+            let rule = &spec["properties"]["rules"]["items"]["properties"];
+            assert_eq!(
+                rule["matches"]["items"]["properties"]["path"]["properties"]["type"]["enum"],
+                json!(["Exact", "PathPrefix", "RegularExpression"]),
+                "{version}"
+            );
+            assert_eq!(
+                rule["filters"]["items"]["properties"]["type"]["enum"],
+                json!(["RequestHeaderModifier", "RequestRedirect"]),
+                "{version}"
+            );
+            assert_eq!(
+                spec["properties"]["parentRefs"]["items"]["properties"]["group"]["default"],
+                "policy.linkerd.io",
+                "{version}"
+            );
+            let timeouts = &rule["timeouts"];
+            assert_eq!(timeouts.is_null(), version != "v1beta3", "{version}");
+            let backend = &rule["backendRefs"]["items"]["properties"];
+            let legacy = matches!(version, "v1alpha1" | "v1beta1");
+            assert_eq!(
+                backend["namespace"]["default"] == "default",
+                legacy,
+                "{version}"
+            );
+            assert_eq!(backend["weight"].is_null(), legacy, "{version}");
+        }
+        let timeouts =
+            &spec_of("v1beta3")["properties"]["rules"]["items"]["properties"]["timeouts"];
+        assert_eq!(timeouts["properties"]["request"]["format"], "duration");
     }
 
     #[test]

@@ -10,6 +10,7 @@ pub mod crds;
 mod destination;
 mod identity;
 pub mod offline;
+mod yaml11;
 pub use proxy::TRUST_ROOTS_SHA256;
 pub(crate) mod proxy;
 mod rbac;

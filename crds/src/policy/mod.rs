@@ -13,14 +13,15 @@
 //! module; the older versions Linkerd still serves, where their schema
 //! differs, in a module named after the version.
 
-use crate::gateway::{ParentReference, RouteStatus};
-use crate::preserved::Preserved;
 use crate::schema;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, LabelSelector};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use kube::CustomResource;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
+
+mod httproute;
+pub use httproute::{HttpRoute, HttpRouteSpec, HttpRouteStatus, v1beta1 as httproute_v1beta1};
 
 /// A port of a set of pods or ExternalWorkloads that policy applies to.
 #[derive(CustomResource, Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
@@ -356,36 +357,6 @@ pub struct Network {
     /// Addresses or CIDRs inside `cidr` that are not part of the network.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub except: Option<Vec<String>>,
-}
-
-/// Routes of inbound (parent: a Server) or outbound (parent: a Service) HTTP
-/// traffic (policy.linkerd.io/v1beta3). Linkerd serves v1alpha1 to v1beta3
-/// with schemas that differ only inside `rules` (backend weights, then
-/// timeouts), so every version is served with this one.
-#[derive(CustomResource, Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
-#[kube(
-    group = "policy.linkerd.io",
-    version = "v1beta3",
-    kind = "HTTPRoute",
-    root = "HttpRoute",
-    namespaced,
-    status = "RouteStatus",
-    doc = "Routes HTTP requests to a Linkerd-proxied Server or Service.",
-    printcolumn = r#"{"name":"Hostnames","type":"string","jsonPath":".spec.hostnames"}"#,
-    printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
-)]
-#[serde(rename_all = "camelCase")]
-pub struct HttpRouteSpec {
-    /// The Servers (inbound) or Services (outbound) the route attaches to.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub parent_refs: Option<Vec<ParentReference>>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub hostnames: Option<Vec<String>>,
-    /// Matches, filters, backends and timeouts, as Gateway API's HTTPRoute
-    /// rules. Keelson never reads them, so they are kept unvalidated here;
-    /// Linkerd's policy validator checks them.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub rules: Option<Vec<Preserved>>,
 }
 
 /// Per-Server HTTP rate limits (policy.linkerd.io/v1alpha1, from edge-24.11.2).

@@ -1,0 +1,84 @@
+#!/usr/bin/env bash
+# Maintainer tool: compares the key set of `linkerd-config`'s `values` as
+# Keelson renders it with the one Linkerd's chart writes (`toYaml .Values`),
+# for each catalog release at its upstream tag and each option set of the
+# golden files (default, ha, custom), given as the equivalent Helm values.
+# Values that differ are listed too, for review: images and versions are
+# the catalog's (the chart leaves them to the CLI), and certificates differ.
+#
+#   e2e/hack/config-parity.sh <linkerd2 checkout> [tag ...]
+#
+# Exit status: non-zero when a key set differs. Not part of `make test`.
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+[ $# -ge 1 ] || { echo "usage: $0 <linkerd2 checkout> [tag ...]" >&2; exit 2; }
+upstream=$1; shift
+# shellcheck source=helm.sh
+source e2e/hack/helm.sh
+echo "==> building keelson" >&2
+cargo build -q -p keelson-operator --bin keelson
+keelson=target/debug/keelson
+tags=("$@")
+[ ${#tags[@]} -gt 0 ] || mapfile -t tags < <("$keelson" versions | cut -f1)
+scratch=$(mktemp -d)
+trap 'rm -rf "$scratch"' EXIT
+openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes \
+  -keyout "$scratch/ca.key" -out "$scratch/ca.crt" -days 2 \
+  -subj "/CN=root.linkerd.cluster.local" >/dev/null 2>&1
+status=0
+for tag in "${tags[@]}"; do
+  dir="$scratch/$tag"
+  mkdir -p "$dir"
+  git -C "$upstream" archive "$tag" charts/partials charts/linkerd-control-plane | tar -x -C "$dir"
+  chart="$dir/charts/linkerd-control-plane"
+  "$HELM" dependency build "$chart" >/dev/null
+  # option set | namespace | Helm arguments | ControlPlane spec fields
+  while IFS='|' read -r set ns helm_args spec; do
+    # shellcheck disable=SC2086
+    "$HELM" template linkerd "$chart" --namespace "$ns" \
+      --set-file identityTrustAnchorsPEM="$scratch/ca.crt" \
+      --set-file identity.issuer.tls.crtPEM="$scratch/ca.crt" \
+      --set-file identity.issuer.tls.keyPEM="$scratch/ca.key" \
+      ${helm_args//CHART_DIR/$chart} > "$dir/upstream-$set.yaml"
+    printf 'apiVersion: keelson.dev/v1alpha1\nkind: ControlPlane\nmetadata: {name: linkerd}\nspec: {version: %s%s}\n' \
+      "$tag" "$spec" > "$dir/cp-$set.yaml"
+    "$keelson" render -f "$dir/cp-$set.yaml" > "$dir/ours-$set.yaml"
+    python3 - "$dir/upstream-$set.yaml" "$dir/ours-$set.yaml" "$tag $set" <<'PY' || status=1
+import sys, yaml
+
+def values(path):
+    docs = [d for d in yaml.safe_load_all(open(path)) if d]
+    cm = next(d for d in docs if d["kind"] == "ConfigMap" and d["metadata"]["name"] == "linkerd-config")
+    return yaml.safe_load(cm["data"]["values"])
+
+def flat(node, prefix=""):
+    out = {}
+    if isinstance(node, dict) and node:
+        for k, v in node.items():
+            out[prefix + k] = v if not isinstance(v, dict) or not v else {}
+            out.update(flat(v, prefix + k + "."))
+    else:
+        out[prefix[:-1]] = node
+    return out
+
+theirs, ours = flat(values(sys.argv[1])), flat(values(sys.argv[2]))
+missing, extra = sorted(set(theirs) - set(ours)), sorted(set(ours) - set(theirs))
+differ = [k for k in sorted(set(theirs) & set(ours))
+          if theirs[k] != ours[k] and not isinstance(theirs[k], dict) and "PEM" not in k]
+print(f"# {sys.argv[3]}: {len(theirs)} keys in the chart's, {len(ours)} in Keelson's; "
+      f"{len(missing)} missing, {len(extra)} extra; {len(differ)} values differ")
+for k in missing:
+    print(f"  missing {k}")
+for k in extra:
+    print(f"  extra   {k}")
+for k in differ:
+    print(f"  value   {k}: chart {theirs[k]!r}, Keelson {ours[k]!r}")
+sys.exit(1 if missing or extra else 0)
+PY
+  done <<'SETS'
+default|linkerd||
+ha|linkerd|-f CHART_DIR/values-ha.yaml|, highAvailability: true
+custom|mesh|--set clusterDomain=corp.internal,identityTrustDomain=example.org,identity.issuer.scheme=kubernetes.io/tls,proxy.logLevel=debug,proxy.logFormat=json,proxy.await=false,proxy.resources.cpu.request=50m,proxy.resources.memory.limit=128Mi,webhookFailurePolicy=Fail|, namespace: mesh, clusterDomain: corp.internal, identity: {trustDomain: example.org, issuer: External}, proxy: {logLevel: debug, logFormat: json, await: false, resources: {cpu: {request: 50m}, memory: {limit: 128Mi}}}, webhook: {failurePolicy: Fail}
+SETS
+done
+exit $status
