@@ -13,25 +13,16 @@ set -euo pipefail
 cd "$(dirname "$0")/../.."
 [ $# -ge 1 ] || { echo "usage: $0 <linkerd2 checkout> [tag ...]" >&2; exit 2; }
 upstream=$1; shift
-# shellcheck source=helm.sh
-source e2e/hack/helm.sh
-echo "==> building keelson" >&2
-cargo build -q -p keelson-operator --bin keelson
-keelson=target/debug/keelson
 tags=("$@")
-[ ${#tags[@]} -gt 0 ] || mapfile -t tags < <("$keelson" versions | cut -f1)
-scratch=$(mktemp -d)
-trap 'rm -rf "$scratch"' EXIT
+# shellcheck source=upstream.sh
+source e2e/hack/upstream.sh
 openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes \
   -keyout "$scratch/ca.key" -out "$scratch/ca.crt" -days 2 \
   -subj "/CN=root.linkerd.cluster.local" >/dev/null 2>&1
 status=0
 for tag in "${tags[@]}"; do
+  chart=$(chart_at "$tag" linkerd-control-plane)
   dir="$scratch/$tag"
-  mkdir -p "$dir"
-  git -C "$upstream" archive "$tag" charts/partials charts/linkerd-control-plane | tar -x -C "$dir"
-  chart="$dir/charts/linkerd-control-plane"
-  "$HELM" dependency build "$chart" >/dev/null
   # option set | namespace | Helm arguments | ControlPlane spec fields
   while IFS='|' read -r set ns helm_args spec; do
     # shellcheck disable=SC2086

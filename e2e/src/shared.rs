@@ -269,17 +269,26 @@ pub async fn dump_namespace(client: &Client, ns: &str) -> String {
 
 /// Server-side applies Keelson's CRDs and waits until they are served.
 pub async fn install_keelson_crds(client: &Client) -> anyhow::Result<()> {
+    let crds: Vec<serde_json::Value> = keelson_crds::crds()
+        .iter()
+        .map(|crd| serde_json::to_value(crd).expect("a CRD serializes"))
+        .collect();
+    apply_crds(client, &crds).await
+}
+
+/// Server-side applies CRDs and waits until each is served.
+pub async fn apply_crds(client: &Client, objects: &[serde_json::Value]) -> anyhow::Result<()> {
     use anyhow::Context as _;
     use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
     use kube::runtime::wait::{await_condition, conditions};
     let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
     let pp = kube::api::PatchParams::apply("keelson-e2e").force();
-    for crd in keelson_crds::crds() {
-        let name = crd.name_any();
-        crds.patch(&name, &pp, &kube::api::Patch::Apply(&crd))
+    for crd in objects {
+        let name = crd["metadata"]["name"].as_str().unwrap_or_default();
+        crds.patch(name, &pp, &kube::api::Patch::Apply(crd))
             .await
             .with_context(|| format!("applying CRD {name}"))?;
-        let established = await_condition(crds.clone(), &name, conditions::is_crd_established());
+        let established = await_condition(crds.clone(), name, conditions::is_crd_established());
         tokio::time::timeout(std::time::Duration::from_secs(60), established)
             .await
             .with_context(|| format!("CRD {name} not Established"))??;

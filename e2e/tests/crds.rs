@@ -8,13 +8,11 @@
 //! limit. Unit tests and `e2e/hack/crd-parity.sh` cover the rest.
 
 use anyhow::{Context as _, bail, ensure};
-use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use keelson_crds::ControlPlane;
-use keelson_e2e::shared::env;
+use keelson_e2e::shared::{apply_crds, env};
 use keelson_operator::catalog::KubeVersion;
 use keelson_operator::render::{self, Stage};
-use kube::api::{ApiResource, DynamicObject, Patch, PatchParams, PostParams};
-use kube::runtime::wait::{await_condition, conditions};
+use kube::api::{ApiResource, DynamicObject, PostParams};
 use kube::{Api, Client};
 use serde_json::{Value, json};
 
@@ -28,25 +26,12 @@ async fn install_crds(client: &Client, version: &str) -> anyhow::Result<()> {
         major: 1,
         minor: 20,
     };
-    let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
-    let pp = PatchParams::apply("keelson-e2e").force();
-    for r in render::offline::render(&cp, Some(cluster))? {
-        if r.stage != Stage::Crds {
-            continue;
-        }
-        let name = r.object["metadata"]["name"]
-            .as_str()
-            .unwrap_or_default()
-            .to_owned();
-        crds.patch(&name, &pp, &Patch::Apply(&r.object))
-            .await
-            .with_context(|| format!("applying CRD {name}"))?;
-        let established = await_condition(crds.clone(), &name, conditions::is_crd_established());
-        tokio::time::timeout(std::time::Duration::from_secs(60), established)
-            .await
-            .with_context(|| format!("CRD {name} not Established"))??;
-    }
-    Ok(())
+    let crds: Vec<Value> = render::offline::render(&cp, Some(cluster))?
+        .into_iter()
+        .filter(|r| r.stage == Stage::Crds)
+        .map(|r| r.object)
+        .collect();
+    apply_crds(client, &crds).await
 }
 
 fn api(client: &Client, ns: &str, api_version: &str, kind: &str) -> Api<DynamicObject> {

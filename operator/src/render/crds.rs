@@ -2,11 +2,12 @@
 //! Gateway API ones its chart bundles, with the versions the release's
 //! catalog entry lists and schemas generated from Keelson's Rust types.
 //!
+//! The schemas state every validation fact of the chart's at the release
+//! (`e2e/hack/crd-parity.sh` compares them), less what the cluster's API
+//! server cannot take ([`omitted_facts`]). Per-version quirks of Linkerd's
+//! schemas that no type expresses are applied here, each with its reason.
 //! Deliberate differences from the chart: each CRD carries Keelson's
-//! ownership label and no `helm.sh/chart` label, and the Gateway API schemas
-//! are the `gateway-api` crate's (Gateway API v1.5) for every version a
-//! bundle serves, since Gateway API defines those versions with the same
-//! types; they accept what the bundle's schemas accept.
+//! ownership label and no `helm.sh/chart` label.
 
 use super::{Context, Scope};
 use crate::catalog::{CrdVersions, GatewayApiBundle, KubeVersion};
@@ -275,8 +276,7 @@ fn schema_of(crd: &mut CustomResourceDefinition) -> &mut JSONSchemaProps {
 ///   a nullable one's is stored, and Linkerd's own controllers, whose Rust
 ///   types have no null, then fail to read the object;
 /// - no `null` among an enum's values (schemars lists it for an optional
-///   enum; the `gateway-api` crate's types have such enums), which the API
-///   server refuses;
+///   Rust enum), which the API server refuses;
 /// - an int-or-string's `anyOf` keeps its alternatives' types (`integer`,
 ///   `string`), as Kubernetes' own quantity schema and Linkerd's state them;
 ///   kube's generator empties them.
