@@ -9,12 +9,12 @@ CLUSTER_DIR := $(CURDIR)/.keelson/cluster
 KUBECONFIG_DEMO := $(CLUSTER_DIR)/kubeconfig
 KUBECTL := kubectl --kubeconfig $(KUBECONFIG_DEMO)
 
-.PHONY: help test unit e2e bench bench-webhook bench-dataplane lint fmt crds golden manifests helm-check kubernetes kubectl build \
+.PHONY: help test unit strict e2e bench bench-webhook bench-dataplane lint fmt crds golden manifests helm-check kubernetes kubectl build \
 	cluster cluster-down demo demo-down clean
 
 help:
 	@echo "make demo         start a local cluster, install Keelson's CRDs and the examples"
-	@echo "make test         lint, unit tests and end-to-end tests on a real local cluster"
+	@echo "make test         lint, unit tests, strict schema check and end-to-end tests on a real local cluster"
 	@echo "make bench        benchmarks; each prints its figures (BENCH_SECONDS, BENCH_CONCURRENCY)"
 	@echo "make cluster      start the local cluster in the background (make cluster-down stops it)"
 	@echo "make crds         regenerate crds/keelson.dev.yaml from the Rust types"
@@ -25,7 +25,7 @@ help:
 
 ## Tests ---------------------------------------------------------------------
 
-test: lint unit e2e
+test: lint unit strict e2e
 
 lint:
 	@echo "==> cargo fmt --check"
@@ -38,6 +38,12 @@ unit:
 	@echo "==> unit tests"
 	$(CARGO) test --workspace --locked --exclude keelson-e2e
 	$(CARGO) test -p keelson-e2e --locked --lib
+
+# Every render and injected pod against the strict OpenAPI schemas of each
+# Kubernetes minor each release supports (kubernetes-validate from PyPI): the
+# test cluster (1.20) silently drops fields it does not know.
+strict:
+	@bash e2e/strict/run.sh
 
 # One test binary per file under e2e/tests; all tests of a binary share one
 # cluster, each in its own namespaces.
