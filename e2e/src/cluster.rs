@@ -332,7 +332,7 @@ impl Cluster {
             "contexts": [{"name": "keelson-e2e", "context": {"cluster": "keelson-e2e", "user": "admin"}}],
             "current-context": "keelson-e2e",
         });
-        let yaml = serde_yaml::to_string(&doc).expect("static shape serializes");
+        let yaml = yaml_serde::to_string(&doc).expect("static shape serializes");
         std::fs::write(&self.kubeconfig, yaml)
             .map_err(Error::io(format!("writing {}", self.kubeconfig.display())))
     }

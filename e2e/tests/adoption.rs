@@ -868,7 +868,7 @@ async fn adopted(installed: Installed, prefix: &str, cert_manager: bool) {
                 }
                 let config: ConfigMap = Api::namespaced(client.clone(), &ns).get("linkerd-config").await?;
                 let values = config.data.and_then(|d| d.get("values").cloned()).unwrap_or_default();
-                let values: serde_yaml::Value = serde_yaml::from_str(&values)?;
+                let values: yaml_serde::Value = yaml_serde::from_str(&values)?;
                 ensure!(
                     values.get("identityTrustAnchorsPEM").and_then(|v| v.as_str()) == Some(mesh.bundle.as_str()),
                     "linkerd-config does not hold the bundle as installed"

@@ -19,7 +19,7 @@ use serde_json::{Value, json};
 /// Applies the CRDs Keelson renders for `version` (Gateway API's too) at the
 /// test cluster's version, and waits until they are served.
 async fn install_crds(client: &Client, version: &str) -> anyhow::Result<()> {
-    let cp: ControlPlane = serde_yaml::from_str(&format!(
+    let cp: ControlPlane = yaml_serde::from_str(&format!(
         "apiVersion: keelson.dev/v1alpha1\nkind: ControlPlane\nmetadata: {{name: linkerd}}\nspec: {{version: {version}, installGatewayApi: true}}\n"
     ))?;
     let cluster = KubeVersion {

@@ -273,7 +273,7 @@ pub fn manifest(adopted: &Adopted) -> String {
         ));
     }
     out.push_str(
-        &serde_yaml::to_string(&adopted.control_plane).expect("a ControlPlane serializes"),
+        &yaml_serde::to_string(&adopted.control_plane).expect("a ControlPlane serializes"),
     );
     out
 }
@@ -344,7 +344,7 @@ mod tests {
     #[test]
     fn a_helm_values_file_of_overrides_maps_onto_the_spec() {
         // What a user passes to `helm install linkerd-control-plane -f`.
-        let file: Value = serde_yaml::from_str(
+        let file: Value = yaml_serde::from_str(
             "identityTrustDomain: prod.example.org\n\
              identity:\n  externalCA: true\n  issuer:\n    scheme: kubernetes.io/tls\n\
              proxy:\n  nativeSidecar: true\n  await: false\n\

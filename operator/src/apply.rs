@@ -861,7 +861,7 @@ mod tests {
     #[test]
     fn every_rendered_kind_has_a_resource() {
         use crate::render;
-        let cp: keelson_crds::ControlPlane = serde_yaml::from_str(
+        let cp: keelson_crds::ControlPlane = yaml_serde::from_str(
             "apiVersion: keelson.dev/v1alpha1\nkind: ControlPlane\nmetadata: {name: l}\nspec: {version: edge-25.4.4, highAvailability: true}\n",
         )
         .unwrap();

@@ -220,7 +220,7 @@ impl Cli {
                     std::fs::read_to_string(&file)
                         .with_context(|| format!("reading {}", file.display()))?
                 };
-                let cp: keelson_crds::ControlPlane = serde_yaml::from_str(&text)
+                let cp: keelson_crds::ControlPlane = yaml_serde::from_str(&text)
                     .with_context(|| format!("{} is not a valid ControlPlane", file.display()))?;
                 let kube = kubernetes_version
                     .map(|v| catalog::KubeVersion::try_from(v).map_err(anyhow::Error::msg))
@@ -262,7 +262,7 @@ impl Cli {
                             std::fs::read_to_string(&file)
                                 .with_context(|| format!("reading {}", file.display()))?
                         };
-                        serde_yaml::from_str(&text)
+                        yaml_serde::from_str(&text)
                             .with_context(|| format!("{} is not YAML", file.display()))?
                     }
                     None => running_values(&namespace)?,
@@ -419,7 +419,7 @@ fn running_values(namespace: &str) -> anyhow::Result<serde_json::Value> {
             .as_ref()
             .and_then(|d| d.get("values"))
             .with_context(|| format!("ConfigMap {namespace}/linkerd-config has no values key"))?;
-        serde_yaml::from_str(text)
+        yaml_serde::from_str(text)
             .with_context(|| format!("the values in {namespace}/linkerd-config are not YAML"))
     })
 }

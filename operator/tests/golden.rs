@@ -28,7 +28,7 @@ fn control_plane(version: &str, options: &str) -> ControlPlane {
     let yaml = format!(
         "apiVersion: keelson.dev/v1alpha1\nkind: ControlPlane\nmetadata: {{name: linkerd}}\nspec:\n  version: {version}\n  {options}\n"
     );
-    serde_yaml::from_str(&yaml).unwrap_or_else(|e| panic!("{yaml}: {e}"))
+    yaml_serde::from_str(&yaml).unwrap_or_else(|e| panic!("{yaml}: {e}"))
 }
 
 fn golden_path(version: &str, set: &str) -> PathBuf {

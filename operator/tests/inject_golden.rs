@@ -170,7 +170,7 @@ fn golden_dir() -> PathBuf {
 }
 
 fn to_yaml(v: &Value) -> String {
-    serde_yaml::to_string(v).expect("JSON serializes as YAML")
+    yaml_serde::to_string(v).expect("JSON serializes as YAML")
 }
 
 /// The input file: the namespace, the owner, and the pod, as YAML documents.
@@ -186,7 +186,7 @@ fn input_yaml(case: &Case) -> String {
 
 /// The submitted pod after Keelson's patch, for one release.
 fn injected(case: &Case, version: &str) -> Value {
-    let spec: ControlPlaneSpec = serde_yaml::from_str(&format!("version: {version}")).unwrap();
+    let spec: ControlPlaneSpec = yaml_serde::from_str(&format!("version: {version}")).unwrap();
     let release = catalog::find(version).unwrap();
     let namespace: ObjectMeta = serde_json::from_value(json!({
         "name": case.pod["metadata"]["namespace"], "annotations": case.namespace}))

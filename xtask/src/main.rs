@@ -18,11 +18,11 @@
 
 use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand};
-use serde_yaml::Value;
 use std::collections::BTreeMap;
 use std::fmt::Write;
 use std::path::PathBuf;
 use std::process::Command;
+use yaml_serde::Value;
 
 #[derive(Parser)]
 #[command(about = "Keelson's maintainer tasks")]
@@ -108,7 +108,7 @@ impl Repo {
     }
 
     fn yaml(&self, tag: &str, path: &str) -> Result<Value> {
-        serde_yaml::from_str(&self.show(tag, path)?).with_context(|| format!("{path} at {tag}"))
+        yaml_serde::from_str(&self.show(tag, path)?).with_context(|| format!("{path} at {tag}"))
     }
 }
 
@@ -244,7 +244,7 @@ fn template_documents(template: &str) -> Vec<Value> {
     }
     plain
         .split("\n---")
-        .filter_map(|doc| serde_yaml::from_str(doc).ok())
+        .filter_map(|doc| yaml_serde::from_str(doc).ok())
         .filter(|doc: &Value| !doc.is_null())
         .collect()
 }

@@ -207,7 +207,7 @@ pub enum CatalogError {
 pub fn releases() -> &'static [Release] {
     static CATALOG: OnceLock<Vec<Release>> = OnceLock::new();
     CATALOG.get_or_init(|| {
-        let mut all: Vec<Release> = serde_yaml::from_str(include_str!("releases.yaml"))
+        let mut all: Vec<Release> = yaml_serde::from_str(include_str!("releases.yaml"))
             .expect("releases.yaml parses (checked by a unit test)");
         all.sort_by_key(|r| r.version);
         all

@@ -55,7 +55,7 @@ pub struct Found<'a> {
     pub issuer: Option<&'a Secret>,
 }
 
-fn field<'v>(values: &'v serde_yaml::Value, key: &str) -> Option<&'v str> {
+fn field<'v>(values: &'v yaml_serde::Value, key: &str) -> Option<&'v str> {
     values.get(key)?.as_str()
 }
 
@@ -70,9 +70,9 @@ pub fn judge(cp: &ControlPlane, found: &Found<'_>) -> Result<(String, String), S
     catalog::find(version).map_err(|e| {
         format!("spec.adoption: the Linkerd running in {ns} is {version}, which Keelson cannot adopt: {e}")
     })?;
-    let values: serde_yaml::Value = found
+    let values: yaml_serde::Value = found
         .values
-        .map(serde_yaml::from_str)
+        .map(yaml_serde::from_str)
         .transpose()
         .map_err(|e| {
             format!("spec.adoption: ConfigMap {ns}/linkerd-config has unreadable values: {e}")
@@ -423,7 +423,7 @@ mod tests {
     }
 
     fn values_of(bundle: &str) -> String {
-        serde_yaml::to_string(&json!({
+        yaml_serde::to_string(&json!({
             "identityTrustAnchorsPEM": bundle, "identityTrustDomain": "cluster.local",
         }))
         .expect("YAML")

@@ -391,7 +391,7 @@ mod tests {
     }
 
     fn spec(version: &str) -> ControlPlaneSpec {
-        serde_yaml::from_str(&format!(
+        yaml_serde::from_str(&format!(
             "version: {version}\nupgrade: {{healthDeadline: 60s}}"
         ))
         .unwrap()

@@ -26,7 +26,7 @@ impl Fixture {
     fn with_spec(version: &str, extra: &str) -> Self {
         let yaml = format!("{{version: {version}, {extra}}}");
         Self {
-            spec: serde_yaml::from_str(&yaml).unwrap(),
+            spec: yaml_serde::from_str(&yaml).unwrap(),
             release: catalog::find(version).unwrap(),
             kubernetes: KubeVersion {
                 major: 1,

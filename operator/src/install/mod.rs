@@ -309,7 +309,7 @@ pub fn to_yaml(header: &str, objects: &[Value]) -> String {
     let mut out = String::from(header);
     for o in objects {
         out.push_str("---\n");
-        out.push_str(&serde_yaml::to_string(o).expect("JSON values serialize as YAML"));
+        out.push_str(&yaml_serde::to_string(o).expect("JSON values serialize as YAML"));
     }
     out
 }

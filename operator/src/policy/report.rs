@@ -166,14 +166,14 @@ pub fn config_map(namespace: &str, report: &Report) -> Value {
         json!({"name": NAME, "namespace": namespace, "labels": {LABEL: "true"}}),
         json!({"data": {
             "summary": summary,
-            KEY: serde_yaml::to_string(report).expect("a report serializes"),
+            KEY: yaml_serde::to_string(report).expect("a report serializes"),
         }}),
     )
 }
 
 /// The report a ConfigMap holds.
 pub fn read(data: &BTreeMap<String, String>) -> Option<Report> {
-    serde_yaml::from_str(data.get(KEY)?).ok()
+    yaml_serde::from_str(data.get(KEY)?).ok()
 }
 
 /// The report of namespace `ns` as text, for `keelson policy report`: per

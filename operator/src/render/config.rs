@@ -489,7 +489,7 @@ mod tests {
             .unwrap()
             .to_owned();
         assert!(text.contains("logHTTPHeaders: 'off'\n"), "{text}");
-        let back: Value = serde_yaml::from_str(&text).unwrap();
+        let back: Value = yaml_serde::from_str(&text).unwrap();
         assert_eq!(back, v);
     }
 }

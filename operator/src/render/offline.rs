@@ -41,7 +41,7 @@ pub fn to_yaml(objects: &[Rendered]) -> String {
     let mut out = String::new();
     for r in objects {
         out.push_str(&format!("---\n# stage: {:?}\n", r.stage));
-        out.push_str(&serde_yaml::to_string(&r.object).expect("JSON values serialize as YAML"));
+        out.push_str(&yaml_serde::to_string(&r.object).expect("JSON values serialize as YAML"));
     }
     out
 }

@@ -28,7 +28,7 @@ fn pair(what: &str) -> TlsPair {
 /// process builds a handful of them.
 pub(crate) fn test_context(spec_yaml: &str) -> Context<'static> {
     let spec: &'static ControlPlaneSpec = Box::leak(Box::new(
-        serde_yaml::from_str(spec_yaml).unwrap_or_else(|e| panic!("{spec_yaml}: {e}")),
+        yaml_serde::from_str(spec_yaml).unwrap_or_else(|e| panic!("{spec_yaml}: {e}")),
     ));
     let release = crate::catalog::find(&spec.version).expect("a catalog release");
     Context {

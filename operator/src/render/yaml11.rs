@@ -3,7 +3,7 @@
 //! Linkerd's Go code reads `linkerd-config` with a YAML 1.1 parser, where
 //! `off`, `yes`, `n` or `~` unquoted are booleans or null: the chart's
 //! `proxy.logHTTPHeaders: "off"` written plain would be read as `false` and
-//! fail to decode into its string field. `serde_yaml` writes YAML 1.2, which
+//! fail to decode into its string field. `yaml_serde` writes YAML 1.2, which
 //! quotes none of those. So this writer quotes every string that is not
 //! plainly a string in both (block style, keys sorted, sequences in maps not
 //! indented, multi-line strings as literal blocks, as `toYaml` does).
@@ -167,7 +167,7 @@ mod tests {
             assert!(text.contains(&format!(": {plain}\n")), "{plain} in\n{text}");
         }
         // YAML 1.2 reads it back as written.
-        let back: Value = serde_yaml::from_str(&text).unwrap();
+        let back: Value = yaml_serde::from_str(&text).unwrap();
         assert_eq!(back, value);
     }
 
@@ -183,7 +183,7 @@ mod tests {
             "gaps": "a\n\n", "tab": "a\tb",
         });
         let text = to_string(&value);
-        let back: Value = serde_yaml::from_str(&text).unwrap();
+        let back: Value = yaml_serde::from_str(&text).unwrap();
         assert_eq!(back, value, "\n{text}");
         assert!(
             text.contains("networks:\n- 0.0.0.0/0\n- '::/0'\n"),
