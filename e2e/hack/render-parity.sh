@@ -28,24 +28,12 @@ if [ "${1:-}" = --details ]; then details=1; shift; fi
 tags=("$@")
 # shellcheck source=upstream.sh
 source e2e/hack/upstream.sh
-openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes \
-  -keyout "$scratch/ca.key" -out "$scratch/ca.crt" -days 2 \
-  -subj "/CN=root.linkerd.cluster.local" >/dev/null 2>&1
 status=0
 for tag in "${tags[@]}"; do
   chart=$(chart_at "$tag" linkerd-control-plane)
   dir="$scratch/$tag"
   while IFS='|' read -r set ns helm_args spec; do
-    # shellcheck disable=SC2086
-    "$HELM" template linkerd "$chart" --namespace "$ns" \
-      --set-file identityTrustAnchorsPEM="$scratch/ca.crt" \
-      --set-file identity.issuer.tls.crtPEM="$scratch/ca.crt" \
-      --set-file identity.issuer.tls.keyPEM="$scratch/ca.key" \
-      --set linkerdVersion="$tag" \
-      ${helm_args//CHART_DIR/$chart} > "$dir/upstream-$set.yaml"
-    printf 'apiVersion: keelson.dev/v1alpha1\nkind: ControlPlane\nmetadata: {name: linkerd}\nspec: {version: %s%s}\n' \
-      "$tag" "$spec" > "$dir/cp-$set.yaml"
-    "$keelson" render -f "$dir/cp-$set.yaml" > "$dir/ours-$set.yaml"
+    render_both "$tag" "$chart" "$set" "$ns" "$helm_args" "$spec"
     DETAILS=$details python3 - "$dir/upstream-$set.yaml" "$dir/ours-$set.yaml" "$tag $set" <<'PY' || status=1
 import os, sys, yaml
 
@@ -111,10 +99,6 @@ for k, diffs in differing.items():
             print(f"      {p}: chart {a!r}, Keelson {b!r}")
 sys.exit(1 if missing or extra or differing else 0)
 PY
-  done <<'SETS'
-default|linkerd||
-ha|linkerd|-f CHART_DIR/values-ha.yaml|, highAvailability: true
-custom|mesh|--set clusterDomain=corp.internal,identityTrustDomain=example.org,identity.issuer.scheme=kubernetes.io/tls,proxy.logLevel=debug,proxy.logFormat=json,proxy.await=false,proxy.resources.cpu.request=50m,proxy.resources.memory.limit=128Mi,webhookFailurePolicy=Fail|, namespace: mesh, clusterDomain: corp.internal, identity: {trustDomain: example.org, issuer: External}, proxy: {logLevel: debug, logFormat: json, await: false, resources: {cpu: {request: 50m}, memory: {limit: 128Mi}}}, webhook: {failurePolicy: Fail}
-SETS
+  done <<< "$OPTION_SETS"
 done
 exit $status
