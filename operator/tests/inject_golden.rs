@@ -4,7 +4,8 @@
 //! (`<case>.input.yaml`: the namespace, the submitted pod, and the owner the
 //! webhook resolved). Regenerate with `make golden` and review the diff.
 //!
-//! Checked against Linkerd's own injector test data
+//! Checked against Linkerd's own injector test data (`cargo xtask
+//! inject-parity` does it at every catalog tag)
 //! (`controller/proxy-injector/fake/data/`: `pod.patch.json`,
 //! `pod-with-ns-annotations.patch.json`, `pod-with-debug.patch.json`, and at
 //! edge-25.4.4 and edge-25.10.7 `pod-log-level.json` and `pod-cpu-ratio.json`)

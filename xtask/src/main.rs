@@ -1,4 +1,7 @@
-//! Maintainer tasks. `cargo xtask import-release --linkerd2 <checkout> <tag>`
+//! Maintainer tasks (`cargo xtask --help`); `inject-parity` is in
+//! [`inject_parity`].
+//!
+//! `cargo xtask import-release --linkerd2 <checkout> <tag>`
 //! reads a Linkerd release from a local linkerd2 checkout (bare or not) and
 //! prints what adding it to the catalog takes:
 //!
@@ -15,6 +18,8 @@
 //! report points at is then changed by hand, and `make golden`,
 //! `make strict`, `e2e/hack/crd-parity.sh` and `e2e/hack/config-parity.sh`
 //! check the result.
+
+mod inject_parity;
 
 use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand};
@@ -49,6 +54,14 @@ enum Task {
         #[arg(long)]
         previous: Option<String>,
     },
+    /// Compare Keelson's injector with Linkerd's injector test data at
+    /// catalog tags (every catalog release by default).
+    InjectParity {
+        /// A linkerd2 clone with its tags (a bare mirror is fine).
+        #[arg(long)]
+        linkerd2: PathBuf,
+        tags: Vec<String>,
+    },
 }
 
 fn main() -> Result<()> {
@@ -71,6 +84,7 @@ fn main() -> Result<()> {
             print!("{}", changed_files(&repo, &previous, &tag)?);
             Ok(())
         }
+        Task::InjectParity { linkerd2, tags } => inject_parity::run(&Repo(linkerd2), &tags),
     }
 }
 
