@@ -1,7 +1,7 @@
 //! Linkerd's own HTTPRoute (policy.linkerd.io): Gateway API's HTTPRoute as
 //! Linkerd serves it to routes that attach to Servers and Services, where
-//! Gateway API's is not installed. Its schema is Gateway API's of v1.0 with
-//! Linkerd's differences, which the types and transforms here state:
+//! Gateway API's is not installed. Its schema is Gateway API's route schema
+//! with Linkerd's differences, which the types and transforms here state:
 //! parents default to Linkerd's group, rules filter only headers and
 //! redirects (backends also response headers), header `remove` lists carry
 //! no list type, query parameter names no pattern, timeouts are Go
