@@ -231,3 +231,81 @@ fn labels(cp_name: &str, namespace: &str, component: Option<&str>) -> Map<String
     labels.insert(CONTROL_PLANE_LABEL.into(), cp_name.into());
     labels
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::render::testutil::test_context;
+
+    /// Linkerd's chart renders the same objects whatever the cluster's
+    /// version (it asks nothing of `.Capabilities`); Keelson's renders
+    /// differ between minors only where the API server does: PDBs are
+    /// policy/v1beta1 before 1.21, CRDs drop empty defaults before 1.22 and
+    /// CEL rules before 1.25.
+    #[test]
+    fn a_render_changes_between_kubernetes_minors_only_where_the_api_server_does() {
+        let spec = "version: edge-25.10.7\nhighAvailability: true\ninstallGatewayApi: true";
+        let at = |minor| {
+            let ctx = Context {
+                kubernetes: KubeVersion { major: 1, minor },
+                ..test_context(spec)
+            };
+            render(&ctx)
+                .into_iter()
+                .map(|r| r.object)
+                .collect::<Vec<_>>()
+        };
+        let newest = at(37);
+        let rest = |objects: &[Value]| -> Vec<Value> {
+            objects
+                .iter()
+                .filter(|o| {
+                    o["kind"] != "PodDisruptionBudget" && o["kind"] != "CustomResourceDefinition"
+                })
+                .cloned()
+                .collect()
+        };
+        for minor in 20..=37 {
+            let objects = at(minor);
+            assert_eq!(rest(&objects), rest(&newest), "1.{minor}");
+            let pdbs: Vec<_> = objects
+                .iter()
+                .filter(|o| o["kind"] == "PodDisruptionBudget")
+                .map(|o| o["apiVersion"].as_str().unwrap())
+                .collect();
+            let want = if minor < 21 {
+                "policy/v1beta1"
+            } else {
+                "policy/v1"
+            };
+            assert!(
+                !pdbs.is_empty() && pdbs.iter().all(|v| *v == want),
+                "1.{minor}: {pdbs:?}"
+            );
+            let crds = serde_json::to_string(
+                &objects
+                    .iter()
+                    .filter(|o| o["kind"] == "CustomResourceDefinition")
+                    .collect::<Vec<_>>(),
+            )
+            .unwrap();
+            assert_eq!(
+                crds.contains("x-kubernetes-validations"),
+                minor >= 25,
+                "1.{minor}"
+            );
+            assert_eq!(crds.contains(r#""default":"""#), minor >= 22, "1.{minor}");
+            if minor >= 25 {
+                let newest_crds: Vec<_> = newest
+                    .iter()
+                    .filter(|o| o["kind"] == "CustomResourceDefinition")
+                    .collect();
+                let these: Vec<_> = objects
+                    .iter()
+                    .filter(|o| o["kind"] == "CustomResourceDefinition")
+                    .collect();
+                assert_eq!(these, newest_crds, "1.{minor}");
+            }
+        }
+    }
+}
