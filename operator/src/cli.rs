@@ -229,6 +229,15 @@ impl Cli {
                 let objects = render::offline::render(&cp, kube)
                     .with_context(|| format!("rendering {}", file.display()))?;
                 out().write_all(render::offline::to_yaml(&objects).as_bytes())?;
+                // On standard error, so the output stays what is applied.
+                let omitted = render::offline::omitted_crd_facts(&cp, kube)?;
+                if omitted > 0 {
+                    eprintln!(
+                        "keelson: {omitted} validation facts of the CRDs are left out for this Kubernetes version \
+                         (CEL rules before 1.25, empty defaults before 1.22): its API server cannot take them, \
+                         and stores the objects they would refuse"
+                    );
+                }
             }
             Command::Manifests => {
                 out().write_all(keelson_operator::install::plain_yaml().as_bytes())?;

@@ -60,10 +60,27 @@ pub fn render(
     cp: &keelson_crds::ControlPlane,
     kubernetes: Option<crate::catalog::KubeVersion>,
 ) -> Result<Vec<Rendered>, OfflineError> {
+    with_context(cp, kubernetes, super::render)
+}
+
+/// How many validation facts of the CRDs `render` leaves out for that
+/// Kubernetes version (`status.omittedCrdFacts` in a cluster).
+pub fn omitted_crd_facts(
+    cp: &keelson_crds::ControlPlane,
+    kubernetes: Option<crate::catalog::KubeVersion>,
+) -> Result<usize, OfflineError> {
+    with_context(cp, kubernetes, super::crds::omitted_facts)
+}
+
+fn with_context<T>(
+    cp: &keelson_crds::ControlPlane,
+    kubernetes: Option<crate::catalog::KubeVersion>,
+    f: impl FnOnce(&super::Context<'_>) -> T,
+) -> Result<T, OfflineError> {
     let release = crate::catalog::find(&cp.spec.version).map_err(OfflineError::Version)?;
     let (identity, webhooks) = (identity(cp.spec.identity.issuer), webhooks());
     let name = cp.metadata.name.as_deref().unwrap_or("linkerd");
-    Ok(super::render(&super::Context {
+    Ok(f(&super::Context {
         name,
         spec: &cp.spec,
         release,
@@ -92,4 +109,24 @@ pub fn config_values(
         identity: &identity,
         webhooks: &webhooks,
     }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::catalog::KubeVersion;
+
+    #[test]
+    fn the_facts_left_out_follow_the_kubernetes_version() {
+        let cp: keelson_crds::ControlPlane = yaml_serde::from_str(
+            "apiVersion: keelson.dev/v1alpha1\nkind: ControlPlane\nmetadata: {name: linkerd}\nspec: {version: edge-25.4.4}\n",
+        )
+        .unwrap();
+        let at = |minor| Some(KubeVersion { major: 1, minor });
+        // The release's floor (1.23) takes no CEL rule; 1.20 no empty default
+        // either; 1.25 on takes everything.
+        assert_eq!(omitted_crd_facts(&cp, None).unwrap(), 212);
+        assert_eq!(omitted_crd_facts(&cp, at(20)).unwrap(), 212 + 16);
+        assert_eq!(omitted_crd_facts(&cp, at(25)).unwrap(), 0);
+    }
 }
