@@ -102,24 +102,45 @@ fn required_on_list(mut list: Schema) -> Schema {
     list
 }
 
-/// Removes every CEL rule (`x-kubernetes-validations`) from a schema: for a
-/// schema that states none (Linkerd's own CRDs, Gateway API v0.7.1), or an
-/// API server that does not take them (before Kubernetes 1.25).
-pub fn strip_cel(node: &mut serde_json::Value) -> usize {
-    let Some(object) = node.as_object_mut() else {
-        return 0;
+/// Calls `f` on every node of a JSON schema: the node itself, then each
+/// subschema under it (properties, items, additional properties and items,
+/// definitions, the combinators). A property named like a keyword is a
+/// subschema, never taken for the keyword.
+pub fn visit_mut<F: FnMut(&mut serde_json::Map<String, serde_json::Value>)>(
+    schema: &mut serde_json::Value,
+    f: &mut F,
+) {
+    use serde_json::Value;
+    let Some(node) = schema.as_object_mut() else {
+        return;
     };
-    let mut removed = match object.remove("x-kubernetes-validations") {
-        Some(serde_json::Value::Array(list)) => list.len(),
-        _ => 0,
-    };
-    if let Some(serde_json::Value::Object(props)) = object.get_mut("properties") {
-        removed += props.values_mut().map(strip_cel).sum::<usize>();
-    }
-    for key in ["items", "additionalProperties"] {
-        if let Some(child) = object.get_mut(key) {
-            removed += strip_cel(child);
+    f(node);
+    for (keyword, child) in node.iter_mut() {
+        match (keyword.as_str(), child) {
+            ("properties" | "patternProperties" | "definitions", Value::Object(map)) => {
+                map.values_mut().for_each(|c| visit_mut(c, f));
+            }
+            ("allOf" | "anyOf" | "oneOf" | "items", Value::Array(list)) => {
+                list.iter_mut().for_each(|c| visit_mut(c, f));
+            }
+            ("items" | "additionalProperties" | "additionalItems" | "not", child) => {
+                visit_mut(child, f);
+            }
+            _ => {}
         }
     }
+}
+
+/// Removes every CEL rule (`x-kubernetes-validations`) from a schema: for a
+/// schema that states none (Linkerd's own CRDs, Gateway API v0.7.1), or an
+/// API server that does not take them (before Kubernetes 1.25). Returns how
+/// many rules it removed.
+pub fn strip_cel(schema: &mut serde_json::Value) -> usize {
+    let mut removed = 0;
+    visit_mut(schema, &mut |node| {
+        if let Some(serde_json::Value::Array(rules)) = node.remove("x-kubernetes-validations") {
+            removed += rules.len();
+        }
+    });
     removed
 }

@@ -68,21 +68,15 @@ impl Bundle {
 }
 
 /// v0.7.1's header filters state no list type for `remove`.
-fn strip_remove_list_type(node: &mut Value) {
-    let Some(object) = node.as_object_mut() else {
-        return;
-    };
-    if let Some(Value::Object(props)) = object.get_mut("properties") {
-        if let Some(remove) = props.get_mut("remove").and_then(Value::as_object_mut)
+fn strip_remove_list_type(schema: &mut Value) {
+    crate::schema::visit_mut(schema, &mut |node| {
+        let remove = node.get_mut("properties").and_then(|p| p.get_mut("remove"));
+        if let Some(remove) = remove.and_then(Value::as_object_mut)
             && remove.get("type") == Some(&json!("array"))
         {
             remove.remove("x-kubernetes-list-type");
         }
-        props.values_mut().for_each(strip_remove_list_type);
-    }
-    if let Some(items) = object.get_mut("items") {
-        strip_remove_list_type(items);
-    }
+    });
 }
 
 /// A hostname, optionally a wildcard (`*.example.com`).

@@ -68,21 +68,14 @@ fn fit_to_cluster(kubernetes: KubeVersion, schema: &mut Value) -> usize {
     omitted
 }
 
-fn strip_empty_defaults(node: &mut Value) -> usize {
-    let Some(object) = node.as_object_mut() else {
-        return 0;
-    };
+fn strip_empty_defaults(schema: &mut Value) -> usize {
     let mut removed = 0;
-    if object.get("default") == Some(&json!("")) {
-        object.remove("default");
-        removed += 1;
-    }
-    if let Some(Value::Object(props)) = object.get_mut("properties") {
-        removed += props.values_mut().map(strip_empty_defaults).sum::<usize>();
-    }
-    if let Some(items) = object.get_mut("items") {
-        removed += strip_empty_defaults(items);
-    }
+    keelson_crds::schema::visit_mut(schema, &mut |node| {
+        if node.get("default") == Some(&json!("")) {
+            node.remove("default");
+            removed += 1;
+        }
+    });
     removed
 }
 
@@ -281,32 +274,17 @@ fn schema_of(crd: &mut CustomResourceDefinition) -> &mut JSONSchemaProps {
 ///   `string`), as Kubernetes' own quantity schema and Linkerd's state them;
 ///   kube's generator empties them.
 fn sanitize(schema: &mut Value) {
-    let Some(node) = schema.as_object_mut() else {
-        return;
-    };
-    node.remove("nullable");
-    if node.get("x-kubernetes-int-or-string") == Some(&Value::Bool(true))
-        && node.get("anyOf") == Some(&json!([{}, {}]))
-    {
-        node["anyOf"] = json!([{"type": "integer"}, {"type": "string"}]);
-    }
-    if let Some(Value::Array(values)) = node.get_mut("enum") {
-        values.retain(|v| !v.is_null());
-    }
-    for (keyword, child) in node.iter_mut() {
-        match (keyword.as_str(), child) {
-            ("properties" | "patternProperties" | "definitions", Value::Object(map)) => {
-                map.values_mut().for_each(sanitize);
-            }
-            ("allOf" | "anyOf" | "oneOf" | "items", Value::Array(list)) => {
-                list.iter_mut().for_each(sanitize);
-            }
-            ("items" | "additionalProperties" | "additionalItems" | "not", child) => {
-                sanitize(child);
-            }
-            _ => {}
+    keelson_crds::schema::visit_mut(schema, &mut |node| {
+        node.remove("nullable");
+        if node.get("x-kubernetes-int-or-string") == Some(&Value::Bool(true))
+            && node.get("anyOf") == Some(&json!([{}, {}]))
+        {
+            node["anyOf"] = json!([{"type": "integer"}, {"type": "string"}]);
         }
-    }
+        if let Some(Value::Array(values)) = node.get_mut("enum") {
+            values.retain(|v| !v.is_null());
+        }
+    });
 }
 
 #[cfg(test)]
