@@ -226,11 +226,10 @@ impl Cli {
                     .map(|v| catalog::KubeVersion::try_from(v).map_err(anyhow::Error::msg))
                     .transpose()
                     .context("--kubernetes-version")?;
-                let objects = render::offline::render(&cp, kube)
+                let (objects, omitted) = render::offline::render_counting(&cp, kube)
                     .with_context(|| format!("rendering {}", file.display()))?;
                 out().write_all(render::offline::to_yaml(&objects).as_bytes())?;
                 // On standard error, so the output stays what is applied.
-                let omitted = render::offline::omitted_crd_facts(&cp, kube)?;
                 if omitted > 0 {
                     eprintln!(
                         "keelson: {omitted} validation facts of the CRDs are left out for this Kubernetes version \

@@ -583,16 +583,14 @@ async fn apply(cp: Arc<ControlPlane>, ctx: Arc<Context>) -> Result<Action, Recon
         SystemTime::now(),
     )
     .await?;
-    let render_ctx = render::Context {
+    let (objects, omitted_crd_facts) = render::render_counting(&render::Context {
         name: &cp.name_any(),
         spec: &cp.spec,
         release: applying,
         kubernetes,
         identity: &material.identity,
         webhooks: &material.webhooks,
-    };
-    let objects = render::render(&render_ctx);
-    let omitted_crd_facts = render::crds::omitted_facts(&render_ctx);
+    });
     // CRDs first, at every step of an upgrade too, and nothing else until
     // the API server serves them: Linkerd's controllers watch their kinds
     // from the start.

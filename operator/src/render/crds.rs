@@ -41,18 +41,7 @@ pub const EMPTY_DEFAULT_FLOOR: KubeVersion = KubeVersion {
 /// a cluster the release supports from 1.25. Objects those facts would
 /// refuse or default are stored as they come.
 pub fn omitted_facts(ctx: &Context<'_>) -> usize {
-    if ctx.kubernetes >= CEL_FLOOR {
-        return 0;
-    }
-    let full = Context {
-        kubernetes: CEL_FLOOR,
-        ..*ctx
-    };
-    objects(&full)
-        .iter_mut()
-        .flat_map(|crd| crd["spec"]["versions"].as_array_mut().into_iter().flatten())
-        .map(|v| fit_to_cluster(ctx.kubernetes, &mut v["schema"]["openAPIV3Schema"]))
-        .sum()
+    objects_counting(ctx).1
 }
 
 /// Leaves out of a schema what the cluster's API server cannot take;
@@ -82,25 +71,37 @@ fn strip_empty_defaults(schema: &mut Value) -> usize {
 /// The CRDs of the release: Linkerd's, then Gateway API's if the spec asks
 /// for them (`installGatewayApi`, else the release's default).
 pub fn objects(ctx: &Context<'_>) -> Vec<Value> {
+    objects_counting(ctx).0
+}
+
+/// The CRDs, and how many facts were left out of them for the cluster
+/// ([`omitted_facts`]), counted as they are left out.
+pub fn objects_counting(ctx: &Context<'_>) -> (Vec<Value>, usize) {
     let release = ctx.release;
-    let mut out: Vec<Value> = release
-        .crds
-        .iter()
-        .map(|c| definition(ctx, c, None))
-        .collect();
     let gateway_api = ctx
         .spec
         .install_gateway_api
         .unwrap_or(release.install_gateway_api_by_default);
-    if gateway_api {
-        let bundle = &release.gateway_api;
-        out.extend(bundle.crds.iter().map(|c| definition(ctx, c, Some(bundle))));
-    }
-    out
+    let bundle = gateway_api.then_some(&release.gateway_api);
+    let linkerd = release.crds.iter().map(|c| definition(ctx, c, None));
+    let gateway = bundle
+        .into_iter()
+        .flat_map(|b| b.crds.iter().map(move |c| definition(ctx, c, Some(b))));
+    linkerd
+        .chain(gateway)
+        .fold((Vec::new(), 0), |(mut out, total), (crd, omitted)| {
+            out.push(crd);
+            (out, total + omitted)
+        })
 }
 
-/// One CRD: every served version's schema, merged, storage version marked.
-fn definition(ctx: &Context<'_>, entry: &CrdVersions, bundle: Option<&GatewayApiBundle>) -> Value {
+/// One CRD: every served version's schema, merged, storage version marked;
+/// and how many facts were left out of it for the cluster.
+fn definition(
+    ctx: &Context<'_>,
+    entry: &CrdVersions,
+    bundle: Option<&GatewayApiBundle>,
+) -> (Value, usize) {
     let (group, kind) = (entry.group.as_str(), entry.kind.as_str());
     let versions = entry
         .versions
@@ -143,6 +144,7 @@ fn definition(ctx: &Context<'_>, entry: &CrdVersions, bundle: Option<&GatewayApi
         gateway::Bundle::from_version(&b.bundle_version)
             .expect("a Gateway API bundle Keelson models (the catalog tests check every entry)")
     });
+    let mut omitted = 0;
     for v in object["spec"]["versions"]
         .as_array_mut()
         .expect("a CRD has versions")
@@ -152,9 +154,9 @@ fn definition(ctx: &Context<'_>, entry: &CrdVersions, bundle: Option<&GatewayApi
         if let Some(bundle) = bundle {
             bundle.adapt(kind, schema);
         }
-        fit_to_cluster(ctx.kubernetes, schema);
+        omitted += fit_to_cluster(ctx.kubernetes, schema);
     }
-    object
+    (object, omitted)
 }
 
 /// The single-version CRD of `kind` at `version`, from the Rust type that

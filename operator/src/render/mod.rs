@@ -94,11 +94,19 @@ pub const CONTROL_PLANE_LABEL: &str = "keelson.dev/control-plane";
 
 /// The objects of a control plane, in apply order.
 pub fn render(ctx: &Context<'_>) -> Vec<Rendered> {
+    render_counting(ctx).0
+}
+
+/// The objects of a control plane, in apply order, and how many validation
+/// facts of its CRDs the cluster's API server cannot take
+/// ([`crds::omitted_facts`]), from the same rendering.
+pub fn render_counting(ctx: &Context<'_>) -> (Vec<Rendered>, usize) {
     let mut out = Vec::new();
     let mut add = |stage, objects: Vec<Value>| {
         out.extend(objects.into_iter().map(|object| Rendered { stage, object }));
     };
-    add(Stage::Crds, crds::objects(ctx));
+    let (crds, omitted) = crds::objects_counting(ctx);
+    add(Stage::Crds, crds);
     add(Stage::Base, vec![namespace(ctx.name, ctx.spec)]);
     add(Stage::Base, rbac::objects(ctx));
     add(Stage::Base, config::objects(ctx));
@@ -108,7 +116,7 @@ pub fn render(ctx: &Context<'_>) -> Vec<Rendered> {
     add(Stage::Identity, identity::workload(ctx));
     add(Stage::Destination, destination::workload(ctx));
     add(Stage::Webhooks, webhooks::configurations(ctx));
-    out
+    (out, omitted)
 }
 
 impl Context<'_> {

@@ -60,34 +60,16 @@ pub fn render(
     cp: &keelson_crds::ControlPlane,
     kubernetes: Option<crate::catalog::KubeVersion>,
 ) -> Result<Vec<Rendered>, OfflineError> {
-    with_context(cp, kubernetes, super::render)
+    Ok(render_counting(cp, kubernetes)?.0)
 }
 
-/// How many validation facts of the CRDs `render` leaves out for that
+/// `render`, and how many validation facts of the CRDs it left out for that
 /// Kubernetes version (`status.omittedCrdFacts` in a cluster).
-pub fn omitted_crd_facts(
+pub fn render_counting(
     cp: &keelson_crds::ControlPlane,
     kubernetes: Option<crate::catalog::KubeVersion>,
-) -> Result<usize, OfflineError> {
-    with_context(cp, kubernetes, super::crds::omitted_facts)
-}
-
-fn with_context<T>(
-    cp: &keelson_crds::ControlPlane,
-    kubernetes: Option<crate::catalog::KubeVersion>,
-    f: impl FnOnce(&super::Context<'_>) -> T,
-) -> Result<T, OfflineError> {
-    let release = crate::catalog::find(&cp.spec.version).map_err(OfflineError::Version)?;
-    let (identity, webhooks) = (identity(cp.spec.identity.issuer), webhooks());
-    let name = cp.metadata.name.as_deref().unwrap_or("linkerd");
-    Ok(f(&super::Context {
-        name,
-        spec: &cp.spec,
-        release,
-        kubernetes: kubernetes.unwrap_or(release.kubernetes_floor),
-        identity: &identity,
-        webhooks: &webhooks,
-    }))
+) -> Result<(Vec<Rendered>, usize), OfflineError> {
+    with_context(cp, kubernetes, None, super::render_counting)
 }
 
 /// The `linkerd-config` values Keelson renders for `cp`, with the trust
@@ -97,15 +79,27 @@ pub fn config_values(
     cp: &keelson_crds::ControlPlane,
     anchors_pem: &str,
 ) -> Result<serde_json::Value, OfflineError> {
+    with_context(cp, None, Some(anchors_pem), super::config::values)
+}
+
+/// Calls `f` with the context of `cp` at `kubernetes` (default: the
+/// release's floor), with placeholder material, or the trust anchors given.
+fn with_context<T>(
+    cp: &keelson_crds::ControlPlane,
+    kubernetes: Option<crate::catalog::KubeVersion>,
+    anchors_pem: Option<&str>,
+    f: impl FnOnce(&super::Context<'_>) -> T,
+) -> Result<T, OfflineError> {
     let release = crate::catalog::find(&cp.spec.version).map_err(OfflineError::Version)?;
-    let mut identity = identity(cp.spec.identity.issuer);
-    identity.trust_anchors_pem = anchors_pem.to_owned();
-    let webhooks = webhooks();
-    Ok(super::config::values(&super::Context {
+    let (mut identity, webhooks) = (identity(cp.spec.identity.issuer), webhooks());
+    if let Some(anchors) = anchors_pem {
+        identity.trust_anchors_pem = anchors.to_owned();
+    }
+    Ok(f(&super::Context {
         name: cp.metadata.name.as_deref().unwrap_or("linkerd"),
         spec: &cp.spec,
         release,
-        kubernetes: release.kubernetes_floor,
+        kubernetes: kubernetes.unwrap_or(release.kubernetes_floor),
         identity: &identity,
         webhooks: &webhooks,
     }))
@@ -125,8 +119,9 @@ mod tests {
         let at = |minor| Some(KubeVersion { major: 1, minor });
         // The release's floor (1.23) takes no CEL rule; 1.20 no empty default
         // either; 1.25 on takes everything.
-        assert_eq!(omitted_crd_facts(&cp, None).unwrap(), 212);
-        assert_eq!(omitted_crd_facts(&cp, at(20)).unwrap(), 212 + 16);
-        assert_eq!(omitted_crd_facts(&cp, at(25)).unwrap(), 0);
+        let omitted = |kubernetes| render_counting(&cp, kubernetes).unwrap().1;
+        assert_eq!(omitted(None), 212);
+        assert_eq!(omitted(at(20)), 212 + 16);
+        assert_eq!(omitted(at(25)), 0);
     }
 }
