@@ -59,25 +59,13 @@ pub(super) fn values(ctx: &Context<'_>) -> Value {
     if let Some(tls) = &ctx.identity.issuer {
         issuer["tls"] = json!({"crtPEM": tls.cert_pem.trim()});
     }
+    // What the spec and the release decide, laid over the chart's defaults
+    // (`chart_defaults` also holds values-ha.yaml's, for HA).
     let mut v = json!({
         "clusterDomain": ctx.cluster_domain(),
         "clusterNetworks": spec.cluster_networks.join(","),
-        "cniEnabled": false,
         "controllerImage": controller["name"],
-        "controllerLogFormat": "plain",
-        "controllerLogLevel": "info",
-        "controllerReplicas": if ctx.ha() { 3 } else { 1 },
-        "controllerUID": 2103,
-        "disableIPv6": true,
-        "enableEndpointSlices": true,
-        "enablePodAntiAffinity": ctx.ha(),
-        "enablePodDisruptionBudget": ctx.ha(),
-        "highAvailability": ctx.ha(),
-        "identity": {
-            "externalCA": false,
-            "issuer": issuer,
-            "serviceAccountTokenProjection": true,
-        },
+        "identity": {"issuer": issuer},
         "identityTrustAnchorsPEM": ctx.identity.trust_anchors_pem,
         "identityTrustDomain": ctx.trust_domain(),
         "linkerdVersion": ctx.version(),
@@ -88,28 +76,16 @@ pub(super) fn values(ctx: &Context<'_>) -> Value {
             "logFormat": spec.proxy.log_format,
             "logLevel": spec.proxy.log_level,
             "nativeSidecar": spec.proxy.native_sidecar == NativeSidecar::Enabled,
-            "opaquePorts": OPAQUE_PORTS,
-            "ports": {"admin": 4191, "control": 4190, "inbound": 4143, "outbound": 4140},
             "resources": spec.proxy.resources,
-            "uid": PROXY_UID,
         },
         "proxyInit": {
-            "ignoreInboundPorts": "4567,4568",
-            "ignoreOutboundPorts": "4567,4568",
             "image": image(proxy_init),
             "iptablesMode": release.iptables_mode,
-            "kubeAPIServerPorts": "443,6443",
         },
         "webhookFailurePolicy": ctx.failure_policy(),
     });
     if let Some(policy) = &release.images.policy_controller {
         v["policyController"] = json!({"image": image(policy)});
-    }
-    if !ctx.ha()
-        && let Some(top) = v.as_object_mut()
-    {
-        // A key of values-ha.yaml only.
-        top.remove("highAvailability");
     }
     let mut all = chart_defaults(release.stable_minor, ctx.ha());
     overlay(&mut all, v);
