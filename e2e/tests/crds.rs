@@ -12,7 +12,7 @@ use keelson_crds::ControlPlane;
 use keelson_e2e::shared::{apply_crds, env};
 use keelson_operator::catalog::KubeVersion;
 use keelson_operator::render::{self, Stage};
-use kube::api::{ApiResource, DynamicObject, PostParams};
+use kube::api::{ApiResource, DynamicObject, GroupVersionKind, PostParams};
 use kube::{Api, Client};
 use serde_json::{Value, json};
 
@@ -36,13 +36,7 @@ async fn install_crds(client: &Client, version: &str) -> anyhow::Result<()> {
 
 fn api(client: &Client, ns: &str, api_version: &str, kind: &str) -> Api<DynamicObject> {
     let (group, version) = api_version.split_once('/').unwrap_or(("", api_version));
-    let resource = ApiResource {
-        group: group.into(),
-        version: version.into(),
-        api_version: api_version.into(),
-        kind: kind.into(),
-        plural: format!("{}s", kind.to_lowercase()).replace("policys", "policies"),
-    };
+    let resource = ApiResource::from_gvk(&GroupVersionKind::gvk(group, version, kind));
     Api::namespaced_with(client.clone(), ns, &resource)
 }
 
