@@ -20,9 +20,8 @@ status=0
 for tag in "${tags[@]}"; do
   chart=$(chart_at "$tag" linkerd-control-plane)
   dir="$scratch/$tag"
-  # option set | namespace | Helm arguments | ControlPlane spec fields
-  while IFS='|' read -r set ns helm_args spec; do
-    render_both "$tag" "$chart" "$set" "$ns" "$helm_args" "$spec"
+  while IFS='|' read -r set helm_args; do
+    render_both "$tag" "$chart" "$set" "$helm_args"
     python3 - "$dir/upstream-$set.yaml" "$dir/ours-$set.yaml" "$tag $set" <<'PY' || status=1
 import sys, yaml
 
@@ -55,6 +54,6 @@ for k in differ:
     print(f"  value   {k}: chart {theirs[k]!r}, Keelson {ours[k]!r}")
 sys.exit(1 if missing or extra else 0)
 PY
-  done <<< "$OPTION_SETS"
+  done <<< "$HELM_VALUES"
 done
 exit $status

@@ -32,8 +32,8 @@ status=0
 for tag in "${tags[@]}"; do
   chart=$(chart_at "$tag" linkerd-control-plane)
   dir="$scratch/$tag"
-  while IFS='|' read -r set ns helm_args spec; do
-    render_both "$tag" "$chart" "$set" "$ns" "$helm_args" "$spec"
+  while IFS='|' read -r set helm_args; do
+    render_both "$tag" "$chart" "$set" "$helm_args"
     DETAILS=$details python3 - "$dir/upstream-$set.yaml" "$dir/ours-$set.yaml" "$tag $set" <<'PY' || status=1
 import os, sys, yaml
 
@@ -99,6 +99,6 @@ for k, diffs in differing.items():
             print(f"      {p}: chart {a!r}, Keelson {b!r}")
 sys.exit(1 if missing or extra or differing else 0)
 PY
-  done <<< "$OPTION_SETS"
+  done <<< "$HELM_VALUES"
 done
 exit $status

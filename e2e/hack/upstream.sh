@@ -23,24 +23,34 @@ chart_at() {
   echo "$dir/charts/$2"
 }
 
-# The option sets of the golden files as Helm values and ControlPlane spec
-# fields: name|namespace|Helm arguments (CHART_DIR: the chart's folder)|spec.
-OPTION_SETS='default|linkerd||
-ha|linkerd|-f CHART_DIR/values-ha.yaml|, highAvailability: true
-custom|mesh|--set clusterDomain=corp.internal,identityTrustDomain=example.org,identity.issuer.scheme=kubernetes.io/tls,proxy.logLevel=debug,proxy.logFormat=json,proxy.await=false,proxy.resources.cpu.request=50m,proxy.resources.memory.limit=128Mi,webhookFailurePolicy=Fail|, namespace: mesh, clusterDomain: corp.internal, identity: {trustDomain: example.org, issuer: External}, proxy: {logLevel: debug, logFormat: json, await: false, resources: {cpu: {request: 50m}, memory: {limit: 128Mi}}}, webhook: {failurePolicy: Fail}'
+# The Helm values that say to Linkerd's chart what each option set of
+# operator/tests/option-sets.yaml says to Keelson: name|Helm arguments
+# (CHART_DIR: the chart's folder).
+HELM_VALUES='default|
+ha|-f CHART_DIR/values-ha.yaml
+custom|--set clusterDomain=corp.internal,identityTrustDomain=example.org,identity.issuer.scheme=kubernetes.io/tls,proxy.logLevel=debug,proxy.logFormat=json,proxy.await=false,proxy.resources.cpu.request=50m,proxy.resources.memory.limit=128Mi,webhookFailurePolicy=Fail'
 
-# render_both TAG CHART SET NAMESPACE HELM_ARGS SPEC: renders the control
-# plane chart with helm (given a throwaway trust anchor and issuer, and the
-# release's linkerdVersion, as Linkerd's CLI gives it) into
-# $scratch/TAG/upstream-SET.yaml, and Keelson's ControlPlane into
-# $scratch/TAG/ours-SET.yaml.
+# render_both TAG CHART SET HELM_ARGS: renders the control plane chart with
+# helm (given a throwaway trust anchor and issuer, and the release's
+# linkerdVersion, as Linkerd's CLI gives it) into
+# $scratch/TAG/upstream-SET.yaml, and Keelson's ControlPlane of option set
+# SET into $scratch/TAG/ours-SET.yaml.
 render_both() {
-  local tag=$1 chart=$2 set=$3 ns=$4 helm_args=$5 spec=$6 dir="$scratch/$1"
+  local tag=$1 chart=$2 set=$3 helm_args=$4 dir="$scratch/$1"
   if [ ! -f "$scratch/ca.crt" ]; then
     openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes \
       -keyout "$scratch/ca.key" -out "$scratch/ca.crt" -days 2 \
       -subj "/CN=root.linkerd.cluster.local" >/dev/null 2>&1
   fi
+  python3 - operator/tests/option-sets.yaml "$set" "$tag" > "$dir/cp-$set.json" <<'PY'
+import json, sys, yaml
+spec = dict(yaml.safe_load(open(sys.argv[1]))[sys.argv[2]], version=sys.argv[3])
+print(json.dumps({"apiVersion": "keelson.dev/v1alpha1", "kind": "ControlPlane",
+                  "metadata": {"name": "linkerd"}, "spec": spec}))
+PY
+  local ns
+  ns=$(python3 -c 'import json, sys; print(json.load(open(sys.argv[1]))["spec"].get("namespace", "linkerd"))' \
+    "$dir/cp-$set.json")
   # shellcheck disable=SC2086
   "$HELM" template linkerd "$chart" --namespace "$ns" \
     --set-file identityTrustAnchorsPEM="$scratch/ca.crt" \
@@ -48,6 +58,5 @@ render_both() {
     --set-file identity.issuer.tls.keyPEM="$scratch/ca.key" \
     --set linkerdVersion="$tag" \
     ${helm_args//CHART_DIR/$chart} > "$dir/upstream-$set.yaml"
-  printf 'apiVersion: keelson.dev/v1alpha1\nkind: ControlPlane\nmetadata: {name: linkerd}\nspec: {version: %s%s}\n' \
-    "$tag" "$spec" | "$keelson" render -f - > "$dir/ours-$set.yaml"
+  "$keelson" render -f "$dir/cp-$set.json" > "$dir/ours-$set.yaml"
 }

@@ -36,14 +36,9 @@ import yaml
 
 GOLDEN_INJECT = "operator/tests/golden/inject"
 
-# The option sets of the rendering golden files (operator/tests/golden.rs).
-OPTION_SETS = {
-    "default": "",
-    "ha": ", highAvailability: true",
-    "custom": ", namespace: mesh, clusterDomain: corp.internal, identity: {trustDomain: example.org, "
-    "issuer: External}, proxy: {logLevel: debug, logFormat: json, await: false, resources: "
-    "{cpu: {request: 50m}, memory: {limit: 128Mi}}}, webhook: {failurePolicy: Fail}",
-}
+# The option sets of the rendering golden files: spec fields besides `version`.
+with open("operator/tests/option-sets.yaml") as f:
+    OPTION_SETS = yaml.safe_load(f)
 
 NATIVE_SIDECARS = (1, 29)
 
@@ -109,10 +104,10 @@ def schema_folders(old, new):
 
 
 def render(keelson, version, options, minor):
-    spec = f"apiVersion: keelson.dev/v1alpha1\nkind: ControlPlane\nmetadata: {{name: linkerd}}\n" \
-           f"spec: {{version: {version}{options}}}\n"
+    cp = {"apiVersion": "keelson.dev/v1alpha1", "kind": "ControlPlane", "metadata": {"name": "linkerd"},
+          "spec": dict(options, version=version)}
     out = subprocess.run([keelson, "render", "-f", "-", "--kubernetes-version", f"1.{minor}"],
-                         input=spec, capture_output=True, text=True, check=True).stdout
+                         input=json.dumps(cp), capture_output=True, text=True, check=True).stdout
     return [d for d in yaml.load_all(out, Loader=Loader) if d]
 
 

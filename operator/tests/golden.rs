@@ -14,15 +14,28 @@ use serde::{Serialize, de::DeserializeOwned};
 use serde_json::Value;
 use std::path::PathBuf;
 
-/// Option sets rendered for every release: name and spec fields.
-const OPTION_SETS: &[(&str, &str)] = &[
-    ("default", ""),
-    ("ha", "highAvailability: true"),
-    (
-        "custom",
-        "namespace: mesh\n  clusterDomain: corp.internal\n  identity: {trustDomain: example.org, issuer: External}\n  proxy: {logLevel: debug, logFormat: json, await: false, resources: {cpu: {request: 50m}, memory: {limit: 128Mi}}}\n  webhook: {failurePolicy: Fail}",
-    ),
-];
+/// Option sets rendered for every release: name and spec fields, from the
+/// file `make strict` and the parity scripts read too.
+fn option_sets() -> Vec<(String, Value)> {
+    let sets: yaml_serde::Mapping = yaml_serde::from_str(include_str!("option-sets.yaml")).unwrap();
+    sets.into_iter()
+        .map(|(name, fields)| {
+            let name = name.as_str().expect("option sets are named").to_owned();
+            (name, serde_json::to_value(fields).unwrap())
+        })
+        .collect()
+}
+
+/// A ControlPlane at `version` with an option set's spec fields.
+fn control_plane_with(version: &str, fields: &Value) -> ControlPlane {
+    let mut spec = fields.clone();
+    spec["version"] = version.into();
+    serde_json::from_value(serde_json::json!({
+        "apiVersion": "keelson.dev/v1alpha1", "kind": "ControlPlane",
+        "metadata": {"name": "linkerd"}, "spec": spec,
+    }))
+    .unwrap_or_else(|e| panic!("{spec}: {e}"))
+}
 
 fn control_plane(version: &str, options: &str) -> ControlPlane {
     let yaml = format!(
@@ -41,10 +54,11 @@ fn rendered_manifests_match_golden_files() {
     let mut stale = Vec::new();
     for release in catalog::releases() {
         let version = release.version.to_string();
-        for (set, options) in OPTION_SETS {
-            let objects = render::offline::render(&control_plane(&version, options), None).unwrap();
+        for (set, options) in option_sets() {
+            let cp = control_plane_with(&version, &options);
+            let objects = render::offline::render(&cp, None).unwrap();
             let yaml = render::offline::to_yaml(&objects);
-            let path = golden_path(&version, set);
+            let path = golden_path(&version, &set);
             if update {
                 std::fs::write(&path, &yaml).unwrap();
             } else if std::fs::read_to_string(&path).ok().as_deref() != Some(yaml.as_str()) {
@@ -87,8 +101,8 @@ fn rendered_objects_are_valid_kubernetes_objects() {
         serde_json::to_value(typed).unwrap()
     }
     for release in catalog::releases() {
-        for (set, options) in OPTION_SETS {
-            let cp = control_plane(&release.version.to_string(), options);
+        for (set, options) in option_sets() {
+            let cp = control_plane_with(&release.version.to_string(), &options);
             for r in render::offline::render(&cp, None).unwrap() {
                 let obj = &r.object;
                 let back = match obj["kind"].as_str().unwrap() {
