@@ -149,11 +149,7 @@ impl Applier {
             }}});
             api.patch(&name, &PatchParams::default(), &Patch::Merge(&touch))
                 .await
-                .map_err(|source| ApplyError::Api {
-                    kind: "CustomResourceDefinition".into(),
-                    name: name.clone(),
-                    source: Box::new(source),
-                })?;
+                .map_err(ApplyError::api("CustomResourceDefinition", &name))?;
             return Ok(AppliedCrd {
                 wrote: true,
                 established,
@@ -227,11 +223,7 @@ impl Applier {
         let exists = api
             .get_metadata_opt(owner)
             .await
-            .map_err(|source| ApplyError::Api {
-                kind: "ControlPlane".into(),
-                name: owner.into(),
-                source: Box::new(source),
-            })?
+            .map_err(ApplyError::api("ControlPlane", owner))?
             .is_some();
         if exists {
             return Err(ApplyError::Conflict {
@@ -390,11 +382,7 @@ impl Applier {
         api.list_metadata(&lp)
             .await
             .map(|l| l.items)
-            .map_err(|source| ApplyError::Api {
-                kind: kind.into(),
-                name: format!("(list of {owner})"),
-                source: Box::new(source),
-            })
+            .map_err(ApplyError::api(kind, &format!("(list of {owner})")))
     }
 
     async fn delete(
@@ -526,11 +514,10 @@ impl Applier {
         match api.delete(&name, &DeleteParams::background()).await {
             Ok(_) => Ok(true),
             Err(kube::Error::Api(s)) if s.code == 404 => Ok(false),
-            Err(source) => Err(ApplyError::Api {
-                kind: object["kind"].as_str().unwrap_or_default().into(),
-                name,
-                source: Box::new(source),
-            }),
+            Err(source) => Err(ApplyError::api(
+                object["kind"].as_str().unwrap_or_default(),
+                &name,
+            )(source)),
         }
     }
 
