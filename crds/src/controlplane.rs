@@ -310,8 +310,14 @@ pub struct ProxySpec {
     pub default_inbound_policy: DefaultPolicy,
 
     /// Run the proxy as a Kubernetes native sidecar (an init container with
-    /// `restartPolicy: Always`): `Disabled` as Linkerd does by default,
-    /// `Enabled`, or `Auto` (enabled where the API server is 1.29 or newer).
+    /// `restartPolicy: Always`): `ReleaseDefault` as the release's chart does
+    /// (a regular container up to 2.19, a native sidecar from 2.20),
+    /// `Enabled`, `Disabled`, or `Auto` (enabled where the API server is 1.29
+    /// or newer).
+    ///
+    /// ControlPlanes created before `ReleaseDefault` existed were stored
+    /// with `Disabled`, then the default; they keep regular containers
+    /// across an upgrade to 2.20 until the field is changed.
     #[serde(default)]
     pub native_sidecar: NativeSidecar,
 
@@ -399,12 +405,15 @@ pub enum DefaultPolicy {
 /// kubectl among them, read those as booleans.)
 #[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
 pub enum NativeSidecar {
+    /// As the release's chart (`proxy.nativeSidecar`): a regular container
+    /// up to 2.19, a native sidecar from 2.20, whose floor (1.31) has them.
+    #[default]
+    ReleaseDefault,
     /// Native sidecars where the API server is 1.29 or newer.
     Auto,
     /// Always native sidecars (requires Kubernetes 1.29+).
     Enabled,
-    /// A regular container, as Linkerd does by default.
-    #[default]
+    /// A regular container, as Linkerd did by default up to 2.19.
     Disabled,
 }
 

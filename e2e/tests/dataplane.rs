@@ -1,8 +1,9 @@
 //! End-to-end tests of DataPlane waves on the real test cluster: injected
 //! pods on hollow nodes, restarted in paced batches after a ControlPlane
-//! upgrade, within `maxUnavailable`; and a restart whose pods cannot become
-//! ready stops the wave. In its own test binary (own cluster): hollow-node
-//! faults are cluster-wide.
+//! upgrade, within `maxUnavailable`; every pod following 2.19, 2.20 and the
+//! newest edge in turn; and a restart whose pods cannot become ready stops
+//! the wave. In its own test binary (own cluster): hollow-node faults are
+//! cluster-wide.
 
 mod common;
 
@@ -12,7 +13,7 @@ use common::{
     set_fault, set_version, wait_converged, wait_until, wait_up_to_date, with_dumps,
 };
 use futures::StreamExt;
-use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
 use k8s_openapi::api::core::v1::{Event, Pod};
 use keelson_crds::DataPlane;
 use keelson_e2e::shared::env;
@@ -191,6 +192,106 @@ async fn a_control_plane_upgrade_restarts_every_workload_within_the_budget() {
                     );
                 }
                 eprintln!("peak unavailable pods per namespace (budget {BUDGET}): {peaks:?}");
+                Ok(())
+            })
+            .await?;
+            delete_control_plane(&cps, &ns).await?;
+            Ok(())
+        })
+        .await;
+}
+
+/// 2.19, then 2.20, then the newest edge: each upgrade converges, and the
+/// DataPlane's wave moves every pod to the new proxy, injected as that
+/// release's injector does (from 2.20 linkerd-init is proxy-init's binary
+/// in the proxy image). 2.20's floor is 1.31; the 1.20 test cluster runs it
+/// under `allowUnsupportedKubernetes`, where the release's default native
+/// sidecars stay off (the API server would drop `restartPolicy`).
+#[tokio::test]
+async fn every_pod_follows_2_19_then_2_20_then_the_newest_edge() {
+    const RELEASES: [&str; 3] = ["edge-25.10.7", "edge-26.6.3", "edge-26.8.3"];
+    let _serial = common::SERIAL.lock().await;
+    env()
+        .in_namespace("dpedge", |client, ns| async move {
+            let (_operator, cps) = common::installed(&client, &ns, RELEASES[0]).await?;
+            let app = format!("{ns}-app");
+            with_dumps(&client, std::slice::from_ref(&app), async {
+                injected_namespace(&client, &app).await?;
+                let deployments: Api<Deployment> = Api::namespaced(client.clone(), &app);
+                for i in 0..4 {
+                    let d = deployment(
+                        &format!("web-{i}"),
+                        &ns,
+                        1 + (i % 2),
+                        &format!("example.com/edge-{i}:1"),
+                        i % 2 == 1,
+                    )?;
+                    deployments.create(&PostParams::default(), &d).await?;
+                }
+                let dps: Api<DataPlane> = Api::namespaced(client.clone(), &app);
+                let dp = data_plane(
+                    "apps",
+                    json!({"controlPlane": ns, "rollout": {"batchSize": 2, "interval": "1s"}}),
+                )?;
+                dps.create(&PostParams::default(), &dp).await?;
+                wait_up_to_date(&dps, "apps", 4, RELEASES[0], WAVE_WAIT).await?;
+
+                for release in &RELEASES[1..] {
+                    set_version(&cps, &ns, release).await?;
+                    let cp = wait_converged(&cps, &ns, release).await?;
+                    let record = cp
+                        .status
+                        .as_ref()
+                        .and_then(|s| s.history.first())
+                        .context("no upgrade record")?;
+                    ensure!(record.to == *release, "{record:?}");
+                    wait_up_to_date(&dps, "apps", 4, release, WAVE_WAIT).await?;
+                    let versions = proxy_versions(&client, &app).await?;
+                    ensure!(versions.len() == 6, "{versions:?}");
+                    ensure!(
+                        versions.iter().all(|(_, v)| v == release),
+                        "pods not on {release}: {versions:?}"
+                    );
+                    let pods: Api<Pod> = Api::namespaced(client.clone(), &app);
+                    for pod in pods.list(&ListParams::default()).await? {
+                        if pod.metadata.deletion_timestamp.is_some() {
+                            continue;
+                        }
+                        let spec = pod.spec.as_ref().context("no spec")?;
+                        let init = spec
+                            .init_containers
+                            .iter()
+                            .flatten()
+                            .find(|c| c.name == "linkerd-init")
+                            .context("no linkerd-init")?;
+                        ensure!(
+                            init.image.as_deref()
+                                == Some(&format!("cr.l5d.io/linkerd/proxy:{release}")[..])
+                                && init.command.as_deref()
+                                    == Some(&["/usr/lib/linkerd/linkerd2-proxy-init".to_owned()][..]),
+                            "{}: linkerd-init {init:?}",
+                            pod.name_any()
+                        );
+                        ensure!(
+                            spec.containers.iter().any(|c| c.name == "linkerd-proxy"),
+                            "{}: the proxy is not a regular container on Kubernetes 1.20",
+                            pod.name_any()
+                        );
+                    }
+                }
+                // Each Deployment was restarted by both waves: a ReplicaSet
+                // at injection, one per wave.
+                let sets: Api<ReplicaSet> = Api::namespaced(client.clone(), &app);
+                let mut per_deployment: BTreeMap<String, usize> = BTreeMap::new();
+                for rs in sets.list(&ListParams::default()).await? {
+                    for owner in rs.owner_references() {
+                        *per_deployment.entry(owner.name.clone()).or_default() += 1;
+                    }
+                }
+                ensure!(
+                    per_deployment.len() == 4 && per_deployment.values().all(|n| *n == 3),
+                    "ReplicaSets per Deployment (3 expected: injection and two waves): {per_deployment:?}"
+                );
                 Ok(())
             })
             .await?;

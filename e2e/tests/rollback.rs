@@ -1,5 +1,7 @@
-//! An upgrade whose health gate cannot pass rolls back automatically. In its
-//! own test binary, so on its own cluster: hollow-node faults are cluster-wide.
+//! An upgrade whose health gate cannot pass rolls back automatically: here
+//! the upgrade from 2.19 to 2.20 (whose floor, 1.31, the 1.20 test cluster
+//! is under: `allowUnsupportedKubernetes`). In its own test binary, so on
+//! its own cluster: hollow-node faults are cluster-wide.
 
 mod common;
 
@@ -19,13 +21,13 @@ async fn a_failed_gate_rolls_back_to_the_previous_release() {
             let (_operator, cps) = common::installed_with(
                 &client,
                 &ns,
-                "edge-25.4.4",
+                "edge-25.10.7",
                 json!({"upgrade": {"healthDeadline": "10s"}}),
             )
             .await?;
 
-            set_fault(&client, Some("controller:edge-25.10.7")).await?;
-            set_version(&cps, &ns, "edge-25.10.7").await?;
+            set_fault(&client, Some("controller:edge-26.6.3")).await?;
+            set_version(&cps, &ns, "edge-26.6.3").await?;
             let rolled = wait_for(&cps, &ns, "not rolled back", |cp| {
                 condition(cp, "Degraded")
                     .is_some_and(|(s, r)| s == "True" && r == "UpgradeRolledBack")
@@ -33,7 +35,7 @@ async fn a_failed_gate_rolls_back_to_the_previous_release() {
             .await?;
             let status = rolled.status.clone().context("no status")?;
             ensure!(
-                status.current_version.as_deref() == Some("edge-25.4.4"),
+                status.current_version.as_deref() == Some("edge-25.10.7"),
                 "{status:?}"
             );
             ensure!(status.upgrade.is_none(), "{status:?}");
@@ -54,14 +56,28 @@ async fn a_failed_gate_rolls_back_to_the_previous_release() {
                 status
                     .failed_upgrade
                     .as_ref()
-                    .is_some_and(|f| f.version == "edge-25.10.7")
+                    .is_some_and(|f| f.version == "edge-26.6.3")
             );
 
             let deployments: Api<Deployment> = Api::namespaced(client.clone(), &ns);
             let identity = deployments.get("linkerd-identity").await?;
+            // 2.19's linkerd-init again: its own image, no command.
+            let init = identity
+                .spec
+                .as_ref()
+                .and_then(|s| s.template.spec.as_ref())
+                .and_then(|s| s.init_containers.as_ref())
+                .and_then(|c| c.iter().find(|c| c.name == "linkerd-init"))
+                .context("no linkerd-init")?
+                .clone();
+            ensure!(
+                init.image.as_deref() == Some("cr.l5d.io/linkerd/proxy-init:v2.4.3")
+                    && init.command.is_none(),
+                "{init:?}"
+            );
             let images = common::images(identity);
             ensure!(
-                images.iter().all(|i| !i.contains("edge-25.10.7")),
+                images.iter().all(|i| !i.contains("edge-26.6.3")),
                 "{images:?}"
             );
             set_fault(&client, None).await?;

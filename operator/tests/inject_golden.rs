@@ -148,6 +148,39 @@ fn cases() -> Vec<Case> {
             })),
             owner: Some(("Deployment", "web")),
         },
+        // Native sidecars turned off by the GA annotation (2.20 on), which
+        // wins over beta (2.19 on), which wins over alpha: a regular proxy
+        // from 2.20, a native one at 2.19, a regular one before.
+        Case {
+            name: "native-sidecar-off",
+            namespace: json!({"linkerd.io/inject": "enabled",
+                "config.beta.linkerd.io/proxy-enable-native-sidecar": "true"}),
+            pod: deployment_pod(json!({
+                "config.linkerd.io/proxy-enable-native-sidecar": "false",
+                "config.alpha.linkerd.io/proxy-enable-native-sidecar": "false",
+            })),
+            owner: Some(("Deployment", "web")),
+        },
+        // A pod whose own native sidecar serves a port (counted from
+        // edge-25.12.2), with proxy env from the namespace and the pod
+        // (`proxy-additional-env`, edge-26.4.3 on, merged by name).
+        Case {
+            name: "sidecar-server-and-env",
+            namespace: json!({"linkerd.io/inject": "enabled",
+                "config.linkerd.io/proxy-additional-env":
+                    r#"[{"name":"OTEL_SERVICE_NAME","value":"shop"},{"name":"RUST_BACKTRACE","value":"0"}]"#}),
+            pod: {
+                let mut pod = deployment_pod(json!({
+                    "config.linkerd.io/proxy-additional-env":
+                        r#"[{"name":"RUST_BACKTRACE","value":"1"},{"name":"NODE","valueFrom":{"fieldRef":{"fieldPath":"spec.nodeName"}}}]"#,
+                }));
+                pod["spec"]["initContainers"] = json!([{"name": "pg-bouncer",
+                    "image": "example.com/shop/pgbouncer:1.22", "restartPolicy": "Always",
+                    "ports": [{"name": "pg", "containerPort": 5432}]}]);
+                pod
+            },
+            owner: Some(("Deployment", "web")),
+        },
         // A StatefulSet's pod with no labels or annotations of its own: the
         // patch creates both maps.
         Case {
@@ -185,6 +218,16 @@ fn input_yaml(case: &Case) -> String {
     format!("{}---\n{owner}{}", to_yaml(&namespace), to_yaml(&case.pod))
 }
 
+/// The cluster a release's pods are injected on: 1.28 (no native sidecars
+/// by default there), or the release's floor where that is newer (2.20's
+/// 1.31, where its default native sidecars apply).
+fn kubernetes(release: &catalog::Release) -> KubeVersion {
+    release.kubernetes_floor.max(KubeVersion {
+        major: 1,
+        minor: 28,
+    })
+}
+
 /// The submitted pod after Keelson's patch, for one release.
 fn injected(case: &Case, version: &str) -> Value {
     let spec: ControlPlaneSpec = yaml_serde::from_str(&format!("version: {version}")).unwrap();
@@ -197,10 +240,7 @@ fn injected(case: &Case, version: &str) -> Value {
         control_plane: "linkerd",
         spec: &spec,
         release,
-        kubernetes: KubeVersion {
-            major: 1,
-            minor: 28,
-        },
+        kubernetes: kubernetes(release),
         trust_anchors_pem: TRUST_ANCHORS,
         trust_root_sha256: None,
         namespace: &namespace,

@@ -62,6 +62,13 @@ fn cases() -> Vec<Case> {
             "pod-inject-enabled-cpu-ratio.yaml",
             &enabled,
         ),
+        // A pod with a native sidecar of its own (2.20 on), in a namespace
+        // that says nothing.
+        case(
+            "pod.nativesidecar.patch.json",
+            "pod-nativesidecar-inject-enabled.yaml",
+            &json!({}),
+        ),
         case(
             "pod-with-ns-annotations.patch.json",
             "pod-inject-enabled.yaml",

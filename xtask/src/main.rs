@@ -5,13 +5,22 @@
 //! reads a Linkerd release from a local linkerd2 checkout (bare or not) and
 //! prints what adding it to the catalog takes:
 //!
-//! 1. the entry for `operator/src/catalog/releases.yaml`: images and
-//!    versions, the Kubernetes floor, the CRD set with served, storage and
-//!    deprecated versions, the Gateway API bundle, the iptables mode;
+//! 1. the entry for `operator/src/catalog/releases.yaml`: the stable minor
+//!    (a `version-2.N` tag's N; for an edge, one more than the newest
+//!    `version-2.N` tagged before it), images and versions, the Kubernetes
+//!    floor, the CRD set with served, storage and deprecated versions, the
+//!    Gateway API bundle, the iptables mode, the native-sidecar default, and
+//!    the `features` of the catalog entry before it (Keelson's own flags,
+//!    cumulative: a new one is added by hand where the report shows a
+//!    rendering change no `since` gate covers);
 //! 2. the chart defaults that changed since the previous catalog entry (a
 //!    flipped default is a rendering change);
 //! 3. every change in install-relevant upstream files since that entry,
 //!    each with the Keelson code that encodes it, for review.
+//!
+//! With `--check` it prints nothing of that and instead compares the entry
+//! with the one the catalog has for the version, field by field (CRDs as
+//! sets), failing on any difference: a committed entry is reproducible.
 //!
 //! Nothing of upstream's is written to the tree: the entry is printed, in
 //! Keelson's own format, for a maintainer to review and paste; the Rust the
@@ -53,6 +62,10 @@ enum Task {
         /// The tag to compare with (defaults to the newest catalog entry).
         #[arg(long)]
         previous: Option<String>,
+        /// Compare the entry with the catalog's for the version instead of
+        /// printing it; fail on a difference.
+        #[arg(long)]
+        check: bool,
     },
     /// Compare Keelson's injector with Linkerd's injector test data at
     /// catalog tags (every catalog release by default).
@@ -71,6 +84,7 @@ fn main() -> Result<()> {
             tag,
             version,
             previous,
+            check,
         } => {
             let repo = Repo(linkerd2);
             let previous = previous.unwrap_or_else(|| {
@@ -79,6 +93,9 @@ fn main() -> Result<()> {
             });
             let version = version.unwrap_or_else(|| tag.clone());
             let release = read_release(&repo, &tag, &version)?;
+            if check {
+                return check_entry(&entry(&release));
+            }
             print!("{}", entry(&release));
             print!("{}", flipped_defaults(&repo, &previous, &tag)?);
             print!("{}", changed_files(&repo, &previous, &tag)?);
@@ -129,6 +146,7 @@ impl Repo {
 /// What the catalog records of a release.
 struct Release {
     version: String,
+    stable_minor: u32,
     floor: String,
     images: BTreeMap<&'static str, String>,
     crds: Vec<Crd>,
@@ -136,6 +154,9 @@ struct Release {
     bundle: BTreeMap<&'static str, String>,
     install_gateway_api: bool,
     iptables_mode: String,
+    native_sidecar: bool,
+    /// Carried from the catalog entry before, and which one that is.
+    features: Option<(String, Vec<String>)>,
 }
 
 /// One CRD of the chart: its kind and versions.
@@ -225,6 +246,7 @@ fn read_release(repo: &Repo, tag: &str, version: &str) -> Result<Release> {
     }
     Ok(Release {
         version: version.to_owned(),
+        stable_minor: stable_minor(repo, tag)?,
         floor,
         images,
         crds,
@@ -232,7 +254,144 @@ fn read_release(repo: &Repo, tag: &str, version: &str) -> Result<Release> {
         bundle,
         install_gateway_api,
         iptables_mode: text(&values, "proxyInit.iptablesMode"),
+        native_sidecar: at(&values, "proxy.nativeSidecar")
+            .and_then(Value::as_bool)
+            .unwrap_or(false),
+        features: carried_features(version)?,
     })
+}
+
+/// The stable minor a tag is (`version-2.20`: 20) or leads up to (an edge:
+/// one more than the newest `version-2.N` tagged before it).
+fn stable_minor(repo: &Repo, tag: &str) -> Result<u32> {
+    let minor = |name: &str| -> Option<u32> { name.strip_prefix("version-2.")?.parse().ok() };
+    if let Some(n) = minor(tag) {
+        return Ok(n);
+    }
+    let dated = |refs: &str| -> Result<Vec<(String, i64)>> {
+        let out = repo.git(&[
+            "for-each-ref",
+            "--format=%(refname:short) %(creatordate:unix)",
+            refs,
+        ])?;
+        Ok(out
+            .lines()
+            .filter_map(|l| {
+                let (name, date) = l.split_once(' ')?;
+                Some((name.to_owned(), date.parse().ok()?))
+            })
+            .collect())
+    };
+    let (_, at) = dated(&format!("refs/tags/{tag}"))?
+        .into_iter()
+        .next()
+        .with_context(|| format!("no tag {tag}"))?;
+    let newest = dated("refs/tags/version-2.*")?
+        .into_iter()
+        .filter(|(_, date)| *date < at)
+        .filter_map(|(name, _)| minor(&name))
+        .max()
+        .with_context(|| format!("no stable release tagged before {tag}"))?;
+    Ok(newest + 1)
+}
+
+/// The `features` of the newest catalog entry before `version`.
+fn carried_features(version: &str) -> Result<Option<(String, Vec<String>)>> {
+    let v: keelson_operator::catalog::Version = version.parse()?;
+    let before = keelson_operator::catalog::releases()
+        .iter()
+        .rev()
+        .find(|r| r.version < v);
+    Ok(before.map(|r| {
+        let names = r
+            .features
+            .iter()
+            .map(|f| {
+                let debug = format!("{f:?}");
+                let mut chars = debug.chars();
+                chars.next().map_or_else(String::new, |c| {
+                    c.to_ascii_lowercase().to_string() + chars.as_str()
+                })
+            })
+            .collect();
+        (r.version.to_string(), names)
+    }))
+}
+
+/// Compares a printed entry with the catalog's entry of its version.
+fn check_entry(printed: &str) -> Result<()> {
+    use keelson_operator::catalog::{self, Release as Entry};
+    let imported: Vec<Entry> = yaml_serde::from_str(printed).context("the printed entry")?;
+    let imported = imported.first().context("no entry printed")?;
+    let committed = catalog::find(&imported.version.to_string())?;
+    let facts = |r: &Entry| -> BTreeMap<String, String> {
+        let crds = |list: &[catalog::CrdVersions]| {
+            let mut lines: Vec<String> = list
+                .iter()
+                .map(|c| {
+                    format!(
+                        "{}/{} {:?} storage {} deprecated {:?}",
+                        c.group, c.kind, c.versions, c.storage, c.deprecated
+                    )
+                })
+                .collect();
+            lines.sort();
+            lines.join("; ")
+        };
+        let g = &r.gateway_api;
+        BTreeMap::from([
+            ("stableMinor".into(), r.stable_minor.to_string()),
+            ("kubernetesFloor".into(), r.kubernetes_floor.to_string()),
+            ("images.controller".into(), r.images.controller.clone()),
+            ("images.proxy".into(), r.images.proxy.clone()),
+            (
+                "images.proxyInit".into(),
+                format!("{:?}", r.images.proxy_init),
+            ),
+            (
+                "images.policyController".into(),
+                format!("{:?}", r.images.policy_controller),
+            ),
+            ("crds".into(), crds(&r.crds)),
+            (
+                "gatewayApi".into(),
+                format!("{} {} {}", g.bundle_version, g.channel, g.api_approval),
+            ),
+            ("gatewayApi.crds".into(), crds(&g.crds)),
+            (
+                "installGatewayApiByDefault".into(),
+                r.install_gateway_api_by_default.to_string(),
+            ),
+            ("iptablesMode".into(), r.iptables_mode.clone()),
+            (
+                "nativeSidecarByDefault".into(),
+                r.native_sidecar_by_default.to_string(),
+            ),
+            ("features".into(), format!("{:?}", r.features)),
+        ])
+    };
+    let (ours, theirs) = (facts(imported), facts(committed));
+    let differing: Vec<&String> = ours.keys().filter(|k| ours[*k] != theirs[*k]).collect();
+    for key in &differing {
+        println!(
+            "# {key}: imported {} / catalog {}",
+            ours[*key], theirs[*key]
+        );
+    }
+    if !differing.is_empty() {
+        bail!(
+            "{} of {} fields of {} differ from the catalog",
+            differing.len(),
+            ours.len(),
+            imported.version
+        );
+    }
+    println!(
+        "# {}: the importer reproduces the catalog entry ({} fields)",
+        imported.version,
+        ours.len()
+    );
+    Ok(())
 }
 
 /// The YAML documents of a chart template, with its template actions made
@@ -302,9 +461,9 @@ fn entry(r: &Release) -> String {
     };
     let mut out =
         String::from("# The entry for operator/src/catalog/releases.yaml (review it: `features`\n");
-    out.push_str("# and `stableMinor` are Keelson's, read the report below to set them).\n");
+    out.push_str("# are Keelson's; read the report below for a rendering change they miss).\n");
     let _ = writeln!(out, "- version: {}", r.version);
-    out.push_str("  stableMinor: TODO\n");
+    let _ = writeln!(out, "  stableMinor: {}", r.stable_minor);
     let _ = writeln!(out, "  kubernetesFloor: \"{}\"", r.floor);
     out.push_str("  images:\n");
     for key in ["controller", "proxy", "proxyInit", "policyController"] {
@@ -332,7 +491,15 @@ fn entry(r: &Release) -> String {
         r.install_gateway_api
     );
     let _ = writeln!(out, "  iptablesMode: {}", r.iptables_mode);
-    out.push_str("  features: TODO\n\n");
+    let _ = writeln!(out, "  nativeSidecarByDefault: {}", r.native_sidecar);
+    match &r.features {
+        Some((from, names)) => {
+            let _ = writeln!(out, "  # carried from {from}");
+            let _ = writeln!(out, "  features: [{}]", names.join(", "));
+        }
+        None => out.push_str("  features: []\n"),
+    }
+    out.push('\n');
     out
 }
 

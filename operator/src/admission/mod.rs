@@ -215,7 +215,8 @@ impl Admission {
                     Ok(value) => value,
                     Err(message) => return response.deny(message),
                 };
-                match crate::policy::validate::object(group, kind, &namespace, &value) {
+                let rules = self.policy_rules();
+                match crate::policy::validate::object(group, kind, &namespace, &value, rules) {
                     Some(problems) => Ok(problems),
                     None => return response,
                 }
@@ -230,6 +231,20 @@ impl Admission {
 }
 
 impl Admission {
+    /// The policy validator's rules of the releases the cluster's
+    /// ControlPlanes ask for (the strictest, so nothing passes that one of
+    /// their Linkerd validators would refuse); with none, the newest
+    /// catalog release's.
+    fn policy_rules(&self) -> crate::policy::validate::Rules {
+        use crate::policy::validate::Rules;
+        let state = self.injector.caches.control_planes.state();
+        let releases = state
+            .iter()
+            .filter_map(|cp| crate::catalog::find(&cp.spec.version).ok());
+        Rules::strictest(releases)
+            .unwrap_or_else(|| Rules::of(crate::catalog::releases().last().expect("a catalog")))
+    }
+
     /// A ControlPlane that would take a namespace that is not its own: the
     /// same rule the reconciler applies before its first write, judged
     /// from the namespace cache when the namespace is named (a create, or

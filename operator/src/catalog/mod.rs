@@ -120,6 +120,9 @@ pub struct Release {
     pub install_gateway_api_by_default: bool,
     /// `proxyInit.iptablesMode` default: `legacy` or `nft`.
     pub iptables_mode: String,
+    /// `proxy.nativeSidecar` default: whether proxies are native sidecars
+    /// unless told otherwise (true from edge-26.5.2, 2.20).
+    pub native_sidecar_by_default: bool,
     /// What this release renders differently from 2.17.
     pub features: BTreeSet<Feature>,
 }
@@ -316,6 +319,8 @@ mod tests {
             (17, "edge-24.11.8"),
             (18, "edge-25.4.4"),
             (19, "edge-25.10.7"),
+            (20, "edge-26.6.3"),
+            (21, "edge-26.8.3"),
         ] {
             let r = find(edge).unwrap();
             assert_eq!(r.stable_minor, stable, "{edge}");
@@ -424,12 +429,42 @@ mod tests {
             ("edge-24.11.8", "v0.7.1", &v0_7_1, true),
             ("edge-25.4.4", "v1.1.1", &v1_1_1, true),
             ("edge-25.10.7", "v1.1.1", &v1_1_1, false),
+            ("edge-26.6.3", "v1.1.1", &v1_1_1, false),
+            ("edge-26.8.3", "v1.1.1", &v1_1_1, false),
         ] {
             let r = find(edge).unwrap();
             assert_eq!(crd_set(&r.crds), linkerd, "{edge}");
             assert_eq!(crd_set(&r.gateway_api.crds), *gateway, "{edge}");
             assert_eq!(r.gateway_api.bundle_version, bundle, "{edge}");
             assert_eq!(r.install_gateway_api_by_default, by_default, "{edge}");
+        }
+    }
+
+    /// What linkerd2#14577 (edge-25.11.3) and #15267 (edge-26.5.2) changed,
+    /// stated as the catalog's data: proxy-init's own image until the
+    /// first, native sidecars by default from the second, 2.20's floor.
+    #[test]
+    fn release_data_follows_the_edges_that_changed_it() {
+        let combined: Version = "edge-25.11.3".parse().unwrap();
+        let native: Version = "edge-26.5.2".parse().unwrap();
+        for r in releases() {
+            assert_eq!(
+                r.images.proxy_init.is_none(),
+                r.version >= combined,
+                "{}",
+                r.version
+            );
+            assert_eq!(
+                r.native_sidecar_by_default,
+                r.version >= native,
+                "{}",
+                r.version
+            );
+        }
+        for edge in ["edge-26.6.3", "edge-26.8.3"] {
+            let r = find(edge).unwrap();
+            assert_eq!(r.kubernetes_floor.to_string(), "1.31", "{edge}");
+            assert_eq!(r.iptables_mode, "nft", "{edge}");
         }
     }
 
@@ -457,6 +492,15 @@ mod tests {
         assert_eq!(
             names(&upgrade_path("edge-25.10.7", "edge-24.11.8").unwrap()),
             ["edge-25.4.4", "edge-24.11.8"]
+        );
+        // 2.19 to the newest edge goes through 2.20.
+        assert_eq!(
+            names(&upgrade_path("edge-25.10.7", "edge-26.8.3").unwrap()),
+            ["edge-26.6.3", "edge-26.8.3"]
+        );
+        assert_eq!(
+            names(&upgrade_path("edge-26.8.3", "edge-25.10.7").unwrap()),
+            ["edge-26.6.3", "edge-25.10.7"]
         );
         assert!(
             upgrade_path("edge-25.4.4", "edge-25.4.4")

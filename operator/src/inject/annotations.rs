@@ -8,6 +8,7 @@ use super::goparse::{
 };
 use crate::catalog::{Feature, Release, Version};
 use crate::render::proxy::{Image, ProxyValues};
+use k8s_openapi::api::core::v1::EnvVar;
 use std::collections::BTreeMap;
 
 pub(super) const INJECT: &str = "linkerd.io/inject";
@@ -68,10 +69,24 @@ pub(super) const CLOSE_WAIT_TIMEOUT: &str = "config.linkerd.io/close-wait-timeou
 pub(super) const WAIT_BEFORE_EXIT: &str = "config.alpha.linkerd.io/proxy-wait-before-exit-seconds";
 pub(super) const NATIVE_SIDECAR_ALPHA: &str = "config.alpha.linkerd.io/proxy-enable-native-sidecar";
 pub(super) const NATIVE_SIDECAR_BETA: &str = "config.beta.linkerd.io/proxy-enable-native-sidecar";
+pub(super) const NATIVE_SIDECAR: &str = "config.linkerd.io/proxy-enable-native-sidecar";
+pub(super) const ADDITIONAL_ENV: &str = "config.linkerd.io/proxy-additional-env";
 
 /// Releases from which the beta native-sidecar annotation exists and takes
 /// precedence over the alpha one (linkerd2#14587).
 const NATIVE_SIDECAR_BETA_SINCE: &str = "edge-25.10.2";
+/// Releases from which native sidecars are GA (linkerd2#15267): the
+/// `config.linkerd.io` annotation wins over beta and alpha and replaces the
+/// beta one among the inheritable annotations, and a native sidecar with
+/// wait-before-exit is rendered (without the preStop hook) instead of
+/// refused.
+const NATIVE_SIDECAR_GA_SINCE: &str = "edge-26.5.2";
+/// Releases with `proxy-additional-env` (linkerd2#15156).
+const ADDITIONAL_ENV_SINCE: &str = "edge-26.4.3";
+/// Releases whose named ports, opaque-port filter and pod inbound ports
+/// count init containers' ports too (linkerd2#14767), which native-sidecar
+/// servers expose.
+const INIT_CONTAINER_PORTS_SINCE: &str = "edge-25.12.2";
 /// Releases from which `close-wait-timeout` needs proxy-init to run as root,
 /// which the chart then refuses to render without (linkerd2#13481).
 const CLOSE_WAIT_NEEDS_ROOT_SINCE: &str = "edge-25.1.1";
@@ -93,6 +108,24 @@ pub(super) fn close_wait_needs_root(release: &Release) -> bool {
     since(release, CLOSE_WAIT_NEEDS_ROOT_SINCE)
 }
 
+pub(super) fn ga_native_sidecar(release: &Release) -> bool {
+    since(release, NATIVE_SIDECAR_GA_SINCE)
+}
+
+pub(super) fn additional_env(release: &Release) -> bool {
+    since(release, ADDITIONAL_ENV_SINCE)
+}
+
+pub(super) fn init_container_ports(release: &Release) -> bool {
+    since(release, INIT_CONTAINER_PORTS_SINCE)
+}
+
+/// The init-image annotations exist while proxy-init has an image of its
+/// own; both went in edge-25.11.3 (linkerd2#14577).
+fn init_image_annotations(release: &Release) -> bool {
+    release.images.proxy_init.is_some()
+}
+
 /// The annotations a pod takes from its namespace when it lacks them:
 /// `ProxyAnnotations`, the alpha ones and `linkerd.io/inject` itself.
 pub(super) fn inheritable(release: &Release) -> Vec<&'static str> {
@@ -103,8 +136,6 @@ pub(super) fn inheritable(release: &Release) -> Vec<&'static str> {
         EXTERNAL_PROFILES,
         IMAGE_PULL_POLICY,
         INBOUND_PORT,
-        INIT_IMAGE,
-        INIT_IMAGE_VERSION,
         OUTBOUND_PORT,
         POD_INBOUND_PORTS,
         CPU_LIMIT,
@@ -144,8 +175,16 @@ pub(super) fn inheritable(release: &Release) -> Vec<&'static str> {
     if release.has(Feature::ProxyHostnameLabelsEnv) {
         keys.push(HOSTNAME_LABELS);
     }
-    if beta_native_sidecar(release) {
+    if init_image_annotations(release) {
+        keys.extend([INIT_IMAGE, INIT_IMAGE_VERSION]);
+    }
+    if ga_native_sidecar(release) {
+        keys.push(NATIVE_SIDECAR);
+    } else if beta_native_sidecar(release) {
         keys.push(NATIVE_SIDECAR_BETA);
+    }
+    if additional_env(release) {
+        keys.push(ADDITIONAL_ENV);
     }
     keys
 }
@@ -187,11 +226,15 @@ pub(super) fn apply(
         v.pull_policy = policy.into();
         v.init.pull_policy = policy.into();
     }
-    if let Some(version) = get(INIT_IMAGE_VERSION) {
-        v.init.image.version = version.into();
-    }
-    if let Some(name) = get(INIT_IMAGE) {
-        v.init.image.name = name.into();
+    if init_image_annotations(release)
+        && let Some(image) = v.init.image.as_mut()
+    {
+        if let Some(version) = get(INIT_IMAGE_VERSION) {
+            image.version = version.into();
+        }
+        if let Some(name) = get(INIT_IMAGE) {
+            image.name = name.into();
+        }
     }
     for (key, port) in [
         (CONTROL_PORT, &mut v.ports.control),
@@ -257,8 +300,11 @@ pub(super) fn apply(
     if let Some(secs) = get(WAIT_BEFORE_EXIT).and_then(parse_uint) {
         v.wait_before_exit_seconds = secs;
     }
-    // From 2.19 the beta annotation wins whenever present, even unparsable.
-    let native = if beta_native_sidecar(release) && ann.contains_key(NATIVE_SIDECAR_BETA) {
+    // The newest annotation present wins, even unparsable: GA (from 2.20),
+    // then beta (from 2.19), then alpha.
+    let native = if ga_native_sidecar(release) && ann.contains_key(NATIVE_SIDECAR) {
+        get(NATIVE_SIDECAR)
+    } else if beta_native_sidecar(release) && ann.contains_key(NATIVE_SIDECAR_BETA) {
         get(NATIVE_SIDECAR_BETA)
     } else {
         get(NATIVE_SIDECAR_ALPHA)
@@ -377,4 +423,33 @@ fn apply_resources(v: &mut ProxyValues<'_>, ann: &BTreeMap<String, String>) {
             *id = n;
         }
     }
+}
+
+/// `proxy.additionalEnv` from the namespace's and then the workload's
+/// `proxy-additional-env` (a JSON list of EnvVars), merged by name: a later
+/// entry replaces an earlier one of the same name in place, a new one is
+/// appended (`MergeAdditionalEnv`). Read from the two objects' own
+/// annotations, not the inherited set. A value that is not such a list is
+/// ignored, as Linkerd's injector ignores it (with a log line); the layer
+/// it came from adds nothing.
+pub(super) fn merged_additional_env(
+    namespace: &BTreeMap<String, String>,
+    workload: &BTreeMap<String, String>,
+) -> Vec<EnvVar> {
+    let mut env: Vec<EnvVar> = Vec::new();
+    for layer in [namespace, workload] {
+        let Some(text) = layer.get(ADDITIONAL_ENV).filter(|s| !s.is_empty()) else {
+            continue;
+        };
+        let Ok(vars) = serde_json::from_str::<Vec<EnvVar>>(text) else {
+            continue;
+        };
+        for var in vars {
+            match env.iter_mut().find(|e| e.name == var.name) {
+                Some(slot) => *slot = var,
+                None => env.push(var),
+            }
+        }
+    }
+    env
 }

@@ -28,7 +28,6 @@ use k8s_openapi::api::core::v1::{Container, ExecAction, Pod, PodSpec, Probe, Vol
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use keelson_crds::ControlPlaneSpec;
-use keelson_crds::controlplane::NativeSidecar;
 use patch::Ops;
 pub use patch::Patch;
 use serde_json::json;
@@ -208,12 +207,21 @@ fn plan(req: &Context<'_>, pod: &Pod) -> Result<Patch, Decision> {
             added.insert(key.into(), value.clone());
         }
     }
+    // From edge-25.12.2 the ports of init containers (native-sidecar
+    // servers among them) count wherever the pod's ports do.
+    let port_containers: Vec<&Container> = if annotations::init_container_ports(release) {
+        spec.init_containers.iter().flatten().collect()
+    } else {
+        Vec::new()
+    }
+    .into_iter()
+    .chain(&spec.containers)
+    .collect();
     if !pod_ann.contains_key(annotations::OPAQUE_PORTS)
         && !added.contains_key(annotations::OPAQUE_PORTS)
     {
         let defaults: Vec<&str> = OPAQUE_PORTS.split(',').collect();
-        let exposed: Vec<String> = spec
-            .containers
+        let exposed: Vec<String> = port_containers
             .iter()
             .flat_map(|c| c.ports.iter().flatten())
             .map(|p| p.container_port.to_string())
@@ -229,27 +237,24 @@ fn plan(req: &Context<'_>, pod: &Pod) -> Result<Patch, Decision> {
     let mut v = ProxyValues::new(
         req.spec,
         release,
+        req.kubernetes,
         TrustAnchors::Inline(req.trust_anchors_pem.to_owned()),
     );
-    v.native_sidecar = match req.spec.proxy.native_sidecar {
-        NativeSidecar::Enabled => true,
-        NativeSidecar::Disabled => false,
-        // Native sidecars are on by default from Kubernetes 1.29.
-        NativeSidecar::Auto => {
-            req.kubernetes
-                >= KubeVersion {
-                    major: 1,
-                    minor: 29,
-                }
-        }
-    };
-    let debug = annotations::apply(&mut v, &effective, &named_ports(&spec.containers));
-    v.inbound_ports = pod_inbound_ports(&spec.containers);
+    let debug = annotations::apply(&mut v, &effective, &named_ports(&port_containers));
+    if annotations::additional_env(release) {
+        v.additional_env = annotations::merged_additional_env(ns_ann, pod_ann);
+    }
+    v.inbound_ports = pod_inbound_ports(&port_containers);
     if let Some(first) = spec.containers.first() {
         take_from_first_container(&mut v, first);
     }
 
-    if v.native_sidecar && v.wait_before_exit_seconds > 0 {
+    // From 2.20 the chart renders the pair, leaving out the preStop hook
+    // (a native sidecar outlives the app containers anyway).
+    if v.native_sidecar
+        && v.wait_before_exit_seconds > 0
+        && !annotations::ga_native_sidecar(release)
+    {
         return Err(Refusal::NativeSidecarWithWaitBeforeExit.into());
     }
     if !matches!(v.log_http_headers.as_str(), "insecure" | "off" | "") {
@@ -399,8 +404,9 @@ fn existing_sidecar(spec: &PodSpec) -> Option<String> {
     proxy.or_else(init).map(|c| c.name.clone())
 }
 
-/// Names of the containers' ports, for port lists that use them.
-fn named_ports(containers: &[Container]) -> BTreeMap<String, i32> {
+/// Names of the containers' ports, for port lists that use them; a name
+/// used twice takes the later container's port, as in Linkerd.
+fn named_ports(containers: &[&Container]) -> BTreeMap<String, i32> {
     containers
         .iter()
         .flat_map(|c| c.ports.iter().flatten())
@@ -413,7 +419,7 @@ fn named_ports(containers: &[Container]) -> BTreeMap<String, i32> {
 
 /// The ports the pod's containers serve, probes included: container ports
 /// and numeric HTTP probe ports, sorted as strings (as Linkerd sorts them).
-fn pod_inbound_ports(containers: &[Container]) -> String {
+fn pod_inbound_ports(containers: &[&Container]) -> String {
     let probe_port = |p: &Option<Probe>| match p.as_ref()?.http_get.as_ref()?.port {
         IntOrString::Int(port) => Some(port),
         IntOrString::String(_) => None,

@@ -502,6 +502,196 @@ fn native_sidecars_follow_the_spec_the_kubernetes_version_and_annotations() {
     });
     assert!(!native("edge-25.10.7", "Disabled", 30, both.clone()));
     assert!(native("edge-25.4.4", "Disabled", 30, both));
+    // The release's default: off up to 2.19, on from 2.20, but never where
+    // the API server would drop `restartPolicy` (below 1.29).
+    assert!(!native("edge-25.10.7", "ReleaseDefault", 31, none.clone()));
+    assert!(native("edge-26.6.3", "ReleaseDefault", 31, none.clone()));
+    assert!(!native("edge-26.6.3", "ReleaseDefault", 28, none.clone()));
+    assert!(!native("edge-26.6.3", "Disabled", 31, none.clone()));
+    // From 2.20 the GA annotation wins over beta and alpha, even unparsable.
+    let ga = |v: &str| json!({"config.linkerd.io/proxy-enable-native-sidecar": v});
+    assert!(!native("edge-26.6.3", "Enabled", 31, ga("false")));
+    assert!(native("edge-26.8.3", "Disabled", 31, ga("true")));
+    let ga_and_beta = json!({
+        "config.linkerd.io/proxy-enable-native-sidecar": "false",
+        "config.beta.linkerd.io/proxy-enable-native-sidecar": "true",
+    });
+    assert!(!native("edge-26.6.3", "Disabled", 31, ga_and_beta.clone()));
+    assert!(native("edge-25.10.7", "Disabled", 31, ga_and_beta));
+    let ga_nonsense = json!({
+        "config.linkerd.io/proxy-enable-native-sidecar": "nonsense",
+        "config.beta.linkerd.io/proxy-enable-native-sidecar": "true",
+    });
+    assert!(!native("edge-26.6.3", "Disabled", 31, ga_nonsense));
+    // Before 2.20 the GA annotation means nothing.
+    assert!(!native("edge-25.10.7", "Disabled", 31, ga("true")));
+}
+
+#[test]
+fn the_namespace_passes_down_the_native_sidecar_annotation_of_the_release() {
+    let inherited = |version: &str, key: &str| {
+        let mut f = Fixture::new(version);
+        f.kubernetes = KubeVersion {
+            major: 1,
+            minor: 31,
+        };
+        f.namespace = ns_meta(json!({"linkerd.io/inject": "enabled", key: "true"}));
+        let doc = f.injected(&pod());
+        doc["metadata"]["annotations"].get(key).is_some()
+    };
+    let beta = "config.beta.linkerd.io/proxy-enable-native-sidecar";
+    let ga = "config.linkerd.io/proxy-enable-native-sidecar";
+    assert!(inherited("edge-25.10.7", beta));
+    assert!(!inherited("edge-25.10.7", ga));
+    // 2.20 replaced beta with GA in the inheritable list.
+    assert!(!inherited("edge-26.6.3", beta));
+    assert!(inherited("edge-26.6.3", ga));
+}
+
+#[test]
+fn from_2_20_a_native_sidecar_may_wait_before_exit_without_a_prestop_hook() {
+    let annotations = json!({
+        "config.linkerd.io/proxy-enable-native-sidecar": "true",
+        "config.alpha.linkerd.io/proxy-wait-before-exit-seconds": "10",
+    });
+    let doc = Fixture::new("edge-26.6.3").injected(&pod_with(annotations.clone()));
+    let proxy = proxy_of(&doc);
+    assert_eq!(proxy["restartPolicy"], "Always");
+    assert!(proxy.get("lifecycle").is_none(), "{proxy}");
+    // The same pair as 2.19 spells it is still refused there.
+    let mut f = Fixture::new("edge-25.10.7");
+    f.kubernetes = KubeVersion {
+        major: 1,
+        minor: 31,
+    };
+    let refused = f.refused(&pod_with(json!({
+        "config.beta.linkerd.io/proxy-enable-native-sidecar": "true",
+        "config.alpha.linkerd.io/proxy-wait-before-exit-seconds": "10",
+    })));
+    assert_eq!(refused, Refusal::NativeSidecarWithWaitBeforeExit);
+}
+
+#[test]
+fn proxy_additional_env_merges_namespace_then_workload_by_name() {
+    let mut f = Fixture::new("edge-26.8.3");
+    f.namespace = ns_meta(json!({
+        "linkerd.io/inject": "enabled",
+        "config.linkerd.io/proxy-additional-env":
+            r#"[{"name":"A","value":"ns"},{"name":"B","value":"ns"}]"#,
+    }));
+    let pod_env = r#"[{"name":"B","value":"pod"},{"name":"NODE","valueFrom":{"fieldRef":{"fieldPath":"spec.nodeName"}}}]"#;
+    let doc = f.injected(&pod_with(
+        json!({"config.linkerd.io/proxy-additional-env": pod_env}),
+    ));
+    let vars = proxy_of(&doc)["env"].as_array().unwrap().clone();
+    let tail: Vec<&Value> = vars.iter().rev().take(3).rev().collect();
+    assert_eq!(
+        tail,
+        [
+            &json!({"name": "A", "value": "ns"}),
+            &json!({"name": "B", "value": "pod"}),
+            &json!({"name": "NODE", "valueFrom": {"fieldRef": {"fieldPath": "spec.nodeName"}}}),
+        ]
+    );
+    // The pod keeps its own annotation; the namespace's is not copied over it.
+    assert_eq!(
+        doc["metadata"]["annotations"]["config.linkerd.io/proxy-additional-env"],
+        pod_env
+    );
+
+    // Invalid JSON in one layer drops that layer only.
+    let doc = f.injected(&pod_with(
+        json!({"config.linkerd.io/proxy-additional-env": "[{\"name\": \"B\""}),
+    ));
+    let proxy = proxy_of(&doc);
+    assert_eq!(env(proxy, "A"), Some("ns"));
+    assert_eq!(env(proxy, "B"), Some("ns"));
+
+    // Before edge-26.4.3 the annotation means nothing.
+    let mut old = Fixture::new("edge-25.10.7");
+    old.namespace = f.namespace.clone();
+    let doc = old.injected(&pod());
+    assert_eq!(env(proxy_of(&doc), "A"), None);
+    assert!(
+        doc["metadata"]["annotations"]
+            .get("config.linkerd.io/proxy-additional-env")
+            .is_none()
+    );
+}
+
+#[test]
+fn linkerd_init_runs_from_the_proxy_image_where_the_release_has_no_proxy_init_image() {
+    let annotations = json!({
+        "config.linkerd.io/proxy-image": "registry.example.com/proxy",
+        "config.linkerd.io/proxy-version": "patched",
+        "config.linkerd.io/image-pull-policy": "Always",
+        "config.linkerd.io/init-image": "registry.example.com/proxy-init",
+        "config.linkerd.io/init-image-version": "v9",
+    });
+    let init = |version: &str| {
+        let doc = Fixture::new(version).injected(&pod_with(annotations.clone()));
+        doc["spec"]["initContainers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["name"] == "linkerd-init")
+            .unwrap()
+            .clone()
+    };
+    let new = init("edge-26.6.3");
+    assert_eq!(new["image"], "registry.example.com/proxy:patched");
+    assert_eq!(new["imagePullPolicy"], "Always");
+    assert_eq!(
+        new["command"],
+        json!(["/usr/lib/linkerd/linkerd2-proxy-init"])
+    );
+    let old = init("edge-25.10.7");
+    assert_eq!(old["image"], "registry.example.com/proxy-init:v9");
+    assert!(old.get("command").is_none());
+}
+
+#[test]
+fn init_containers_ports_count_from_edge_25_12_2() {
+    let mut pod = pod();
+    pod.spec.as_mut().unwrap().init_containers = Some(vec![
+        serde_json::from_value(
+            json!({"name": "db-proxy", "image": "example.com/db-proxy:1",
+            "restartPolicy": "Always",
+            "ports": [{"name": "pg", "containerPort": 5432}]}),
+        )
+        .unwrap(),
+    ]);
+    let annotated = |version: &str, extra: Value| {
+        let mut p = pod.clone();
+        p.metadata.annotations = serde_json::from_value(extra).unwrap();
+        let doc = Fixture::new(version).injected(&p);
+        (
+            doc["metadata"]["annotations"]["config.linkerd.io/opaque-ports"].clone(),
+            env(proxy_of(&doc), "LINKERD2_PROXY_INBOUND_PORTS")
+                .unwrap()
+                .to_owned(),
+        )
+    };
+    let (opaque, inbound) = annotated("edge-26.6.3", json!({}));
+    assert_eq!(opaque, "5432,3306");
+    assert_eq!(inbound, "3306,5432,8080,9090");
+    let (opaque, inbound) = annotated("edge-25.10.7", json!({}));
+    assert_eq!(opaque, "3306");
+    assert_eq!(inbound, "3306,8080,9090");
+    // A named port of an init container resolves in port lists.
+    let opaque = |version: &str| {
+        let mut p = pod.clone();
+        p.metadata.annotations =
+            serde_json::from_value(json!({"config.linkerd.io/opaque-ports": "pg"})).unwrap();
+        let doc = Fixture::new(version).injected(&p);
+        env(
+            proxy_of(&doc),
+            "LINKERD2_PROXY_INBOUND_PORTS_DISABLE_PROTOCOL_DETECTION",
+        )
+        .map(str::to_owned)
+    };
+    assert_eq!(opaque("edge-26.6.3").as_deref(), Some("5432"));
+    assert_eq!(opaque("edge-25.10.7").as_deref(), None);
 }
 
 #[test]

@@ -1,14 +1,16 @@
 //! What the validating webhook refuses in Linkerd policy objects: what
 //! Linkerd's own policy validator refuses (policy-controller
-//! `runtime/src/admission.rs` at edge-25.10.7), so a cluster without it, or
-//! with it down, refuses the same, plus what is certainly wrong (bad
-//! audit-first annotations). Every problem names its field. Pure.
+//! `runtime/src/admission.rs`, at the release [`Rules`] says), so a cluster
+//! without it, or with it down, refuses the same, plus what is certainly
+//! wrong (bad audit-first annotations). Every problem names its field. Pure.
 //!
-//! Not checked here: the retry, timeout and failure-accrual annotations of
-//! outbound routes, which Linkerd also validates.
+//! Gateway API routes are judged by their fields, never refused for a
+//! field Keelson's types do not know: from 2.20 Linkerd admits a route it
+//! cannot parse (with a warning), and Keelson never refused one.
 
 use super::{GATEWAY_GROUP, POLICY_GROUP, audit, targets};
 use crate::admission::validate::{Invalid, Problems, selector};
+use crate::catalog::{Release, Version};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use keelson_crds::policy::{
     AuthorizationPolicy, EgressNetwork, MeshTLSAuthentication, Network, NetworkAuthentication,
@@ -22,9 +24,45 @@ use std::net::IpAddr;
 /// `spec.proxyProtocol` values Linkerd knows.
 const PROXY_PROTOCOLS: [&str; 6] = ["unknown", "HTTP/1", "HTTP/2", "gRPC", "opaque", "TLS"];
 
-/// Problems of a policy object of `group`/`kind` in `namespace`; `None`
-/// for kinds this module does not validate.
-pub fn object(group: &str, kind: &str, namespace: &str, object: &Value) -> Option<Vec<Invalid>> {
+/// What Linkerd's validator checks that changed between releases.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Rules {
+    /// Failure-accrual annotations on outbound routes are read (and
+    /// refused when malformed): up to edge-26.6.1. From edge-26.6.2
+    /// (linkerd2#15374, in 2.20) accrual is the parent Service's alone.
+    pub route_accrual: bool,
+}
+
+/// The first release whose validator no longer reads routes' accrual.
+const ROUTE_ACCRUAL_UNTIL: &str = "edge-26.6.2";
+
+impl Rules {
+    /// The rules of Linkerd's validator at `release`.
+    pub fn of(release: &Release) -> Self {
+        let until: Version = ROUTE_ACCRUAL_UNTIL.parse().expect("a release name");
+        Self {
+            route_accrual: release.version < until,
+        }
+    }
+
+    /// The rules of the releases a cluster runs: a check any of them makes
+    /// is made, so no object passes that one of their validators refuses.
+    pub fn strictest<'a>(releases: impl IntoIterator<Item = &'a Release>) -> Option<Self> {
+        releases.into_iter().map(Self::of).reduce(|a, b| Self {
+            route_accrual: a.route_accrual || b.route_accrual,
+        })
+    }
+}
+
+/// Problems of a policy object of `group`/`kind` in `namespace`, by the
+/// validator `rules`; `None` for kinds this module does not validate.
+pub fn object(
+    group: &str,
+    kind: &str,
+    namespace: &str,
+    object: &Value,
+    rules: Rules,
+) -> Option<Vec<Invalid>> {
     let mut p = Problems::default();
     match (group, kind) {
         (POLICY_GROUP, "Server") => typed(object, &mut p, server),
@@ -37,11 +75,11 @@ pub fn object(group: &str, kind: &str, namespace: &str, object: &Value) -> Optio
         (POLICY_GROUP, "EgressNetwork") => typed(object, &mut p, egress_network),
         (POLICY_GROUP | GATEWAY_GROUP, "HTTPRoute") => {
             http_route(group, &object["spec"], &mut p);
-            outbound(Retries::Http, object, &mut p);
+            outbound(Retries::Http, object, rules, &mut p);
         }
         (GATEWAY_GROUP, "GRPCRoute") => {
             grpc_route(&object["spec"], &mut p);
-            outbound(Retries::Grpc, object, &mut p);
+            outbound(Retries::Grpc, object, rules, &mut p);
         }
         (GATEWAY_GROUP, "TLSRoute" | "TCPRoute") => one_rule_route(kind, &object["spec"], &mut p),
         (POLICY_GROUP, "HTTPLocalRateLimitPolicy") => rate_limit(&object["spec"], &mut p),
@@ -425,7 +463,7 @@ const GRPC_RETRY_CONDITIONS: [&str; 5] = [
 /// The retry, timeout and failure-accrual annotations of a route with a
 /// Service or EgressNetwork parent (an outbound route), read as Linkerd's
 /// outbound index reads them: what it cannot parse it refuses.
-fn outbound(retries: Retries, object: &Value, p: &mut Problems) {
+fn outbound(retries: Retries, object: &Value, rules: Rules, p: &mut Problems) {
     let outbound = object["spec"]["parentRefs"]
         .as_array()
         .into_iter()
@@ -496,6 +534,9 @@ fn outbound(retries: Retries, object: &Value, p: &mut Problems) {
         "timeout.linkerd.io/idle",
     ] {
         duration(key, p);
+    }
+    if !rules.route_accrual {
+        return;
     }
     let Some(mode) = get("balancer.linkerd.io/failure-accrual") else {
         return;
@@ -868,13 +909,28 @@ mod tests {
         check_with(group, kind, json!({}), spec)
     }
 
+    /// The rules of 2.19, which checks the most.
+    fn rules_2_19() -> Rules {
+        Rules::of(crate::catalog::find("edge-25.10.7").unwrap())
+    }
+
     fn check_with(group: &str, kind: &str, annotations: Value, spec: Value) -> Vec<String> {
+        check_by(rules_2_19(), group, kind, annotations, spec)
+    }
+
+    fn check_by(
+        rules: Rules,
+        group: &str,
+        kind: &str,
+        annotations: Value,
+        spec: Value,
+    ) -> Vec<String> {
         let o = json!({
             "apiVersion": format!("{group}/v1"), "kind": kind,
             "metadata": {"name": "x", "namespace": "apps", "annotations": annotations},
             "spec": spec,
         });
-        object(group, kind, "apps", &o)
+        object(group, kind, "apps", &o, rules)
             .expect("a validated kind")
             .iter()
             .map(ToString::to_string)
@@ -983,11 +1039,32 @@ mod tests {
             fields(&check_with(
                 GATEWAY_GROUP,
                 "HTTPRoute",
-                zero,
+                zero.clone(),
                 to_service.clone()
             )),
             ["metadata.annotations[balancer.linkerd.io/failure-accrual-consecutive-max-penalty]"]
         );
+        // From 2.20 routes' accrual annotations are not read: the same route
+        // passes, while its retry annotations are still judged.
+        let rules_2_20 = Rules::of(crate::catalog::find("edge-26.6.3").unwrap());
+        assert!(!rules_2_20.route_accrual);
+        let mut accrual_and_retry = zero.clone();
+        accrual_and_retry["retry.linkerd.io/limit"] = json!("70000");
+        assert_eq!(
+            fields(&check_by(
+                rules_2_20,
+                GATEWAY_GROUP,
+                "HTTPRoute",
+                accrual_and_retry,
+                to_service.clone()
+            )),
+            ["metadata.annotations[retry.linkerd.io/limit]"]
+        );
+        // A cluster with a 2.19 and a 2.20 control plane refuses what 2.19 does.
+        let both = Rules::strictest(
+            ["edge-25.10.7", "edge-26.6.3"].map(|v| crate::catalog::find(v).unwrap()),
+        );
+        assert_eq!(both, Some(rules_2_19()));
         // gRPC routes name gRPC statuses instead.
         let grpc = json!({"retry.linkerd.io/grpc": "Cancelled,unavailable"});
         let grpc_spec = json!({"parentRefs": [{"kind": "Service", "name": "api", "port": 80}]});
@@ -1080,8 +1157,14 @@ mod tests {
 
     #[test]
     fn other_kinds_are_not_ours() {
-        assert_eq!(object("apps", "Deployment", "apps", &json!({})), None);
-        assert_eq!(object(GATEWAY_GROUP, "Gateway", "apps", &json!({})), None);
+        assert_eq!(
+            object("apps", "Deployment", "apps", &json!({}), rules_2_19()),
+            None
+        );
+        assert_eq!(
+            object(GATEWAY_GROUP, "Gateway", "apps", &json!({}), rules_2_19()),
+            None
+        );
     }
 
     #[test]

@@ -9,7 +9,7 @@
 
 use super::proxy::{OPAQUE_PORTS, PROXY_UID};
 use super::{Context, Scope, object};
-use keelson_crds::controlplane::{IssuerMode, NativeSidecar};
+use keelson_crds::controlplane::IssuerMode;
 use serde_json::{Value, json};
 
 /// `linkerd-config`'s other key; the same literal in every supported release.
@@ -43,11 +43,6 @@ pub(super) fn values(ctx: &Context<'_>) -> Value {
     let release = ctx.release;
     let identity = &spec.identity;
     let controller = image(&release.images.controller);
-    let proxy_init = release
-        .images
-        .proxy_init
-        .as_deref()
-        .unwrap_or(&release.images.proxy);
     let mut issuer = json!({
         "clockSkewAllowance": super::go_duration(identity.clock_skew_allowance.or_zero()),
         "issuanceLifetime": super::go_duration(identity.issuance_lifetime.or_zero()),
@@ -75,15 +70,16 @@ pub(super) fn values(ctx: &Context<'_>) -> Value {
             "image": image(&release.images.proxy),
             "logFormat": spec.proxy.log_format,
             "logLevel": spec.proxy.log_level,
-            "nativeSidecar": spec.proxy.native_sidecar == NativeSidecar::Enabled,
+            "nativeSidecar": ctx.native_sidecar(),
             "resources": spec.proxy.resources,
         },
-        "proxyInit": {
-            "image": image(proxy_init),
-            "iptablesMode": release.iptables_mode,
-        },
+        "proxyInit": {"iptablesMode": release.iptables_mode},
         "webhookFailurePolicy": ctx.failure_policy(),
     });
+    // Gone from the chart where linkerd-init runs from the proxy image.
+    if let Some(init) = &release.images.proxy_init {
+        v["proxyInit"]["image"] = image(init);
+    }
     if let Some(policy) = &release.images.policy_controller {
         v["policyController"] = json!({"image": image(policy)});
     }
@@ -119,7 +115,8 @@ fn resources(cpu_request: &str, memory_limit: &str, memory_request: &str) -> Val
 }
 
 /// The chart's values at a stable minor (17 for edge-24.11.8, 18 for
-/// edge-25.4.4, 19 for edge-25.10.7), with `values-ha.yaml` laid over them
+/// edge-25.4.4, 19 for edge-25.10.7, 20 for edge-26.6.3; edge-26.8.3,
+/// leading up to 21, has 2.20's), with `values-ha.yaml` laid over them
 /// in HA. Written from `charts/linkerd-control-plane/values.yaml` at those
 /// tags; images and versions come from the catalog, the rest of what the
 /// spec models is laid over by the caller.
@@ -347,6 +344,18 @@ pub(super) fn chart_defaults(minor: u32, ha: bool) -> Value {
             "name": "cr.l5d.io/linkerd/policy-controller", "pullPolicy": "", "version": "",
         });
     }
+    // 2.20: proxy-init runs from the proxy image, proxies are native
+    // sidecars, and the PodMonitors state honorTimestamps.
+    if minor >= 20 {
+        v["proxyInit"]
+            .as_object_mut()
+            .expect("an object")
+            .remove("image");
+        v["proxy"]["nativeSidecar"] = true.into();
+        for monitor in ["controller", "proxy", "serviceMirror"] {
+            v["podMonitor"][monitor]["honorTimestamps"] = false.into();
+        }
+    }
     if ha {
         // values-ha.yaml.
         v["controllerReplicas"] = 3.into();
@@ -402,6 +411,8 @@ mod tests {
             ("edge-24.11.8", 242, 285),
             ("edge-25.4.4", 252, 295),
             ("edge-25.10.7", 273, 316),
+            ("edge-26.6.3", 272, 315),
+            ("edge-26.8.3", 272, 315),
         ] {
             let plain = key_set(&format!("version: {version}"));
             assert_eq!(plain.len(), default, "{version}");

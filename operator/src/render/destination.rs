@@ -127,6 +127,7 @@ pub(super) fn workload(ctx: &Context<'_>) -> Vec<Value> {
             inbound_ports: "8086,8090,8443,9443,9990,9996,9997",
             require_tls_ports: None,
             await_ready: ctx.spec.proxy.r#await,
+            native_sidecar: ctx.native_sidecar(),
             identity_addr: ctx.svc_addr("linkerd-identity-headless", 8080),
             destination_addr: "localhost.:8086".into(),
             policy_addr: "localhost.:8090".into(),
@@ -146,7 +147,12 @@ pub(super) fn workload(ctx: &Context<'_>) -> Vec<Value> {
         ctx,
         Workload {
             component: "destination",
-            containers: vec![proxy, destination, sp_validator, policy],
+            containers: if ctx.native_sidecar() {
+                vec![destination, sp_validator, policy]
+            } else {
+                vec![proxy.clone(), destination, sp_validator, policy]
+            },
+            native_proxy: ctx.native_sidecar().then_some(proxy),
             volumes: vec![
                 json!({"name": "sp-tls", "secret": {"secretName": "linkerd-sp-validator-k8s-tls"}}),
                 json!({"name": "policy-tls", "secret": {"secretName": "linkerd-policy-validator-k8s-tls"}}),

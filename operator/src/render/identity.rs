@@ -100,6 +100,7 @@ pub(super) fn workload(ctx: &Context<'_>) -> Vec<Value> {
             inbound_ports: "8080,9990",
             require_tls_ports: Some("8080"),
             await_ready: false,
+            native_sidecar: false,
             identity_addr: format!("localhost.:{GRPC_PORT}"),
             destination_addr: ctx.svc_addr("linkerd-dst-headless", 8086),
             policy_addr: ctx.svc_addr("linkerd-policy", 8090),
@@ -110,6 +111,7 @@ pub(super) fn workload(ctx: &Context<'_>) -> Vec<Value> {
         Workload {
             component: "identity",
             containers: vec![identity, proxy],
+            native_proxy: None,
             volumes: vec![
                 json!({"name": "identity-issuer", "secret": {"secretName": "linkerd-identity-issuer"}}),
                 json!({"configMap": {"name": "linkerd-identity-trust-roots"}, "name": "trust-roots"}),

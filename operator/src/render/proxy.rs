@@ -9,7 +9,7 @@
 //! `charts/partials/templates/_proxy.tpl` and `_proxy-init.tpl`.
 
 use super::Context;
-use crate::catalog::{Feature, Release};
+use crate::catalog::{Feature, KubeVersion, Release};
 use k8s_openapi::api::core::v1 as k8s;
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
@@ -35,6 +35,35 @@ const TOKEN_DIR: &str = "/var/run/secrets/tokens";
 const XTABLES_VOLUME: &str = "linkerd-proxy-init-xtables-lock";
 /// `proxyInit.runAsUser` / `runAsGroup`.
 const INIT_UID: u16 = 65534;
+/// proxy-init's binary in the proxy image, for releases whose `linkerd-init`
+/// runs from it (edge-25.11.3 on, `_proxy-init.tpl`).
+const PROXY_INIT_COMMAND: &str = "/usr/lib/linkerd/linkerd2-proxy-init";
+/// The first Kubernetes minor whose API server keeps an init container's
+/// `restartPolicy: Always`; older ones drop it without a word.
+const NATIVE_SIDECARS_SINCE: KubeVersion = KubeVersion {
+    major: 1,
+    minor: 29,
+};
+
+/// Whether proxies run as native sidecars, for a spec's setting, a release
+/// and the cluster's Kubernetes version.
+pub(crate) fn native_sidecar(
+    setting: NativeSidecar,
+    release: &Release,
+    kubernetes: KubeVersion,
+) -> bool {
+    let supported = kubernetes >= NATIVE_SIDECARS_SINCE;
+    match setting {
+        NativeSidecar::Enabled => true,
+        NativeSidecar::Disabled => false,
+        NativeSidecar::Auto => supported,
+        // The chart's default, but only where the API server has native
+        // sidecars: below 1.29 (under every such release's floor, reachable
+        // with allowUnsupportedKubernetes) the proxy would become a plain
+        // init container that never exits, and no pod would start.
+        NativeSidecar::ReleaseDefault => release.native_sidecar_by_default && supported,
+    }
+}
 
 /// An image split as the chart's values hold it.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -96,7 +125,10 @@ pub(crate) struct Capabilities {
 /// `.Values.proxyInit`, resolved.
 #[derive(Clone, Debug, PartialEq)]
 pub(crate) struct InitValues {
-    pub image: Image,
+    /// proxy-init's own image; `None` where `linkerd-init` runs from the
+    /// proxy's image, with its pull policy (the release has no proxyInit
+    /// image).
+    pub image: Option<Image>,
     pub pull_policy: String,
     pub iptables_mode: String,
     pub ignore_inbound_ports: String,
@@ -158,24 +190,23 @@ pub(crate) struct ProxyValues<'a> {
     pub native_sidecar: bool,
     pub capabilities: Option<Capabilities>,
     pub service_account_mount: Option<k8s::VolumeMount>,
+    /// `proxy.additionalEnv`: env vars after the chart's own.
+    pub additional_env: Vec<k8s::EnvVar>,
     pub init: InitValues,
 }
 
 impl<'a> ProxyValues<'a> {
     /// The values `linkerd-config` holds for a ControlPlane spec: Linkerd's
-    /// chart defaults with the spec's proxy settings.
+    /// chart defaults with the spec's proxy settings, for a cluster of
+    /// version `kubernetes`.
     pub(crate) fn new(
         spec: &ControlPlaneSpec,
         release: &'a Release,
+        kubernetes: KubeVersion,
         trust_anchors: TrustAnchors,
     ) -> Self {
         let ns = spec.namespace.as_str();
         let domain = spec.cluster_domain.as_str();
-        let init_image = release
-            .images
-            .proxy_init
-            .as_deref()
-            .unwrap_or(&release.images.proxy);
         Self {
             release,
             control_plane_ns: ns.to_owned(),
@@ -228,11 +259,12 @@ impl<'a> ProxyValues<'a> {
             shutdown_grace_period: String::new(),
             await_ready: spec.proxy.r#await,
             wait_before_exit_seconds: 0,
-            native_sidecar: spec.proxy.native_sidecar == NativeSidecar::Enabled,
+            native_sidecar: native_sidecar(spec.proxy.native_sidecar, release, kubernetes),
             capabilities: None,
             service_account_mount: None,
+            additional_env: Vec::new(),
             init: InitValues {
-                image: Image::parse(init_image),
+                image: release.images.proxy_init.as_deref().map(Image::parse),
                 pull_policy: String::new(),
                 iptables_mode: release.iptables_mode.clone(),
                 ignore_inbound_ports: INIT_IGNORED_PORTS.into(),
@@ -276,6 +308,9 @@ pub(super) struct ControlPlaneProxy<'a> {
     pub require_tls_ports: Option<&'a str>,
     /// Whether the application containers wait for the proxy (`linkerd-await`).
     pub await_ready: bool,
+    /// Whether the proxy is a native sidecar (an init container): as the
+    /// spec says for destination, never for identity (the chart's rule).
+    pub native_sidecar: bool,
     /// Where this pod reaches identity, destination and policy: over
     /// localhost for the component's own service, by DNS for the others.
     pub identity_addr: String,
@@ -289,10 +324,24 @@ impl Context<'_> {
         svc_addr(self.ns(), self.cluster_domain(), service, port)
     }
 
+    /// Whether the spec's proxies are native sidecars on this cluster.
+    pub(super) fn native_sidecar(&self) -> bool {
+        native_sidecar(
+            self.spec.proxy.native_sidecar,
+            self.release,
+            self.kubernetes,
+        )
+    }
+
     /// The values every control-plane proxy shares, as the chart sets them
     /// for its components.
     fn control_plane_proxy_values(&self) -> ProxyValues<'_> {
-        let mut v = ProxyValues::new(self.spec, self.release, TrustAnchors::ConfigMap);
+        let mut v = ProxyValues::new(
+            self.spec,
+            self.release,
+            self.kubernetes,
+            TrustAnchors::ConfigMap,
+        );
         v.resources = self.proxy_resources();
         // The API server calls the components' webhooks without mesh identity.
         v.default_inbound_policy = "all-unauthenticated".into();
@@ -300,8 +349,6 @@ impl Context<'_> {
             add: Vec::new(),
             drop: vec!["ALL".into()],
         });
-        // Keelson renders control-plane proxies as regular containers.
-        v.native_sidecar = false;
         v.init.ignore_outbound_ports = KUBE_API_PORTS.into();
         v
     }
@@ -324,6 +371,7 @@ pub(super) fn container(ctx: &Context<'_>, p: &ControlPlaneProxy<'_>) -> Value {
     v.inbound_ports = p.inbound_ports.into();
     v.require_tls_ports = p.require_tls_ports.unwrap_or_default().into();
     v.await_ready = p.await_ready;
+    v.native_sidecar = p.native_sidecar;
     v.identity_addr.clone_from(&p.identity_addr);
     v.destination_addr.clone_from(&p.destination_addr);
     v.policy_addr.clone_from(&p.policy_addr);
@@ -679,6 +727,7 @@ pub(crate) fn proxy_container(v: &ProxyValues<'_>) -> k8s::Container {
             v.shutdown_grace_period.as_str(),
         ));
     }
+    env_vars.extend(v.additional_env.iter().cloned());
 
     let mut mounts = vec![
         mount(IDENTITY_DIR, "linkerd-identity-end-entity"),
@@ -834,10 +883,20 @@ pub(crate) fn init_container_for(v: &ProxyValues<'_>) -> k8s::Container {
     }
     let mut mounts = vec![mount("/run", XTABLES_VOLUME)];
     mounts.extend(init.service_account_mount.clone());
+    // From edge-25.11.3 proxy-init is a second binary in the proxy image.
+    let (image, policy, command) = match &init.image {
+        Some(image) => (image, &init.pull_policy, None),
+        None => (
+            &v.image,
+            &v.pull_policy,
+            Some(vec![PROXY_INIT_COMMAND.to_owned()]),
+        ),
+    };
     k8s::Container {
         args: Some(args),
-        image: Some(init.image.reference()),
-        image_pull_policy: Some(pull_policy(&init.pull_policy).to_owned()),
+        command,
+        image: Some(image.reference()),
+        image_pull_policy: Some(pull_policy(policy).to_owned()),
         name: "linkerd-init".to_owned(),
         resources: resources(&v.resources),
         security_context: Some(k8s::SecurityContext {

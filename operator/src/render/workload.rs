@@ -13,8 +13,11 @@ const CONTROLLER_UID: u16 = 2103;
 pub(super) struct Workload<'a> {
     /// `identity` or `destination`: the component label value.
     pub component: &'a str,
-    /// Containers in the chart's order, the proxy among them.
+    /// Containers in the chart's order, the proxy among them unless it is
+    /// a native sidecar.
     pub containers: Vec<Value>,
+    /// The proxy as a native sidecar, started after `linkerd-init`.
+    pub native_proxy: Option<Value>,
     /// The component's own volumes; the proxy's follow them.
     pub volumes: Vec<Value>,
     /// Pod annotations that come before the common ones.
@@ -86,10 +89,12 @@ fn deployment(ctx: &Context<'_>, w: Workload<'_>) -> Value {
 
     let mut volumes = w.volumes;
     volumes.extend(proxy::pod_volumes());
+    let mut init_containers = vec![proxy::init_container(ctx)];
+    init_containers.extend(w.native_proxy);
     let mut pod_spec = json!({
         "automountServiceAccountToken": false,
         "containers": w.containers,
-        "initContainers": [proxy::init_container(ctx)],
+        "initContainers": init_containers,
         "nodeSelector": {"kubernetes.io/os": "linux"},
         "securityContext": {"seccompProfile": {"type": "RuntimeDefault"}},
         "serviceAccountName": name,
