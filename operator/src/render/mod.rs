@@ -245,6 +245,53 @@ mod tests {
     use super::*;
     use crate::render::testutil::test_context;
 
+    /// 2.20's chart makes destination's proxy a native sidecar (identity's
+    /// never); Keelson does so where the API server keeps the sidecar's
+    /// `restartPolicy` (1.29 on), and `linkerd-config` says what it did.
+    #[test]
+    fn native_sidecars_by_default_from_2_20_where_kubernetes_has_them() {
+        for (version, minor, native) in [
+            ("edge-25.10.7", 37, false),
+            ("edge-26.6.3", 20, false),
+            ("edge-26.6.3", 28, false),
+            ("edge-26.6.3", 29, true),
+            ("edge-26.8.3", 31, true),
+        ] {
+            let ctx = Context {
+                kubernetes: KubeVersion { major: 1, minor },
+                ..test_context(&format!("version: {version}"))
+            };
+            let objects: Vec<Value> = render(&ctx).into_iter().map(|r| r.object).collect();
+            let pod = |name: &str| {
+                objects
+                    .iter()
+                    .find(|o| o["kind"] == "Deployment" && o["metadata"]["name"] == name)
+                    .map(|d| d["spec"]["template"]["spec"].clone())
+                    .unwrap()
+            };
+            let proxy_in = |spec: &Value, list: &str| {
+                spec[list]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .any(|c| c["name"] == "linkerd-proxy")
+            };
+            let at = format!("{version} at 1.{minor}");
+            let destination = pod("linkerd-destination");
+            assert_eq!(proxy_in(&destination, "initContainers"), native, "{at}");
+            assert_eq!(proxy_in(&destination, "containers"), !native, "{at}");
+            let identity = pod("linkerd-identity");
+            assert!(proxy_in(&identity, "containers"), "{at}");
+            let config = objects
+                .iter()
+                .find(|o| o["metadata"]["name"] == "linkerd-config")
+                .unwrap();
+            let values: Value =
+                yaml_serde::from_str(config["data"]["values"].as_str().unwrap()).unwrap();
+            assert_eq!(values["proxy"]["nativeSidecar"], native, "{at}");
+        }
+    }
+
     /// Linkerd's chart renders the same objects whatever the cluster's
     /// version (it asks nothing of `.Capabilities`); Keelson's renders
     /// differ between minors only where the API server does: PDBs are
