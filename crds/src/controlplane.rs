@@ -105,6 +105,112 @@ pub struct ControlPlaneSpec {
     /// reproduces a running installation.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub adoption: Option<AdoptionSpec>,
+
+    /// Run Linkerd's CNI plugin (the `linkerd2-cni` chart): a DaemonSet sets
+    /// up each pod's traffic redirection from the node, so meshed pods get
+    /// `linkerd-network-validator` (no capabilities) instead of
+    /// `linkerd-init` (NET_ADMIN and NET_RAW), for clusters whose Pod
+    /// Security forbids those. Set (`cni: {}` takes the chart's defaults) to
+    /// turn CNI mode on; it is chosen at install and cannot be switched on
+    /// an installed control plane.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cni: Option<CniSpec>,
+}
+
+/// Linkerd's CNI plugin, as the `linkerd2-cni` chart's values set it.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct CniSpec {
+    /// Namespace of the plugin's DaemonSet (Pod Security `privileged`: it
+    /// writes to the node). Defaults to `linkerd-cni`. Keelson takes it as
+    /// it takes `namespace`: one that does not exist yet, or one handed
+    /// over with the label `keelson.dev/control-plane: <ControlPlane>`.
+    #[serde(default = "default_cni_namespace")]
+    #[schemars(length(min = 1, max = 63))]
+    pub namespace: String,
+
+    /// The plugin's log level (`logLevel`): `info` by default.
+    #[serde(default = "default_cni_log_level")]
+    #[schemars(length(min = 1, max = 32))]
+    pub log_level: String,
+
+    /// Inbound ports not redirected to the proxy, besides its admin and
+    /// control ports: comma-separated ports and ranges
+    /// (`ignoreInboundPorts`).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    #[schemars(regex(pattern = r"^[0-9]+(-[0-9]+)?(,[0-9]+(-[0-9]+)?)*$"))]
+    pub ignore_inbound_ports: String,
+
+    /// Outbound ports not redirected to the proxy (`ignoreOutboundPorts`).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    #[schemars(regex(pattern = r"^[0-9]+(-[0-9]+)?(,[0-9]+(-[0-9]+)?)*$"))]
+    pub ignore_outbound_ports: String,
+
+    /// The iptables variant the plugin calls; unset: the release's
+    /// (`legacy` to 2.18, `nft` from 2.19).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "crate::optional_enum::<IptablesMode>")]
+    pub iptables_mode: Option<IptablesMode>,
+
+    /// Where the nodes keep CNI network configuration (`destCNINetDir`).
+    #[serde(default = "default_cni_conf_dir")]
+    #[schemars(length(min = 1, max = 4096))]
+    pub conf_dir: String,
+
+    /// Where the nodes keep CNI plugin binaries (`destCNIBinDir`).
+    #[serde(default = "default_cni_bin_dir")]
+    #[schemars(length(min = 1, max = 4096))]
+    pub bin_dir: String,
+
+    /// PriorityClass of the DaemonSet's pods: a node's pods cannot start
+    /// meshed before the plugin runs there.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub priority_class_name: Option<String>,
+
+    /// Tolerations of the DaemonSet's pods; unset: tolerate every taint
+    /// (the chart's `operator: Exists`), so every node gets the plugin.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tolerations: Option<Vec<k8s_openapi::api::core::v1::Toleration>>,
+}
+
+impl Default for CniSpec {
+    fn default() -> Self {
+        Self {
+            namespace: default_cni_namespace(),
+            log_level: default_cni_log_level(),
+            ignore_inbound_ports: String::new(),
+            ignore_outbound_ports: String::new(),
+            iptables_mode: None,
+            conf_dir: default_cni_conf_dir(),
+            bin_dir: default_cni_bin_dir(),
+            priority_class_name: None,
+            tolerations: None,
+        }
+    }
+}
+
+/// The iptables variant: as Linkerd spells it.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum IptablesMode {
+    Legacy,
+    Nft,
+}
+
+fn default_cni_namespace() -> String {
+    "linkerd-cni".to_owned()
+}
+
+fn default_cni_log_level() -> String {
+    "info".to_owned()
+}
+
+fn default_cni_conf_dir() -> String {
+    "/etc/cni/net.d".to_owned()
+}
+
+fn default_cni_bin_dir() -> String {
+    "/opt/cni/bin".to_owned()
 }
 
 /// How a running Linkerd is taken over.
@@ -640,6 +746,8 @@ pub struct UpgradeState {
     Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, JsonSchema,
 )]
 pub enum UpgradeStage {
+    /// CNI mode's plugin DaemonSet, rolled out on every node first.
+    Cni,
     /// Shared objects and the identity Deployment.
     Identity,
     /// The destination Deployment.

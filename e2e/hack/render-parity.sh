@@ -11,7 +11,8 @@
 # comparison, as deliberate differences README.md lists ("Rendering and the
 # release catalog"): the objects Keelson does not render (the proxy
 # injector, which Keelson's webhook replaces, and the heartbeat CronJob with
-# its RBAC), Keelson's own labels and annotations and the chart's Helm ones,
+# its RBAC; the namespaces, which Helm does not render), Keelson's own labels
+# and annotations and the chart's Helm ones,
 # `linkerd.io/created-by`, certificates and keys (generated in the cluster)
 # and what derives from them (CA bundles, `linkerd.io/trust-root-sha256`),
 # checksum annotations, ports' `protocol: TCP` and webhooks'
@@ -35,7 +36,7 @@ for tag in "${tags[@]}"; do
   while IFS='|' read -r set helm_args; do
     render_both "$tag" "$chart" "$set" "$helm_args"
     DETAILS=$details python3 - "$dir/upstream-$set.yaml" "$dir/ours-$set.yaml" "$tag $set" <<'PY' || status=1
-import os, sys, yaml
+import json, os, sys, yaml
 
 SKIPPED_KINDS = {"CustomResourceDefinition", "Namespace"}
 
@@ -58,9 +59,13 @@ def leaves(node, prefix, out):
     else:
         out[prefix] = node
 
-def ignored(path, chart, keelson):
+def ignored(path, chart, keelson, key):
     if chart in (None, "<none>") and keelson in (None, "<none>"):
         return True
+    # The CNI plugin's configuration is compared (as parsed JSON); other
+    # ConfigMaps' and Secrets' data are certificates or linkerd-config.
+    if key == ("ConfigMap", key[1], "linkerd-cni-config") and path.startswith("data."):
+        return False
     deliberate = (path.endswith(".protocol") and chart == "<none>" and keelson == "TCP") or (
         path.endswith(".timeoutSeconds") and path.startswith("webhooks") and chart == "<none>" and keelson == 10)
     return (deliberate or path.startswith("metadata.labels.helm.sh/") or ".keelson.dev/" in path
@@ -79,10 +84,14 @@ for key in sorted(set(theirs) & set(ours)):
     if key[0] in SKIPPED_KINDS or key[2] == "linkerd-config":
         continue
     a, b = {}, {}
-    leaves(theirs[key], "", a)
-    leaves(ours[key], "", b)
+    for obj, out in ((theirs[key], a), (ours[key], b)):
+        if key[2] == "linkerd-cni-config":
+            obj = json.loads(json.dumps(obj))
+            obj["data"]["cni_network_config"] = json.loads(obj["data"]["cni_network_config"])
+        leaves(obj, "", out)
     diffs = [p for p in sorted(set(a) | set(b))
-             if a.get(p, "<none>") != b.get(p, "<none>") and not ignored(p, a.get(p, "<none>"), b.get(p, "<none>"))]
+             if a.get(p, "<none>") != b.get(p, "<none>")
+             and not ignored(p, a.get(p, "<none>"), b.get(p, "<none>"), key)]
     if diffs:
         differing[key] = [(p, a.get(p, "<none>"), b.get(p, "<none>")) for p in diffs]
 compared = len([k for k in set(theirs) & set(ours) if k[0] not in SKIPPED_KINDS and k[2] != "linkerd-config"])

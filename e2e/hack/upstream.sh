@@ -28,13 +28,19 @@ chart_at() {
 # (CHART_DIR: the chart's folder).
 HELM_VALUES='default|
 ha|-f CHART_DIR/values-ha.yaml
-custom|--set clusterDomain=corp.internal,identityTrustDomain=example.org,identity.issuer.scheme=kubernetes.io/tls,proxy.logLevel=debug,proxy.logFormat=json,proxy.await=false,proxy.resources.cpu.request=50m,proxy.resources.memory.limit=128Mi,webhookFailurePolicy=Fail'
+custom|--set clusterDomain=corp.internal,identityTrustDomain=example.org,identity.issuer.scheme=kubernetes.io/tls,proxy.logLevel=debug,proxy.logFormat=json,proxy.await=false,proxy.resources.cpu.request=50m,proxy.resources.memory.limit=128Mi,webhookFailurePolicy=Fail
+cni|--set cniEnabled=true
+cni-custom|--set cniEnabled=true'
 
 # render_both TAG CHART SET HELM_ARGS: renders the control plane chart with
 # helm (given a throwaway trust anchor and issuer, and the release's
 # linkerdVersion, as Linkerd's CLI gives it) into
 # $scratch/TAG/upstream-SET.yaml, and Keelson's ControlPlane of option set
-# SET into $scratch/TAG/ours-SET.yaml.
+# SET into $scratch/TAG/ours-SET.yaml. A set with `cni` also renders
+# Linkerd's linkerd2-cni chart at TAG into the upstream file, with the
+# chart values `spec.cni` names (namespace, logLevel, ignore*Ports,
+# iptablesMode, confDir/binDir as destCNINetDir/destCNIBinDir,
+# priorityClassName, tolerations).
 render_both() {
   local tag=$1 chart=$2 set=$3 helm_args=$4 dir="$scratch/$1"
   if [ ! -f "$scratch/ca.crt" ]; then
@@ -58,5 +64,23 @@ PY
     --set-file identity.issuer.tls.keyPEM="$scratch/ca.key" \
     --set linkerdVersion="$tag" \
     ${helm_args//CHART_DIR/$chart} > "$dir/upstream-$set.yaml"
+  if python3 -c 'import json, sys; sys.exit("cni" not in json.load(open(sys.argv[1]))["spec"])' \
+      "$dir/cp-$set.json"; then
+    local cni_chart cni_ns
+    cni_chart=$(chart_at "$tag" linkerd2-cni)
+    cni_ns=$(python3 - "$dir/cp-$set.json" "$dir/cni-values-$set.yaml" <<'PY'
+import json, sys, yaml
+cni = json.load(open(sys.argv[1]))["spec"]["cni"]
+names = {"logLevel": "logLevel", "ignoreInboundPorts": "ignoreInboundPorts",
+         "ignoreOutboundPorts": "ignoreOutboundPorts", "iptablesMode": "iptablesMode",
+         "confDir": "destCNINetDir", "binDir": "destCNIBinDir",
+         "priorityClassName": "priorityClassName", "tolerations": "tolerations"}
+yaml.safe_dump({names[k]: v for k, v in cni.items() if k in names}, open(sys.argv[2], "w"))
+print(cni.get("namespace", "linkerd-cni"))
+PY
+)
+    "$HELM" template linkerd2-cni "$cni_chart" --namespace "$cni_ns" \
+      -f "$dir/cni-values-$set.yaml" >> "$dir/upstream-$set.yaml"
+  fi
   "$keelson" render -f "$dir/cp-$set.json" > "$dir/ours-$set.yaml"
 }

@@ -104,6 +104,13 @@ pub fn from_values(
         .iter()
         .any(|k| at(values, k).and_then(Value::as_bool) == Some(true));
     put("highAvailability", ha.then_some(Value::Bool(true)));
+    // A mesh on Linkerd's CNI plugin stays on it: linkerd-init would need
+    // capabilities its namespaces may forbid. The plugin's namespace is
+    // taken only once handed over (`spec.cni.namespace`).
+    put(
+        "cni",
+        (at(values, "cniEnabled").and_then(Value::as_bool) == Some(true)).then(|| json!({})),
+    );
 
     let mut identity = Map::new();
     if let Some(domain) = text(values, "identityTrustDomain").filter(|d| !d.is_empty()) {
@@ -353,6 +360,14 @@ mod tests {
         .unwrap();
         let adopted = from_values(&file, "mesh", "linkerd", Some("edge-25.10.7")).unwrap();
         let spec = &adopted.control_plane.spec;
+        assert!(spec.cni.is_none());
+        let mut on_cni = file.clone();
+        on_cni["cniEnabled"] = true.into();
+        let cni = from_values(&on_cni, "mesh", "linkerd", Some("edge-25.10.7")).unwrap();
+        assert_eq!(
+            cni.control_plane.spec.cni,
+            Some(keelson_crds::controlplane::CniSpec::default())
+        );
         assert_eq!(spec.trust_domain(), "prod.example.org");
         assert_eq!(
             spec.identity.issuer,

@@ -59,6 +59,7 @@ fn resource(api_version: &str, kind: &str) -> Option<(ApiResource, bool)> {
         "Service" => ("services", true),
         "ServiceAccount" => ("serviceaccounts", true),
         "Deployment" => ("deployments", true),
+        "DaemonSet" => ("daemonsets", true),
         "PodDisruptionBudget" => ("poddisruptionbudgets", true),
         "Role" => ("roles", true),
         "RoleBinding" => ("rolebindings", true),
@@ -371,9 +372,10 @@ impl Applier {
                 kind: kind.into(),
                 name: String::new(),
             })?;
-        // Namespaced kinds are listed in the control plane's namespace
-        // alone: the install grants Keelson Secrets and workloads there,
-        // not cluster-wide (and a ControlPlane never changes namespace).
+        // Namespaced kinds are listed in `object`'s namespace alone (the
+        // control plane's, or CNI mode's plugin's): the install grants
+        // Keelson Secrets and workloads there, not cluster-wide (and a
+        // ControlPlane never changes either namespace).
         let api: Api<DynamicObject> = match object["metadata"]["namespace"].as_str() {
             Some(ns) => Api::namespaced_with(self.client.clone(), ns, &ar),
             None => Api::all_with(self.client.clone(), &ar),
@@ -432,8 +434,13 @@ impl Applier {
         let wanted: BTreeSet<_> = desired.iter().map(key).collect();
         let mut kinds_seen = BTreeSet::new();
         let mut deleted = 0;
+        // Per namespace: CNI mode's objects live in a namespace of their own.
         for like in desired {
-            if !kinds_seen.insert((like["apiVersion"].to_string(), like["kind"].to_string())) {
+            if !kinds_seen.insert((
+                like["apiVersion"].to_string(),
+                like["kind"].to_string(),
+                like["metadata"]["namespace"].to_string(),
+            )) {
                 continue;
             }
             for obj in self.owned_like(like, owner).await? {

@@ -2,7 +2,7 @@
 //! option set. Regenerate with `make golden` and review the diff.
 
 use k8s_openapi::api::{
-    apps::v1::Deployment,
+    apps::v1::{DaemonSet, Deployment},
     core::v1::{ConfigMap, Namespace, Secret, Service, ServiceAccount},
     policy::v1::PodDisruptionBudget,
     rbac::v1::{ClusterRole, ClusterRoleBinding, Role, RoleBinding},
@@ -112,6 +112,7 @@ fn rendered_objects_are_valid_kubernetes_objects() {
                     "Service" => round_trip::<Service>(obj),
                     "ServiceAccount" => round_trip::<ServiceAccount>(obj),
                     "Deployment" => round_trip::<Deployment>(obj),
+                    "DaemonSet" => round_trip::<DaemonSet>(obj),
                     "PodDisruptionBudget" => round_trip::<PodDisruptionBudget>(obj),
                     "ClusterRole" => round_trip::<ClusterRole>(obj),
                     "ClusterRoleBinding" => round_trip::<ClusterRoleBinding>(obj),

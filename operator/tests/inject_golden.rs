@@ -32,12 +32,15 @@ use std::path::PathBuf;
 /// A fake bundle of two anchors; only its bytes matter.
 const TRUST_ANCHORS: &str = "-----BEGIN CERTIFICATE-----\nMIIBkeelsonGoldenAnchorOne\n-----END CERTIFICATE-----\n-----BEGIN CERTIFICATE-----\nMIIBkeelsonGoldenAnchorTwo\n-----END CERTIFICATE-----\n";
 
-/// One injection case: namespace annotations, the submitted pod, its owner.
+/// One injection case: namespace annotations, the submitted pod, its owner,
+/// and ControlPlane spec fields besides `version` (a YAML flow mapping's
+/// entries; empty for the defaults).
 struct Case {
     name: &'static str,
     namespace: Value,
     pod: Value,
     owner: Option<(&'static str, &'static str)>,
+    spec: &'static str,
 }
 
 fn deployment_pod(annotations: Value) -> Value {
@@ -77,6 +80,7 @@ fn cases() -> Vec<Case> {
                 json!({"kubectl.kubernetes.io/restartedAt": "2025-01-01T00:00:00Z"}),
             ),
             owner: Some(("Deployment", "web")),
+            spec: "",
         },
         // A bare pod enables itself in a namespace that does not.
         Case {
@@ -90,12 +94,14 @@ fn cases() -> Vec<Case> {
                     "command": ["sleep", "infinity"], "ports": [{"containerPort": 80}]}]},
             }),
             owner: None,
+            spec: "",
         },
         Case {
             name: "ingress",
             namespace: enabled_ns.clone(),
             pod: deployment_pod(json!({"linkerd.io/inject": "ingress"})),
             owner: Some(("Deployment", "web")),
+            spec: "",
         },
         // Native sidecar by annotation, with an init container of the pod's
         // own that then runs meshed.
@@ -111,6 +117,7 @@ fn cases() -> Vec<Case> {
                 pod
             },
             owner: Some(("Deployment", "web")),
+            spec: "",
         },
         // Overrides on the namespace (inherited) and the pod (winning).
         Case {
@@ -138,6 +145,7 @@ fn cases() -> Vec<Case> {
                 "config.linkerd.io/shutdown-grace-period": "45s",
             })),
             owner: Some(("Deployment", "web")),
+            spec: "",
         },
         Case {
             name: "await-disabled",
@@ -147,6 +155,7 @@ fn cases() -> Vec<Case> {
                 "config.alpha.linkerd.io/proxy-wait-before-exit-seconds": "20",
             })),
             owner: Some(("Deployment", "web")),
+            spec: "",
         },
         // Native sidecars turned off by the GA annotation (2.20 on), which
         // wins over beta (2.19 on), which wins over alpha: a regular proxy
@@ -160,6 +169,7 @@ fn cases() -> Vec<Case> {
                 "config.alpha.linkerd.io/proxy-enable-native-sidecar": "false",
             })),
             owner: Some(("Deployment", "web")),
+            spec: "",
         },
         // A pod whose own native sidecar serves a port (counted from
         // edge-25.12.2), with proxy env from the namespace and the pod
@@ -180,6 +190,32 @@ fn cases() -> Vec<Case> {
                 pod
             },
             owner: Some(("Deployment", "web")),
+            spec: "",
+        },
+        // CNI mode: the network validator instead of linkerd-init, no
+        // iptables lock volume.
+        Case {
+            name: "cni",
+            namespace: enabled_ns.clone(),
+            pod: deployment_pod(json!({})),
+            owner: Some(("Deployment", "web")),
+            spec: "cni: {}",
+        },
+        // CNI mode with a native sidecar: the validator first, then the
+        // proxy, then the pod's own init container.
+        Case {
+            name: "cni-native-sidecar",
+            namespace: enabled_ns.clone(),
+            pod: {
+                let mut pod = deployment_pod(
+                    json!({"config.alpha.linkerd.io/proxy-enable-native-sidecar": "true"}),
+                );
+                pod["spec"]["initContainers"] = json!([{"name": "migrate",
+                    "image": "example.com/shop/migrate:1.4", "args": ["up"]}]);
+                pod
+            },
+            owner: Some(("Deployment", "web")),
+            spec: "cni: {}",
         },
         // A StatefulSet's pod with no labels or annotations of its own: the
         // patch creates both maps.
@@ -195,6 +231,7 @@ fn cases() -> Vec<Case> {
                     "ports": [{"name": "pg", "containerPort": 5432}]}]},
             }),
             owner: Some(("StatefulSet", "db")),
+            spec: "",
         },
     ]
 }
@@ -211,10 +248,16 @@ fn to_yaml(v: &Value) -> String {
 fn input_yaml(case: &Case) -> String {
     let namespace = json!({"apiVersion": "v1", "kind": "Namespace",
         "metadata": {"name": case.pod["metadata"]["namespace"], "annotations": case.namespace}});
-    let owner = match case.owner {
+    let mut owner = match case.owner {
         Some((kind, name)) => format!("# The webhook resolved the pod's owner to {kind} {name}.\n"),
         None => "# The pod has no owner.\n".to_owned(),
     };
+    if !case.spec.is_empty() {
+        owner.push_str(&format!(
+            "# The ControlPlane's spec has {{{}}}.\n",
+            case.spec
+        ));
+    }
     format!("{}---\n{owner}{}", to_yaml(&namespace), to_yaml(&case.pod))
 }
 
@@ -230,7 +273,8 @@ fn kubernetes(release: &catalog::Release) -> KubeVersion {
 
 /// The submitted pod after Keelson's patch, for one release.
 fn injected(case: &Case, version: &str) -> Value {
-    let spec: ControlPlaneSpec = yaml_serde::from_str(&format!("version: {version}")).unwrap();
+    let spec: ControlPlaneSpec =
+        yaml_serde::from_str(&format!("{{version: {version}, {}}}", case.spec)).unwrap();
     let release = catalog::find(version).unwrap();
     let namespace: ObjectMeta = serde_json::from_value(json!({
         "name": case.pod["metadata"]["namespace"], "annotations": case.namespace}))

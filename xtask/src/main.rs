@@ -201,6 +201,22 @@ fn read_release(repo: &Repo, tag: &str, version: &str) -> Result<Release> {
     let mut images = BTreeMap::new();
     images.insert("controller", image(&text(&values, "controllerImage"), ""));
     images.insert("proxy", image(&text(&values, "proxy.image.name"), ""));
+    let cni = repo.yaml(tag, "charts/linkerd2-cni/values.yaml")?;
+    images.insert(
+        "cniPlugin",
+        image(&text(&cni, "image.name"), &text(&cni, "image.version")),
+    );
+    // Keelson's CNI mode defaults the plugin's iptables variant to the
+    // release's (`proxyInit.iptablesMode`); say so where the charts differ.
+    let (init_mode, cni_mode) = (
+        text(&values, "proxyInit.iptablesMode"),
+        text(&cni, "iptablesMode"),
+    );
+    if init_mode != cni_mode {
+        eprintln!(
+            "warning: {tag}: linkerd2-cni iptablesMode {cni_mode:?} differs from proxyInit.iptablesMode {init_mode:?}; render/cni.rs assumes they agree"
+        );
+    }
     if at(&values, "proxyInit.image").is_some() {
         let init = image(
             &text(&values, "proxyInit.image.name"),
@@ -344,6 +360,7 @@ fn check_entry(printed: &str) -> Result<()> {
             ("kubernetesFloor".into(), r.kubernetes_floor.to_string()),
             ("images.controller".into(), r.images.controller.clone()),
             ("images.proxy".into(), r.images.proxy.clone()),
+            ("images.cniPlugin".into(), r.images.cni_plugin.clone()),
             (
                 "images.proxyInit".into(),
                 format!("{:?}", r.images.proxy_init),
@@ -466,7 +483,13 @@ fn entry(r: &Release) -> String {
     let _ = writeln!(out, "  stableMinor: {}", r.stable_minor);
     let _ = writeln!(out, "  kubernetesFloor: \"{}\"", r.floor);
     out.push_str("  images:\n");
-    for key in ["controller", "proxy", "proxyInit", "policyController"] {
+    for key in [
+        "controller",
+        "proxy",
+        "cniPlugin",
+        "proxyInit",
+        "policyController",
+    ] {
         if let Some(image) = r.images.get(key) {
             let _ = writeln!(out, "    {key}: {image}");
         }

@@ -258,40 +258,62 @@ impl Admission {
         &self,
         cp: &ControlPlane,
         old: Option<&ControlPlane>,
-    ) -> Option<validate::Invalid> {
-        if old.is_some_and(|o| o.spec.namespace == cp.spec.namespace) {
-            return None;
+    ) -> Vec<validate::Invalid> {
+        let mut problems = Vec::new();
+        if old.is_none_or(|o| o.spec.namespace != cp.spec.namespace) {
+            problems.extend(
+                self.claim_problem(cp, "spec.namespace", &cp.spec.namespace)
+                    .await,
+            );
         }
+        // CNI mode's namespace is taken by the same rule.
+        let old_cni = old.and_then(|o| o.spec.cni.as_ref()).map(|c| &c.namespace);
+        if let Some(cni) = &cp.spec.cni
+            && old_cni != Some(&cni.namespace)
+        {
+            problems.extend(
+                self.claim_problem(cp, "spec.cni.namespace", &cni.namespace)
+                    .await,
+            );
+        }
+        problems
+    }
+
+    /// Whether `cp` may take `namespace`, named by `field`.
+    async fn claim_problem(
+        &self,
+        cp: &ControlPlane,
+        field: &str,
+        namespace: &str,
+    ) -> Option<validate::Invalid> {
         let judge = |existing: Option<&kube::core::ObjectMeta>| {
             match crate::controlplane::namespace::claim(
                 &cp.name_any(),
                 cp.metadata.uid.as_deref(),
-                &cp.spec.namespace,
+                namespace,
                 existing,
                 self.control_plane_namespaces.as_deref(),
             ) {
                 crate::controlplane::namespace::Claim::Refused(message) => {
                     Some(validate::Invalid {
-                        field: "spec.namespace".into(),
+                        field: field.into(),
                         message,
                     })
                 }
                 _ => None,
             }
         };
-        let cached =
-            self.injector
-                .caches
-                .namespaces
-                .get(&kube::runtime::reflector::ObjectRef::new(
-                    &cp.spec.namespace,
-                ));
+        let cached = self
+            .injector
+            .caches
+            .namespaces
+            .get(&kube::runtime::reflector::ObjectRef::new(namespace));
         let problem = judge(cached.as_ref().map(|n| &n.metadata))?;
         let Some(client) = &self.injector.client else {
             return Some(problem);
         };
         match Api::<k8s_openapi::api::core::v1::Namespace>::all(client.clone())
-            .get_metadata_opt(&cp.spec.namespace)
+            .get_metadata_opt(namespace)
             .await
         {
             Ok(live) => judge(live.as_ref().map(|n| &n.metadata)),

@@ -96,6 +96,29 @@ pub fn control_plane(
                 )
             },
         );
+        // Pods admitted in one mode cannot start in the other: a network
+        // validator's pod has no iptables rules where the plugin is gone,
+        // and turning the plugin on under linkerd-init pods is Linkerd's
+        // own unsupported path. A new ControlPlane is a fresh install.
+        p.check(
+            spec.cni.is_some() == old.spec.cni.is_some(),
+            "spec.cni",
+            || {
+                let (from, to) = if old.spec.cni.is_some() {
+                    ("on", "off")
+                } else {
+                    ("off", "on")
+                };
+                format!(
+                    "CNI mode cannot be turned {to} on an installed control plane (it is {from}): every meshed pod was admitted for the other mode, and new pods would be admitted before the nodes are ready for them; install a new ControlPlane instead"
+                )
+            },
+        );
+        if let (Some(new), Some(old)) = (&spec.cni, &old.spec.cni) {
+            p.check(new.namespace == old.namespace, "spec.cni.namespace", || {
+                format!("cannot change from {:?} once installed", old.namespace)
+            });
+        }
         p.check(
             spec.trust_domain() == old.spec.trust_domain(),
             "spec.identity.trustDomain",
@@ -146,6 +169,30 @@ pub fn control_plane_spec(spec: &keelson_crds::ControlPlaneSpec) -> Vec<Invalid>
         p.check(is_cidr(net), &format!("spec.clusterNetworks[{i}]"), || {
             format!("{} is not a CIDR such as 10.0.0.0/8", shown(net))
         });
+    }
+
+    if let Some(cni) = &spec.cni {
+        p.check(is_dns_label(&cni.namespace), "spec.cni.namespace", || {
+            format!(
+                "{} is not a valid namespace name (a DNS-1123 label)",
+                shown(&cni.namespace)
+            )
+        });
+        // The plugin's namespace is privileged, the control plane's is
+        // restricted in CNI mode: one namespace cannot be both.
+        p.check(
+            cni.namespace != spec.namespace,
+            "spec.cni.namespace",
+            || format!("must differ from spec.namespace ({})", spec.namespace),
+        );
+        for (field, dir) in [
+            ("spec.cni.confDir", &cni.conf_dir),
+            ("spec.cni.binDir", &cni.bin_dir),
+        ] {
+            p.check(dir.starts_with('/'), field, || {
+                format!("{} is not an absolute path", shown(dir))
+            });
+        }
     }
 
     let id = &spec.identity;
@@ -547,6 +594,38 @@ mod tests {
         );
         // Before anything is installed both may still change.
         assert_eq!(control_plane(&moved, Some(&cp(json!({}))), &[]), []);
+    }
+
+    #[test]
+    fn cni_mode_is_chosen_at_install_and_kept() {
+        let plain = installed(cp(json!({})), "edge-25.4.4");
+        let cni = installed(cp(json!({"cni": {}})), "edge-25.4.4");
+        for (new, old, word) in [
+            (cp(json!({"cni": {}})), &plain, "turned on"),
+            (cp(json!({})), &cni, "turned off"),
+        ] {
+            let problems = control_plane(&new, Some(old), &[]);
+            assert_eq!(fields(&problems), ["spec.cni"]);
+            assert!(problems[0].message.contains(word), "{}", problems[0]);
+        }
+        let moved = cp(json!({"cni": {"namespace": "cni-system"}}));
+        assert_eq!(
+            fields(&control_plane(&moved, Some(&cni), &[])),
+            ["spec.cni.namespace"]
+        );
+        // Other settings may change; and before an install, anything.
+        let tuned = cp(json!({"cni": {"logLevel": "debug", "ignoreInboundPorts": "25"}}));
+        assert_eq!(control_plane(&tuned, Some(&cni), &[]), []);
+        assert_eq!(
+            control_plane(&cp(json!({"cni": {}})), Some(&cp(json!({}))), &[]),
+            []
+        );
+        // The plugin's namespace is privileged, the control plane's not.
+        let shared = cp(json!({"cni": {"namespace": "linkerd", "binDir": "opt/cni"}}));
+        assert_eq!(
+            fields(&control_plane(&shared, None, &[])),
+            ["spec.cni.namespace", "spec.cni.binDir"]
+        );
     }
 
     #[test]

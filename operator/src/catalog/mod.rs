@@ -189,6 +189,9 @@ pub struct Images {
     /// Image of identity, destination, sp-validator (and policy, from 2.19).
     pub controller: String,
     pub proxy: String,
+    /// Image of the CNI plugin's DaemonSet (`charts/linkerd2-cni`), which
+    /// has versions of its own.
+    pub cni_plugin: String,
     /// Image of `linkerd-init`; unset where it runs from the proxy image.
     #[serde(default)]
     pub proxy_init: Option<String>,

@@ -2,7 +2,8 @@
 //! the webhook endpoints. A read that fails is a failed check, named.
 
 use super::{
-    Finding, Outcome, Report, certificates, control_plane, deployment, leader, version_skew,
+    Finding, Outcome, Report, certificates, cni_daemon_set, control_plane, deployment, leader,
+    version_skew,
 };
 use crate::admission::configurations::{INJECTOR, VALIDATOR};
 use crate::controlplane::material::ISSUER_SECRET;
@@ -63,6 +64,28 @@ pub async fn run(client: &Client, options: &Options) -> Report {
         let ns = cp.spec.namespace.as_str();
         let mut findings = control_plane(cp);
         findings.extend(deployments(client, cp).await);
+        if let Some(cni) = &cp.spec.cni {
+            let d = read(
+                Api::<k8s_openapi::api::apps::v1::DaemonSet>::namespaced(
+                    client.clone(),
+                    &cni.namespace,
+                )
+                .get_opt(crate::render::cni::NAME),
+                &format!("DaemonSet {}/{}", cni.namespace, crate::render::cni::NAME),
+            )
+            .await;
+            // The release running, else the one asked for.
+            let version = cp
+                .status
+                .as_ref()
+                .and_then(|s| s.current_version.clone())
+                .unwrap_or_else(|| cp.spec.version.clone());
+            let release = crate::catalog::find(&version).ok();
+            findings.push(match d {
+                Ok(d) => cni_daemon_set(&cni.namespace, d.as_ref(), release),
+                Err(f) => f,
+            });
+        }
         let roots = read(
             Api::<ConfigMap>::namespaced(client.clone(), ns).get_opt(TRUST_ROOTS),
             &format!("ConfigMap {ns}/{TRUST_ROOTS}"),

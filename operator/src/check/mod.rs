@@ -206,6 +206,61 @@ pub fn deployment(d: &Deployment) -> Finding {
     }
 }
 
+/// CNI mode's plugin: its DaemonSet is available on every node it
+/// schedules to, rolled out, and runs the plugin image of `release`.
+pub fn cni_daemon_set(
+    namespace: &str,
+    daemon_set: Option<&k8s_openapi::api::apps::v1::DaemonSet>,
+    release: Option<&crate::catalog::Release>,
+) -> Finding {
+    let name = format!("DaemonSet {namespace}/{}", crate::render::cni::NAME);
+    let Some(d) = daemon_set else {
+        return Finding::new(
+            Outcome::Fail,
+            format!("{name} is missing: no node can start meshed pods in CNI mode"),
+        );
+    };
+    let status = d.status.clone().unwrap_or_default();
+    let (desired, available) = (
+        status.desired_number_scheduled,
+        status.number_available.unwrap_or(0),
+    );
+    let updated = status.updated_number_scheduled.unwrap_or(0);
+    let image = d
+        .spec
+        .as_ref()
+        .and_then(|s| s.template.spec.as_ref())
+        .and_then(|s| s.containers.first())
+        .and_then(|c| c.image.clone())
+        .unwrap_or_default();
+    if desired == 0 {
+        return Finding::new(Outcome::Fail, format!("{name} schedules to no node"));
+    }
+    if available < desired || updated < desired {
+        return Finding::new(
+            Outcome::Fail,
+            format!(
+                "{name} is available on {available} of {desired} nodes ({updated} up to date): pods on the others cannot start meshed"
+            ),
+        );
+    }
+    if let Some(r) = release
+        && image != r.images.cni_plugin
+    {
+        return Finding::new(
+            Outcome::Fail,
+            format!(
+                "{name} runs {image}, not {} of Linkerd {}",
+                r.images.cni_plugin, r.version
+            ),
+        );
+    }
+    Finding::new(
+        Outcome::Pass,
+        format!("{name} is available on all {desired} nodes, running {image}"),
+    )
+}
+
 /// Expiry of every certificate in `pem` (named `what` in messages): fails
 /// when one is expired or not yet valid, warns when one expires within
 /// `warn_within`.

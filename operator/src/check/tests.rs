@@ -219,3 +219,36 @@ fn a_leader_must_hold_a_current_lease() {
         );
     }
 }
+
+#[test]
+fn the_cni_plugin_must_run_on_every_node_at_the_release() {
+    let release = crate::catalog::find("edge-26.6.3").unwrap();
+    let ds = |image: &str, desired: i32, available: i32, updated: i32| {
+        serde_json::from_value::<k8s_openapi::api::apps::v1::DaemonSet>(json!({
+            "metadata": {"name": "linkerd-cni", "namespace": "linkerd-cni"},
+            "spec": {"selector": {}, "template": {"spec": {"containers": [
+                {"name": "install-cni", "image": image}]}}},
+            "status": {"desiredNumberScheduled": desired, "numberAvailable": available,
+                "updatedNumberScheduled": updated, "currentNumberScheduled": desired,
+                "numberMisscheduled": 0, "numberReady": available},
+        }))
+        .unwrap()
+    };
+    let at = |d: Option<&k8s_openapi::api::apps::v1::DaemonSet>| {
+        let f = cni_daemon_set("linkerd-cni", d, Some(release));
+        (f.outcome, f.message)
+    };
+    let good = ds("cr.l5d.io/linkerd/cni-plugin:v1.6.8", 3, 3, 3);
+    assert_eq!(at(Some(&good)).0, Outcome::Pass);
+    let (outcome, message) = at(Some(&ds("cr.l5d.io/linkerd/cni-plugin:v1.6.8", 3, 2, 3)));
+    assert_eq!(outcome, Outcome::Fail);
+    assert!(message.contains("2 of 3 nodes"), "{message}");
+    let (outcome, message) = at(Some(&ds("cr.l5d.io/linkerd/cni-plugin:v1.6.4", 3, 3, 3)));
+    assert_eq!(outcome, Outcome::Fail);
+    assert!(
+        message.contains("not cr.l5d.io/linkerd/cni-plugin:v1.6.8"),
+        "{message}"
+    );
+    assert_eq!(at(None).0, Outcome::Fail);
+    assert_eq!(at(Some(&ds("x", 0, 0, 0))).0, Outcome::Fail);
+}

@@ -15,7 +15,7 @@ use crate::identity::IdentityError;
 use crate::metrics::Metrics;
 use crate::render::{self, CONTROL_PLANE_LABEL, Stage};
 use futures::StreamExt;
-use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::apps::v1::{DaemonSet, Deployment};
 use k8s_openapi::api::core::v1::{Namespace, Secret};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use keelson_crds::controlplane::AdoptionPhase;
@@ -204,7 +204,11 @@ async fn cleanup(cp: Arc<ControlPlane>, ctx: Arc<Context>) -> Result<Action, Rec
         .iter()
         .filter(|r| r.stage != Stage::Crds && r.object["kind"] != "Namespace")
     {
-        if !kinds.iter().any(|k| k["kind"] == r.object["kind"]) {
+        // Per namespace: CNI mode's objects live in a namespace of their own.
+        if !kinds.iter().any(|k| {
+            k["kind"] == r.object["kind"]
+                && k["metadata"]["namespace"] == r.object["metadata"]["namespace"]
+        }) {
             kinds.push(&r.object);
         }
     }
@@ -229,7 +233,10 @@ async fn cleanup(cp: Arc<ControlPlane>, ctx: Arc<Context>) -> Result<Action, Rec
             ));
         }
     }
-    uninstall_namespace(&ctx, &cp).await?;
+    uninstall_namespace(&ctx, &cp, &cp.spec.namespace).await?;
+    if let Some(cni) = &cp.spec.cni {
+        uninstall_namespace(&ctx, &cp, &cni.namespace).await?;
+    }
     let event = Event {
         type_: EventType::Normal,
         reason: "Uninstalled".into(),
@@ -245,10 +252,14 @@ async fn cleanup(cp: Arc<ControlPlane>, ctx: Arc<Context>) -> Result<Action, Rec
 }
 
 /// Creates the control plane's namespace, recording that Keelson did.
-async fn create_namespace(api: &Api<Namespace>, cp: &ControlPlane) -> Result<(), ReconcileError> {
+async fn create_namespace(
+    api: &Api<Namespace>,
+    cp: &ControlPlane,
+    name: &str,
+) -> Result<(), ReconcileError> {
     let ns: Namespace = serde_json::from_value(serde_json::json!({
         "metadata": {
-            "name": cp.spec.namespace,
+            "name": name,
             "labels": {CONTROL_PLANE_LABEL: cp.name_any()},
             "annotations": {namespace::CREATED_BY: cp.metadata.uid},
         },
@@ -259,7 +270,7 @@ async fn create_namespace(api: &Api<Namespace>, cp: &ControlPlane) -> Result<(),
         Ok(_) => Ok(()),
         Err(kube::Error::Api(s)) if s.code == 409 => Ok(()),
         Err(e) => Err(ReconcileError::kube(
-            "creating the control plane's namespace",
+            format!("creating namespace {name}"),
             e,
         )),
     }
@@ -268,13 +279,16 @@ async fn create_namespace(api: &Api<Namespace>, cp: &ControlPlane) -> Result<(),
 /// Deletes the control plane's namespace if Keelson created it and nothing
 /// but Keelson's objects are in it (or the ControlPlane asks to delete it
 /// anyway); otherwise keeps it and says why.
-async fn uninstall_namespace(ctx: &Context, cp: &ControlPlane) -> Result<(), ReconcileError> {
-    let name = &cp.spec.namespace;
+async fn uninstall_namespace(
+    ctx: &Context,
+    cp: &ControlPlane,
+    name: &str,
+) -> Result<(), ReconcileError> {
     let api: Api<Namespace> = Api::all(ctx.client.clone());
     let Some(ns) = api
         .get_opt(name)
         .await
-        .map_err(|e| ReconcileError::kube("reading the control plane's namespace", e))?
+        .map_err(|e| ReconcileError::kube(format!("reading namespace {name}"), e))?
     else {
         return Ok(());
     };
@@ -302,7 +316,7 @@ async fn uninstall_namespace(ctx: &Context, cp: &ControlPlane) -> Result<(), Rec
                 Err(kube::Error::Api(s)) if s.code == 404 => {}
                 Err(e) => {
                     return Err(ReconcileError::kube(
-                        "deleting the control plane's namespace",
+                        format!("deleting namespace {name}"),
                         e,
                     ));
                 }
@@ -479,7 +493,7 @@ async fn apply(cp: Arc<ControlPlane>, ctx: Arc<Context>) -> Result<Action, Recon
             // controller watches: look again now and then.
             return Ok(Action::requeue(Duration::from_secs(10)));
         }
-        namespace::Claim::Create => create_namespace(&namespaces, &cp).await?,
+        namespace::Claim::Create => create_namespace(&namespaces, &cp, &cp.spec.namespace).await?,
         namespace::Claim::Created | namespace::Claim::HandedOver => {
             // Nothing installed by this ControlPlane yet: a Linkerd that is
             // already there is someone else's, and left alone.
@@ -516,6 +530,36 @@ async fn apply(cp: Arc<ControlPlane>, ctx: Arc<Context>) -> Result<Action, Recon
         }
     }
 
+    // CNI mode's namespace, by the same rule: the plugin is privileged, and
+    // a namespace named there is labelled so.
+    if let Some(cni) = &cp.spec.cni {
+        let existing = namespaces
+            .get_opt(&cni.namespace)
+            .await
+            .map_err(|e| ReconcileError::kube("reading the CNI plugin's namespace", e))?;
+        match namespace::claim(
+            &cp.name_any(),
+            cp.metadata.uid.as_deref(),
+            &cni.namespace,
+            existing.as_ref().map(|n| &n.metadata),
+            ctx.granted.as_deref(),
+        ) {
+            namespace::Claim::Refused(message) => {
+                let next = status::refused(
+                    &previous,
+                    generation,
+                    "NamespaceNotOwned",
+                    &format!("spec.cni.namespace: {message}"),
+                    &now,
+                );
+                write_status(&ctx, &cp, &previous, next).await?;
+                return Ok(Action::requeue(Duration::from_secs(10)));
+            }
+            namespace::Claim::Create => create_namespace(&namespaces, &cp, &cni.namespace).await?,
+            namespace::Claim::Created | namespace::Claim::HandedOver => {}
+        }
+    }
+
     // A takeover under way runs at the release it found, and an upgrade to
     // `spec.version` waits for it.
     let adopting = previous
@@ -548,6 +592,14 @@ async fn apply(cp: Arc<ControlPlane>, ctx: Arc<Context>) -> Result<Action, Recon
         observed.push(d);
     }
     let control_plane_bundle = status::rolled_out_bundle(&observed);
+    if let Some(cni) = &cp.spec.cni {
+        let daemon_sets: Api<DaemonSet> = Api::namespaced(ctx.client.clone(), &cni.namespace);
+        let d = daemon_sets
+            .get_opt(render::cni::NAME)
+            .await
+            .map_err(|e| ReconcileError::kube("reading the CNI plugin's DaemonSet", e))?;
+        components.insert(0, status::cni_component(d.as_ref()));
+    }
     let plan = upgrade::plan(spec, generation, &previous, components, &now);
     let Ok(applying) = catalog::find(&plan.version) else {
         let message = format!(

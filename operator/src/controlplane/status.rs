@@ -2,7 +2,7 @@
 //! reconciler writes the result only when it differs from what is stored.
 
 use crate::render::proxy::TRUST_ROOT_SHA256;
-use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::apps::v1::{DaemonSet, Deployment};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use keelson_crds::ControlPlaneStatus;
 use keelson_crds::controlplane::{ComponentStatus, ControlPlanePhase};
@@ -39,6 +39,37 @@ pub fn component(name: &str, deployment: Option<&Deployment>) -> ComponentStatus
         desired_replicas: desired,
         available_replicas: available,
         available: current && available >= desired,
+    }
+}
+
+/// CNI mode's plugin as a component: available once its DaemonSet is rolled
+/// out and available on every node it schedules to, at the release its
+/// annotation names.
+pub fn cni_component(daemon_set: Option<&DaemonSet>) -> ComponentStatus {
+    let name = "cni";
+    let Some(d) = daemon_set else {
+        return ComponentStatus {
+            name: name.into(),
+            ..ComponentStatus::default()
+        };
+    };
+    let status = d.status.clone().unwrap_or_default();
+    let desired = status.desired_number_scheduled;
+    let available = status.number_available.unwrap_or(0);
+    let current = status.observed_generation >= d.metadata.generation
+        && status.updated_number_scheduled.unwrap_or(0) == desired
+        && status.number_unavailable.unwrap_or(0) == 0;
+    ComponentStatus {
+        name: name.into(),
+        version: d
+            .metadata
+            .annotations
+            .as_ref()
+            .and_then(|a| a.get(crate::render::cni::LINKERD_VERSION).cloned()),
+        desired_replicas: desired,
+        available_replicas: available,
+        // A cluster with no schedulable node has nowhere to run pods either.
+        available: current && desired > 0 && available == desired,
     }
 }
 

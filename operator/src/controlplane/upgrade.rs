@@ -7,8 +7,10 @@
 //!
 //! An upgrade walks the catalog's path one stable release at a time; for each
 //! step it applies the release's CRDs (at every stage, before anything else),
-//! rolls out identity, waits for it to be available at the new release, then
-//! destination, then the webhooks. A gate that does not pass
+//! in CNI mode rolls out the plugin's DaemonSet and waits for it on every
+//! node, rolls out identity, waits for it to be available at the new
+//! release, then destination, then the webhooks. A first install in CNI mode
+//! waits for the plugin the same way before anything else. A gate that does not pass
 //! within `spec.upgrade.healthDeadline` rolls back to the release the upgrade
 //! started from (when `automaticRollback` is on) and is not retried until the
 //! spec changes again.
@@ -43,6 +45,7 @@ pub struct Plan {
 
 fn component_name(stage: UpgradeStage) -> &'static str {
     match stage {
+        UpgradeStage::Cni => "cni",
         UpgradeStage::Identity => "identity",
         UpgradeStage::Destination => "destination",
     }
@@ -50,8 +53,18 @@ fn component_name(stage: UpgradeStage) -> &'static str {
 
 fn render_stage(stage: UpgradeStage) -> Stage {
     match stage {
+        UpgradeStage::Cni => Stage::Cni,
         UpgradeStage::Identity => Stage::Identity,
         UpgradeStage::Destination => Stage::Destination,
+    }
+}
+
+/// The stage a step starts with: the CNI plugin in CNI mode, else identity.
+fn first_stage(spec: &ControlPlaneSpec) -> UpgradeStage {
+    if spec.cni.is_some() {
+        UpgradeStage::Cni
+    } else {
+        UpgradeStage::Identity
     }
 }
 
@@ -78,7 +91,12 @@ pub fn plan(
     let generation_n = generation.unwrap_or_default();
     let Some(mut u) = previous.upgrade.clone() else {
         let Some(current) = previous.current_version.clone() else {
-            // First install: everything at once, as `linkerd install` does.
+            // First install: everything at once, as `linkerd install` does;
+            // in CNI mode the plugin first, on every node, since no pod of
+            // the control plane can start where it is missing.
+            if spec.cni.is_some() && !gate_passed(&components, UpgradeStage::Cni, desired) {
+                return install_cni_first(desired, generation, previous, components, now);
+            }
             return converge(desired, generation, previous, components, now);
         };
         if current == desired {
@@ -133,7 +151,7 @@ pub fn plan(
             from: current,
             to: desired.to_owned(),
             step: first,
-            stage: UpgradeStage::Identity,
+            stage: first_stage(spec),
             stage_started_at: now.clone(),
             rolling_back: false,
         });
@@ -142,8 +160,13 @@ pub fn plan(
 
     let deadline: Duration = spec.upgrade.health_deadline.or_zero();
     if gate_passed(&components, u.stage, &u.step) {
-        if u.stage == UpgradeStage::Identity {
-            u.stage = UpgradeStage::Destination;
+        let following = match u.stage {
+            UpgradeStage::Cni => Some(UpgradeStage::Identity),
+            UpgradeStage::Identity => Some(UpgradeStage::Destination),
+            UpgradeStage::Destination => None,
+        };
+        if let Some(stage) = following {
+            u.stage = stage;
             u.stage_started_at = now.clone();
             let mut next = previous.clone();
             next.upgrade = Some(u);
@@ -167,7 +190,7 @@ pub fn plan(
             Some(next_step) => {
                 u.step = next_step;
                 u.to = desired.to_owned();
-                u.stage = UpgradeStage::Identity;
+                u.stage = first_stage(spec);
                 u.stage_started_at = now.clone();
                 let mut next = previous.clone();
                 next.upgrade = Some(u);
@@ -196,7 +219,7 @@ pub fn plan(
         if spec.upgrade.automatic_rollback && !u.rolling_back {
             u.rolling_back = true;
             u.step = u.from.clone();
-            u.stage = UpgradeStage::Identity;
+            u.stage = first_stage(spec);
             u.stage_started_at = now.clone();
             next.upgrade = Some(u);
             let plan = step(&next, generation, components, now);
@@ -216,6 +239,37 @@ pub fn plan(
         degraded(plan, "UpgradeStuck", &message, generation, now)
     } else {
         step(previous, generation, components, now)
+    }
+}
+
+/// A first install in CNI mode, until the plugin runs on every node: its
+/// objects only (and the CRDs, always).
+fn install_cni_first(
+    version: &str,
+    generation: Option<i64>,
+    previous: &ControlPlaneStatus,
+    components: Vec<ComponentStatus>,
+    now: &Time,
+) -> Plan {
+    let mut status = status::converging(previous, generation, version, components, now);
+    let message = format!(
+        "installing {version}: waiting for the CNI plugin's DaemonSet to be available on every node"
+    );
+    status::set_condition(
+        &mut status.conditions,
+        PROGRESSING,
+        true,
+        "InstallingCNI",
+        &message,
+        generation,
+        now,
+    );
+    Plan {
+        version: version.to_owned(),
+        through: Stage::Cni,
+        prune: false,
+        status,
+        requeue: Duration::from_secs(3),
     }
 }
 
@@ -621,5 +675,148 @@ mod tests {
         assert_eq!(p.version, "edge-25.4.4");
         assert_eq!(cond(&p.status, DEGRADED), ("True", "UpgradeRefused"));
         assert!(p.status.upgrade.is_none());
+    }
+
+    fn cni_spec(version: &str) -> ControlPlaneSpec {
+        yaml_serde::from_str(&format!(
+            "version: {version}\nupgrade: {{healthDeadline: 60s}}\ncni: {{}}"
+        ))
+        .unwrap()
+    }
+
+    /// The plugin, identity and destination, each at a release or none.
+    fn cni_comps(
+        cni: Option<&str>,
+        identity: Option<&str>,
+        destination: Option<&str>,
+    ) -> Vec<ComponentStatus> {
+        let mut all = vec![ComponentStatus {
+            name: "cni".into(),
+            version: cni.map(str::to_owned),
+            desired_replicas: 3,
+            available_replicas: if cni.is_some() { 3 } else { 0 },
+            available: cni.is_some(),
+        }];
+        all.extend(comps(identity, destination));
+        all
+    }
+
+    #[test]
+    fn in_cni_mode_the_plugin_goes_first_at_install_and_at_every_step() {
+        let (old, mid, new) = ("edge-25.10.7", "edge-26.6.3", "edge-26.8.3");
+        // Install: the plugin alone until it runs on every node.
+        let p = plan(
+            &cni_spec(old),
+            Some(1),
+            &ControlPlaneStatus::default(),
+            cni_comps(None, None, None),
+            &t(0),
+        );
+        assert_eq!((p.through, p.prune), (Stage::Cni, false));
+        assert_eq!(cond(&p.status, PROGRESSING), ("True", "InstallingCNI"));
+        let p = plan(
+            &cni_spec(old),
+            Some(1),
+            &p.status,
+            cni_comps(Some(old), None, None),
+            &t(1),
+        );
+        assert_eq!((p.through, p.prune), (Stage::Webhooks, true));
+        let s0 = plan(
+            &cni_spec(old),
+            Some(1),
+            &p.status,
+            cni_comps(Some(old), Some(old), Some(old)),
+            &t(2),
+        )
+        .status;
+        assert_eq!(s0.current_version.as_deref(), Some(old));
+
+        // An upgrade across two steps: plugin, identity, destination, each.
+        let mut s = s0;
+        let mut seen = Vec::new();
+        let mut running = (old, old, old);
+        for tick in 3..40 {
+            let p = plan(
+                &cni_spec(new),
+                Some(2),
+                &s,
+                cni_comps(Some(running.0), Some(running.1), Some(running.2)),
+                &t(tick),
+            );
+            let at = (p.version.clone(), p.through);
+            if seen.last() != Some(&at) {
+                seen.push(at);
+            }
+            // The cluster does what was applied.
+            let v: &str = if p.version == mid {
+                mid
+            } else if p.version == new {
+                new
+            } else {
+                old
+            };
+            match p.through {
+                Stage::Cni => running.0 = v,
+                Stage::Identity => running.1 = v,
+                Stage::Destination => running.2 = v,
+                _ => {}
+            }
+            s = p.status;
+            if s.upgrade.is_none() && s.current_version.as_deref() == Some(new) {
+                break;
+            }
+        }
+        let stages: Vec<(&str, Stage)> = seen.iter().map(|(v, st)| (v.as_str(), *st)).collect();
+        assert_eq!(
+            stages,
+            [
+                (mid, Stage::Cni),
+                (mid, Stage::Identity),
+                (mid, Stage::Destination),
+                (new, Stage::Cni),
+                (new, Stage::Identity),
+                (new, Stage::Destination),
+                (new, Stage::Webhooks),
+            ]
+        );
+    }
+
+    #[test]
+    fn a_plugin_that_does_not_roll_out_rolls_the_upgrade_back_plugin_first() {
+        let (old, new) = ("edge-25.10.7", "edge-26.6.3");
+        let s0 = plan(
+            &cni_spec(old),
+            Some(1),
+            &ControlPlaneStatus::default(),
+            cni_comps(Some(old), Some(old), Some(old)),
+            &t(0),
+        )
+        .status;
+        let p1 = plan(
+            &cni_spec(new),
+            Some(2),
+            &s0,
+            cni_comps(Some(old), Some(old), Some(old)),
+            &t(1),
+        );
+        assert_eq!((p1.version.as_str(), p1.through), (new, Stage::Cni));
+        // The DaemonSet never becomes available at the new release.
+        let p2 = plan(
+            &cni_spec(new),
+            Some(2),
+            &p1.status,
+            cni_comps(None, Some(old), Some(old)),
+            &t(90),
+        );
+        assert_eq!((p2.version.as_str(), p2.through), (old, Stage::Cni));
+        assert_eq!(cond(&p2.status, DEGRADED), ("True", "RollingBack"));
+        let message = p2.status.history[0].message.clone().unwrap();
+        assert!(
+            message.contains("cni did not become available on edge-26.6.3"),
+            "{message}"
+        );
+        // Identity was never touched: it still runs the old release.
+        assert_eq!(p2.status.upgrade.as_ref().unwrap().stage, UpgradeStage::Cni);
     }
 }

@@ -313,7 +313,10 @@ fn plan(req: &Context<'_>, pod: &Pod) -> Result<Patch, Decision> {
     if spec.init_containers.as_ref().is_none_or(Vec::is_empty) {
         ops.add(&["spec", "initContainers"], &json!([]));
     }
-    ops.add(&["spec", "volumes", "-"], &proxy::xtables_volume());
+    // linkerd-init's iptables lock; the network validator needs none.
+    if !v.cni {
+        ops.add(&["spec", "volumes", "-"], &proxy::xtables_volume());
+    }
     // A native sidecar proxy starts right after linkerd-init, ahead of the
     // pod's own init containers, so they run meshed.
     let init_at = if v.native_sidecar { "0" } else { "-" };

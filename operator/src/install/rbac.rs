@@ -61,6 +61,7 @@ pub fn resource_of(kind: &str) -> Option<(&'static str, &'static str)> {
         "Service" => ("", "services"),
         "ServiceAccount" => ("", "serviceaccounts"),
         "Deployment" => ("apps", "deployments"),
+        "DaemonSet" => ("apps", "daemonsets"),
         "CronJob" => ("batch", "cronjobs"),
         "PodDisruptionBudget" => ("policy", "poddisruptionbudgets"),
         "Role" => ("rbac.authorization.k8s.io", "roles"),
@@ -97,7 +98,11 @@ pub struct Footprint {
 }
 
 /// The footprint of a control plane in `namespace`: every catalog release,
-/// plain and with high availability and the Gateway API bundle.
+/// plain and with high availability and the Gateway API bundle, and in CNI
+/// mode. The plugin's namespace is a grant of its own (an entry of the
+/// install's `controlPlanes` for the same ControlPlane), so its objects are
+/// counted here as if in `namespace`: the kinds and the cluster-scoped
+/// names are what matter.
 pub fn footprint(namespace: &str) -> Footprint {
     let mut out = Footprint::default();
     let mut cluster_rules = BTreeSet::new();
@@ -106,6 +111,7 @@ pub fn footprint(namespace: &str) -> Footprint {
         for extra in [
             json!({}),
             json!({"highAvailability": true, "installGatewayApi": true}),
+            json!({"cni": {"namespace": namespace}}),
         ] {
             let mut spec = json!({"version": release.version.to_string(), "namespace": namespace});
             if let (Some(spec), Some(extra)) = (spec.as_object_mut(), extra.as_object()) {

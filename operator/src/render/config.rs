@@ -59,6 +59,7 @@ pub(super) fn values(ctx: &Context<'_>) -> Value {
     let mut v = json!({
         "clusterDomain": ctx.cluster_domain(),
         "clusterNetworks": spec.cluster_networks.join(","),
+        "cniEnabled": spec.cni.is_some(),
         "controllerImage": controller["name"],
         "identity": {"issuer": issuer},
         "identityTrustAnchorsPEM": ctx.identity.trust_anchors_pem,

@@ -5,6 +5,7 @@
 //! Nothing here does I/O or reads the clock, so every output is reproducible
 //! and checked against golden files (`operator/tests/golden/`).
 
+pub mod cni;
 mod config;
 pub mod crds;
 mod destination;
@@ -59,6 +60,9 @@ pub enum Stage {
     /// Linkerd's CustomResourceDefinitions, established before anything
     /// else is applied: the components watch their kinds from the start.
     Crds,
+    /// CNI mode's plugin (its namespace, RBAC, ConfigMap and DaemonSet):
+    /// before the control plane, whose pods need it on their node.
+    Cni,
     /// Namespace, RBAC, ConfigMaps, Secrets, Services: what the components need.
     Base,
     /// The identity Deployment, gated on availability before destination.
@@ -107,6 +111,7 @@ pub fn render_counting(ctx: &Context<'_>) -> (Vec<Rendered>, usize) {
     };
     let (crds, omitted) = crds::objects_counting(ctx);
     add(Stage::Crds, crds);
+    add(Stage::Cni, cni::objects(ctx));
     add(Stage::Base, vec![namespace(ctx.name, ctx.spec)]);
     add(Stage::Base, rbac::objects(ctx));
     add(Stage::Base, config::objects(ctx));
@@ -213,10 +218,14 @@ pub fn namespace(cp_name: &str, spec: &ControlPlaneSpec) -> Value {
         "disabled".into(),
     );
     labels.insert("linkerd.io/is-control-plane".into(), "true".into());
-    labels.insert(
-        "pod-security.kubernetes.io/enforce".into(),
-        "privileged".into(),
-    );
+    // linkerd-init needs NET_ADMIN and NET_RAW; in CNI mode nothing in the
+    // namespace does, and it is `restricted` as in Linkerd's chart.
+    let level = if spec.cni.is_some() {
+        "restricted"
+    } else {
+        "privileged"
+    };
+    labels.insert("pod-security.kubernetes.io/enforce".into(), level.into());
     object(
         "v1",
         "Namespace",

@@ -38,6 +38,9 @@ const INIT_UID: u16 = 65534;
 /// proxy-init's binary in the proxy image, for releases whose `linkerd-init`
 /// runs from it (edge-25.11.3 on, `_proxy-init.tpl`).
 const PROXY_INIT_COMMAND: &str = "/usr/lib/linkerd/linkerd2-proxy-init";
+/// The network validator's binary in the proxy image
+/// (`_network-validator.tpl`), the same at every catalog release.
+const NETWORK_VALIDATOR_COMMAND: &str = "/usr/lib/linkerd/linkerd2-network-validator";
 /// The first Kubernetes minor whose API server keeps an init container's
 /// `restartPolicy: Always`; older ones drop it without a word.
 const NATIVE_SIDECARS_SINCE: KubeVersion = KubeVersion {
@@ -192,6 +195,9 @@ pub(crate) struct ProxyValues<'a> {
     pub service_account_mount: Option<k8s::VolumeMount>,
     /// `proxy.additionalEnv`: env vars after the chart's own.
     pub additional_env: Vec<k8s::EnvVar>,
+    /// `cniEnabled`: Linkerd's CNI plugin redirects the pod's traffic, and
+    /// `linkerd-network-validator` checks it did, instead of `linkerd-init`.
+    pub cni: bool,
     pub init: InitValues,
 }
 
@@ -263,6 +269,7 @@ impl<'a> ProxyValues<'a> {
             capabilities: None,
             service_account_mount: None,
             additional_env: Vec::new(),
+            cni: spec.cni.is_some(),
             init: InitValues {
                 image: release.images.proxy_init.as_deref().map(Image::parse),
                 pull_policy: String::new(),
@@ -824,9 +831,59 @@ fn capabilities(caps: &Capabilities) -> Option<k8s::Capabilities> {
     (out != k8s::Capabilities::default()).then_some(out)
 }
 
+/// The init container that readies the pod's network for the proxy:
+/// `linkerd-init`, or in CNI mode `linkerd-network-validator`.
+pub(crate) fn init_container_for(v: &ProxyValues<'_>) -> k8s::Container {
+    if v.cni {
+        network_validator_for(v)
+    } else {
+        proxy_init_for(v)
+    }
+}
+
+/// `linkerd-network-validator`: fails the pod's start unless the CNI plugin
+/// redirected its traffic (it connects to an address that only a redirect
+/// to its own listener answers), so no pod runs unmeshed by accident.
+fn network_validator_for(v: &ProxyValues<'_>) -> k8s::Container {
+    let args = [
+        "--log-format",
+        "plain",
+        "--log-level",
+        "debug",
+        "--connect-addr",
+        "1.1.1.1:20001",
+        "--listen-addr",
+        "0.0.0.0:4140",
+        "--timeout",
+        "10s",
+    ];
+    k8s::Container {
+        args: Some(args.map(String::from).to_vec()),
+        command: Some(vec![NETWORK_VALIDATOR_COMMAND.to_owned()]),
+        image: Some(v.image.reference()),
+        image_pull_policy: Some(pull_policy(&v.pull_policy).to_owned()),
+        name: "linkerd-network-validator".to_owned(),
+        resources: resources(&v.resources),
+        security_context: Some(k8s::SecurityContext {
+            allow_privilege_escalation: Some(false),
+            capabilities: Some(k8s::Capabilities {
+                drop: Some(vec!["ALL".to_owned()]),
+                ..Default::default()
+            }),
+            read_only_root_filesystem: Some(true),
+            run_as_group: Some(INIT_UID.into()),
+            run_as_non_root: Some(true),
+            run_as_user: Some(INIT_UID.into()),
+            seccomp_profile: runtime_default_seccomp(),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
 /// `linkerd-init`: installs the iptables rules that route the pod's traffic
 /// through the proxy.
-pub(crate) fn init_container_for(v: &ProxyValues<'_>) -> k8s::Container {
+fn proxy_init_for(v: &ProxyValues<'_>) -> k8s::Container {
     let init = &v.init;
     let mut args: Vec<String> = Vec::new();
     if init.iptables_mode == "nft" {
@@ -959,7 +1016,7 @@ pub(crate) fn identity_end_entity_volume() -> k8s::Volume {
 /// Volumes every control-plane pod has after its component's own: the
 /// hand-mounted API token (pods turn off automounting), the iptables lock,
 /// and the proxy's identity token and certificate directory.
-pub(super) fn pod_volumes() -> Vec<Value> {
+pub(super) fn pod_volumes(cni: bool) -> Vec<Value> {
     let mut volumes = vec![
         json!({"name": "kube-api-access", "projected": {"defaultMode": 420, "sources": [
             {"serviceAccountToken": {"expirationSeconds": 3607, "path": "token"}},
@@ -967,14 +1024,14 @@ pub(super) fn pod_volumes() -> Vec<Value> {
             {"downwardAPI": {"items": [{"fieldRef": {"apiVersion": "v1", "fieldPath": "metadata.namespace"}, "path": "namespace"}]}},
         ]}}),
     ];
+    // linkerd-init's iptables lock; the network validator needs none.
+    if !cni {
+        volumes.push(to_value(&xtables_volume()));
+    }
     volumes.extend(
-        [
-            xtables_volume(),
-            identity_token_volume(),
-            identity_end_entity_volume(),
-        ]
-        .iter()
-        .map(to_value),
+        [identity_token_volume(), identity_end_entity_volume()]
+            .iter()
+            .map(to_value),
     );
     volumes
 }

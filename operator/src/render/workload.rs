@@ -88,7 +88,7 @@ fn deployment(ctx: &Context<'_>, w: Workload<'_>) -> Value {
     }
 
     let mut volumes = w.volumes;
-    volumes.extend(proxy::pod_volumes());
+    volumes.extend(proxy::pod_volumes(ctx.spec.cni.is_some()));
     let mut init_containers = vec![proxy::init_container(ctx)];
     init_containers.extend(w.native_proxy);
     let mut pod_spec = json!({
