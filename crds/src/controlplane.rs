@@ -5,6 +5,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use kube::CustomResource;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
 
 /// A Linkerd control plane that Keelson installs, upgrades and keeps healthy.
 ///
@@ -300,11 +301,20 @@ pub struct IdentitySpec {
     /// When Keelson replaces its managed certificates.
     #[serde(default)]
     pub rotation: RotationSpec,
+
+    /// Proxies prove their identity with a projected ServiceAccount token
+    /// of audience `identity.l5d.io` (the chart's
+    /// `identity.serviceAccountTokenProjection`, on by default). Off, they
+    /// use the pod's own API token, and pods that do not mount one
+    /// (`automountServiceAccountToken: false`) are not injected.
+    #[serde(default = "default_true")]
+    pub service_account_token_projection: bool,
 }
 
 impl Default for IdentitySpec {
     fn default() -> Self {
         Self {
+            service_account_token_projection: true,
             trust_domain: None,
             issuer: IssuerMode::default(),
             trust_anchor_lifetime: default_anchor_lifetime(),
@@ -431,7 +441,24 @@ pub struct ProxySpec {
     /// (`linkerd-await` post-start hook). Defaults to true, as in Linkerd.
     #[serde(default = "default_true")]
     pub r#await: bool,
+
+    /// Settings of the proxy's inbound side, as the chart's `proxy.inbound`:
+    /// scope, protocol, parameter, value (`server: {http2:
+    /// {keepAliveInterval: 10s, keepAliveTimeout: 3s}}`, Linkerd's
+    /// defaults, which these are laid over). Each becomes the proxy env var
+    /// `LINKERD2_PROXY_INBOUND_<SCOPE>_<PROTOCOL>_<PARAMETER>` (names in
+    /// snake case); values are strings.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub inbound: ProxySideSettings,
+
+    /// Settings of the proxy's outbound side, as `inbound` (the chart's
+    /// `proxy.outbound`).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub outbound: ProxySideSettings,
 }
+
+/// One side of the proxy's settings: scope, protocol, parameter, value.
+pub type ProxySideSettings = BTreeMap<String, BTreeMap<String, BTreeMap<String, String>>>;
 
 impl Default for ProxySpec {
     fn default() -> Self {
@@ -442,6 +469,8 @@ impl Default for ProxySpec {
             default_inbound_policy: DefaultPolicy::default(),
             native_sidecar: NativeSidecar::default(),
             r#await: true,
+            inbound: BTreeMap::new(),
+            outbound: BTreeMap::new(),
         }
     }
 }

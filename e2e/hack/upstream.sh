@@ -28,7 +28,7 @@ chart_at() {
 # (CHART_DIR: the chart's folder).
 HELM_VALUES='default|
 ha|-f CHART_DIR/values-ha.yaml
-custom|--set clusterDomain=corp.internal,identityTrustDomain=example.org,identity.issuer.scheme=kubernetes.io/tls,proxy.logLevel=debug,proxy.logFormat=json,proxy.await=false,proxy.resources.cpu.request=50m,proxy.resources.memory.limit=128Mi,webhookFailurePolicy=Fail
+custom|--set clusterDomain=corp.internal,identityTrustDomain=example.org,identity.issuer.scheme=kubernetes.io/tls,proxy.logLevel=debug,proxy.logFormat=json,proxy.await=false,proxy.resources.cpu.request=50m,proxy.resources.memory.limit=128Mi,webhookFailurePolicy=Fail,identity.serviceAccountTokenProjection=false,proxy.inbound.server.http2.keepAliveInterval=30s,proxy.outbound.server.http2.keepAliveTimeout=5s
 cni|--set cniEnabled=true
 cni-custom|--set cniEnabled=true'
 

@@ -171,6 +171,36 @@ pub fn control_plane_spec(spec: &keelson_crds::ControlPlaneSpec) -> Vec<Invalid>
         });
     }
 
+    // Keys become parts of env var names: letters and digits only.
+    let key_ok = |key: &str| {
+        key.starts_with(|c: char| c.is_ascii_alphabetic())
+            && key.chars().all(|c| c.is_ascii_alphanumeric())
+    };
+    let mut check_key = |key: &str, field: String| {
+        p.check(key_ok(key), &field, || {
+            format!(
+                "{} is not a settings key (letters and digits, starting with a letter)",
+                shown(key)
+            )
+        });
+    };
+    for (side, settings) in [
+        ("inbound", &spec.proxy.inbound),
+        ("outbound", &spec.proxy.outbound),
+    ] {
+        for (scope, protocols) in settings {
+            let at = format!("spec.proxy.{side}.{scope}");
+            check_key(scope, at.clone());
+            for (protocol, params) in protocols {
+                let at = format!("{at}.{protocol}");
+                check_key(protocol, at.clone());
+                for param in params.keys() {
+                    check_key(param, format!("{at}.{param}"));
+                }
+            }
+        }
+    }
+
     if let Some(cni) = &spec.cni {
         p.check(is_dns_label(&cni.namespace), "spec.cni.namespace", || {
             format!(
@@ -594,6 +624,21 @@ mod tests {
         );
         // Before anything is installed both may still change.
         assert_eq!(control_plane(&moved, Some(&cp(json!({}))), &[]), []);
+    }
+
+    #[test]
+    fn proxy_side_settings_keys_must_make_env_var_names() {
+        let good =
+            cp(json!({"proxy": {"inbound": {"server": {"http2": {"keepAliveInterval": "20s"}}}}}));
+        assert_eq!(control_plane(&good, None, &[]), []);
+        let bad = cp(json!({"proxy": {"outbound": {"server": {"http-2": {"keep alive": "1s"}}}}}));
+        assert_eq!(
+            fields(&control_plane(&bad, None, &[])),
+            [
+                "spec.proxy.outbound.server.http-2",
+                "spec.proxy.outbound.server.http-2.keep alive"
+            ]
+        );
     }
 
     #[test]

@@ -127,6 +127,10 @@ pub enum SkipReason {
     #[error("the pod has no spec or no containers")]
     NoPodSpec,
     #[error(
+        "the pod does not mount its ServiceAccount token (automountServiceAccountToken: false), which its proxy needs to prove its identity when the control plane has spec.identity.serviceAccountTokenProjection: false"
+    )]
+    NoServiceAccountToken,
+    #[error(
         "the trust bundle is empty, so the proxy could not verify any peer; check the control plane's identity"
     )]
     NoTrustAnchors,
@@ -169,7 +173,7 @@ const OWNER_LABEL_KINDS: &[&str] = &[
 ];
 
 /// Where workloads mount their API token; the proxy mounts it too.
-const SERVICE_ACCOUNT_PATH: &str = "/var/run/secrets/kubernetes.io/serviceaccount";
+const SERVICE_ACCOUNT_PATH: &str = proxy::SERVICE_ACCOUNT_DIR;
 
 /// The patch, or why there is none.
 fn plan(req: &Context<'_>, pod: &Pod) -> Result<Patch, Decision> {
@@ -194,6 +198,21 @@ fn plan(req: &Context<'_>, pod: &Pod) -> Result<Patch, Decision> {
     }
     if req.trust_anchors_pem.trim().is_empty() {
         return Err(SkipReason::NoTrustAnchors.into());
+    }
+    // Without a projected token the proxy proves its identity with the
+    // pod's API token, which its first container must mount (the API
+    // server's ServiceAccount admission mounted it before this webhook).
+    if !req.spec.identity.service_account_token_projection {
+        let mounted = spec.automount_service_account_token != Some(false)
+            && spec.containers.first().is_some_and(|c| {
+                c.volume_mounts
+                    .iter()
+                    .flatten()
+                    .any(|m| m.mount_path == SERVICE_ACCOUNT_PATH)
+            });
+        if !mounted {
+            return Err(SkipReason::NoServiceAccountToken.into());
+        }
     }
 
     // The annotations the patch adds: who injected, what the namespace
@@ -331,7 +350,9 @@ fn plan(req: &Context<'_>, pod: &Pod) -> Result<Patch, Decision> {
         &["spec", "volumes", "-"],
         &proxy::identity_end_entity_volume(),
     );
-    ops.add(&["spec", "volumes", "-"], &proxy::identity_token_volume());
+    if v.token_projection {
+        ops.add(&["spec", "volumes", "-"], &proxy::identity_token_volume());
+    }
     let proxy_at: &[&str] = if v.native_sidecar {
         &["spec", "initContainers", "1"]
     } else if v.await_ready {

@@ -1087,3 +1087,99 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn without_token_projection_the_proxy_uses_the_pods_api_token() {
+    let f = Fixture::with_spec(
+        "edge-26.6.3",
+        "identity: {serviceAccountTokenProjection: false}",
+    );
+    let with_token = |automount: Option<bool>, mounted: bool| {
+        let mut pod = pod();
+        let spec = pod.spec.as_mut().unwrap();
+        spec.automount_service_account_token = automount;
+        if mounted {
+            spec.volumes = Some(vec![
+                serde_json::from_value(
+                    json!({"name": "kube-api-access-x", "projected": {"sources": []}}),
+                )
+                .unwrap(),
+            ]);
+            spec.containers[0].volume_mounts = Some(vec![
+                serde_json::from_value(json!({"name": "kube-api-access-x",
+                    "mountPath": "/var/run/secrets/kubernetes.io/serviceaccount", "readOnly": true}))
+                .unwrap(),
+            ]);
+        }
+        pod
+    };
+    let doc = f.injected(&with_token(None, true));
+    let proxy = proxy_of(&doc);
+    assert_eq!(
+        env(proxy, "LINKERD2_PROXY_IDENTITY_TOKEN_FILE"),
+        Some("/var/run/secrets/kubernetes.io/serviceaccount/token")
+    );
+    let mounts: Vec<&str> = proxy["volumeMounts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["mountPath"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        mounts,
+        [
+            "/var/run/linkerd/identity/end-entity",
+            "/var/run/secrets/kubernetes.io/serviceaccount"
+        ]
+    );
+    let volumes = serde_json::to_string(&doc["spec"]["volumes"]).unwrap();
+    assert!(!volumes.contains("linkerd-identity-token"), "{volumes}");
+    // A pod without its API token cannot prove its identity: not injected.
+    assert_eq!(
+        f.skipped(&with_token(Some(false), false)),
+        SkipReason::NoServiceAccountToken
+    );
+    assert_eq!(
+        f.skipped(&with_token(None, false)),
+        SkipReason::NoServiceAccountToken
+    );
+    // With projection (the default) such a pod is injected.
+    Fixture::new("edge-26.6.3").injected(&with_token(Some(false), false));
+}
+
+#[test]
+fn proxy_side_settings_become_env_vars_over_linkerds_defaults() {
+    let f = Fixture::with_spec(
+        "edge-26.8.3",
+        "proxy: {inbound: {server: {http2: {keepAliveInterval: 30s, maxConcurrentStreams: '100'}}}, outbound: {client: {http1: {idleTimeout: 1m}}}}",
+    );
+    let doc = f.injected(&pod());
+    let proxy = proxy_of(&doc);
+    for (name, value) in [
+        (
+            "LINKERD2_PROXY_INBOUND_SERVER_HTTP2_KEEP_ALIVE_INTERVAL",
+            "30s",
+        ),
+        (
+            "LINKERD2_PROXY_INBOUND_SERVER_HTTP2_KEEP_ALIVE_TIMEOUT",
+            "3s",
+        ),
+        (
+            "LINKERD2_PROXY_INBOUND_SERVER_HTTP2_MAX_CONCURRENT_STREAMS",
+            "100",
+        ),
+        ("LINKERD2_PROXY_OUTBOUND_CLIENT_HTTP1_IDLE_TIMEOUT", "1m"),
+        (
+            "LINKERD2_PROXY_OUTBOUND_SERVER_HTTP2_KEEP_ALIVE_TIMEOUT",
+            "3s",
+        ),
+    ] {
+        assert_eq!(env(proxy, name), Some(value), "{name}");
+    }
+    assert_eq!(
+        crate::render::proxy::snake_case("keepAliveInterval"),
+        "keep_alive_interval"
+    );
+    assert_eq!(crate::render::proxy::snake_case("http2"), "http2");
+    assert_eq!(crate::render::proxy::snake_case("h2Window"), "h2_window");
+}

@@ -14,7 +14,7 @@ use k8s_openapi::api::core::v1 as k8s;
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use keelson_crds::ControlPlaneSpec;
-use keelson_crds::controlplane::{LogFormat, NativeSidecar, ProxyResources};
+use keelson_crds::controlplane::{LogFormat, NativeSidecar, ProxyResources, ProxySideSettings};
 use serde_json::{Value, json};
 use std::collections::BTreeMap;
 
@@ -31,6 +31,8 @@ const INIT_IGNORED_PORTS: &str = "4567,4568";
 const KUBE_API_PORTS: &str = "443,6443";
 const IDENTITY_DIR: &str = "/var/run/linkerd/identity/end-entity";
 const TOKEN_DIR: &str = "/var/run/secrets/tokens";
+/// Where pods mount their API token.
+pub(crate) const SERVICE_ACCOUNT_DIR: &str = "/var/run/secrets/kubernetes.io/serviceaccount";
 /// Name and mount path of `linkerd-init`'s iptables lock volume.
 const XTABLES_VOLUME: &str = "linkerd-proxy-init-xtables-lock";
 /// `proxyInit.runAsUser` / `runAsGroup`.
@@ -195,6 +197,13 @@ pub(crate) struct ProxyValues<'a> {
     pub service_account_mount: Option<k8s::VolumeMount>,
     /// `proxy.additionalEnv`: env vars after the chart's own.
     pub additional_env: Vec<k8s::EnvVar>,
+    /// `identity.serviceAccountTokenProjection`: the proxy presents a
+    /// projected token (its own volume), else the pod's API token.
+    pub token_projection: bool,
+    /// `proxy.inbound` and `proxy.outbound`: the chart's defaults with the
+    /// spec's laid over them.
+    pub inbound: ProxySideSettings,
+    pub outbound: ProxySideSettings,
     /// `cniEnabled`: Linkerd's CNI plugin redirects the pod's traffic, and
     /// `linkerd-network-validator` checks it did, instead of `linkerd-init`.
     pub cni: bool,
@@ -270,6 +279,9 @@ impl<'a> ProxyValues<'a> {
             service_account_mount: None,
             additional_env: Vec::new(),
             cni: spec.cni.is_some(),
+            token_projection: spec.identity.service_account_token_projection,
+            inbound: side_settings(&spec.proxy.inbound),
+            outbound: side_settings(&spec.proxy.outbound),
             init: InitValues {
                 image: release.images.proxy_init.as_deref().map(Image::parse),
                 pull_policy: String::new(),
@@ -292,6 +304,50 @@ impl<'a> ProxyValues<'a> {
             td = self.trust_domain
         )
     }
+}
+
+/// `proxy.inbound` or `proxy.outbound`: Linkerd's default (the HTTP/2
+/// server's keep-alive, the same at every catalog release) with `spec`'s
+/// settings laid over it, key by key.
+pub(crate) fn side_settings(spec: &ProxySideSettings) -> ProxySideSettings {
+    let mut out: ProxySideSettings = BTreeMap::new();
+    let http2 = out
+        .entry("server".into())
+        .or_default()
+        .entry("http2".into())
+        .or_default();
+    http2.insert("keepAliveInterval".into(), "10s".into());
+    http2.insert("keepAliveTimeout".into(), "3s".into());
+    for (scope, protocols) in spec {
+        for (protocol, params) in protocols {
+            let slot = out
+                .entry(scope.clone())
+                .or_default()
+                .entry(protocol.clone())
+                .or_default();
+            slot.extend(params.iter().map(|(k, v)| (k.clone(), v.clone())));
+        }
+    }
+    out
+}
+
+/// A settings key as Sprig's `snakecase` writes it in the env var names
+/// (`keepAliveInterval`: `keep_alive_interval`): an underscore before each
+/// capital that follows a lower-case letter or a digit, then upper-cased by
+/// the caller. Keys are letters and digits (the validator's rule).
+pub(crate) fn snake_case(key: &str) -> String {
+    let mut out = String::new();
+    let mut previous: Option<char> = None;
+    for c in key.chars() {
+        if c.is_ascii_uppercase()
+            && previous.is_some_and(|p| p.is_ascii_lowercase() || p.is_ascii_digit())
+        {
+            out.push('_');
+        }
+        out.push(c.to_ascii_lowercase());
+        previous = Some(c);
+    }
+    out
 }
 
 /// A default inbound policy as the chart and the proxy spell it.
@@ -663,15 +719,18 @@ pub(crate) fn proxy_container(v: &ProxyValues<'_>) -> k8s::Container {
             v.hostname_labels.to_string(),
         ));
     }
-    for dir in ["INBOUND", "OUTBOUND"] {
-        env_vars.push(env(
-            &format!("LINKERD2_PROXY_{dir}_SERVER_HTTP2_KEEP_ALIVE_INTERVAL"),
-            "10s",
-        ));
-        env_vars.push(env(
-            &format!("LINKERD2_PROXY_{dir}_SERVER_HTTP2_KEEP_ALIVE_TIMEOUT"),
-            "3s",
-        ));
+    // The chart ranges over its maps in key order, as a BTreeMap does.
+    for (dir, settings) in [("INBOUND", &v.inbound), ("OUTBOUND", &v.outbound)] {
+        for (scope, protocols) in settings {
+            for (protocol, params) in protocols {
+                for (param, value) in params {
+                    let name = [scope, protocol, param]
+                        .map(|k| snake_case(k).to_ascii_uppercase())
+                        .join("_");
+                    env_vars.push(env(&format!("LINKERD2_PROXY_{dir}_{name}"), value.as_str()));
+                }
+            }
+        }
     }
     if !v.opaque_ports.is_empty() {
         env_vars.push(env(
@@ -711,7 +770,11 @@ pub(crate) fn proxy_container(v: &ProxyValues<'_>) -> k8s::Container {
         anchors,
         env(
             "LINKERD2_PROXY_IDENTITY_TOKEN_FILE",
-            format!("{TOKEN_DIR}/linkerd-identity-token"),
+            if v.token_projection {
+                format!("{TOKEN_DIR}/linkerd-identity-token")
+            } else {
+                format!("{SERVICE_ACCOUNT_DIR}/token")
+            },
         ),
         env("LINKERD2_PROXY_IDENTITY_SVC_ADDR", v.identity_addr.as_str()),
         env(
@@ -736,10 +799,10 @@ pub(crate) fn proxy_container(v: &ProxyValues<'_>) -> k8s::Container {
     }
     env_vars.extend(v.additional_env.iter().cloned());
 
-    let mut mounts = vec![
-        mount(IDENTITY_DIR, "linkerd-identity-end-entity"),
-        mount(TOKEN_DIR, "linkerd-identity-token"),
-    ];
+    let mut mounts = vec![mount(IDENTITY_DIR, "linkerd-identity-end-entity")];
+    if v.token_projection {
+        mounts.push(mount(TOKEN_DIR, "linkerd-identity-token"));
+    }
     mounts.extend(v.service_account_mount.clone());
     let mut lifecycle = k8s::Lifecycle::default();
     // A native sidecar waits through its startup probe instead.
@@ -1016,7 +1079,7 @@ pub(crate) fn identity_end_entity_volume() -> k8s::Volume {
 /// Volumes every control-plane pod has after its component's own: the
 /// hand-mounted API token (pods turn off automounting), the iptables lock,
 /// and the proxy's identity token and certificate directory.
-pub(super) fn pod_volumes(cni: bool) -> Vec<Value> {
+pub(super) fn pod_volumes(cni: bool, token_projection: bool) -> Vec<Value> {
     let mut volumes = vec![
         json!({"name": "kube-api-access", "projected": {"defaultMode": 420, "sources": [
             {"serviceAccountToken": {"expirationSeconds": 3607, "path": "token"}},
@@ -1028,11 +1091,10 @@ pub(super) fn pod_volumes(cni: bool) -> Vec<Value> {
     if !cni {
         volumes.push(to_value(&xtables_volume()));
     }
-    volumes.extend(
-        [identity_token_volume(), identity_end_entity_volume()]
-            .iter()
-            .map(to_value),
-    );
+    if token_projection {
+        volumes.push(to_value(&identity_token_volume()));
+    }
+    volumes.push(to_value(&identity_end_entity_volume()));
     volumes
 }
 

@@ -88,7 +88,10 @@ fn deployment(ctx: &Context<'_>, w: Workload<'_>) -> Value {
     }
 
     let mut volumes = w.volumes;
-    volumes.extend(proxy::pod_volumes(ctx.spec.cni.is_some()));
+    volumes.extend(proxy::pod_volumes(
+        ctx.spec.cni.is_some(),
+        ctx.spec.identity.service_account_token_projection,
+    ));
     let mut init_containers = vec![proxy::init_container(ctx)];
     init_containers.extend(w.native_proxy);
     let mut pod_spec = json!({
