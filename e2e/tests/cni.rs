@@ -9,8 +9,7 @@ mod common;
 
 use anyhow::{Context, ensure};
 use common::{
-    condition, deployment, injected_namespace, set_fault, set_version, wait_converged, wait_for,
-    wait_until, with_dumps,
+    deployment, injected_namespace, set_fault, set_version, wait_converged, wait_until, with_dumps,
 };
 use k8s_openapi::api::apps::v1::{DaemonSet, Deployment};
 use k8s_openapi::api::core::v1::{Node, Pod};
@@ -191,13 +190,9 @@ async fn cni_mode_installs_the_plugin_first_upgrades_it_first_and_rolls_it_back(
 
             // A plugin that cannot run stops the next upgrade before
             // identity and rolls it back.
-            set_fault(&client, Some("cni-plugin:v1.7.0-alpha.1")).await?;
-            set_version(&cps, &ns, EDGE).await?;
-            let rolled = wait_for(&cps, &ns, "not rolled back", |cp| {
-                condition(cp, "Degraded")
-                    .is_some_and(|(s, r)| s == "True" && r == "UpgradeRolledBack")
-            })
-            .await?;
+            let rolled =
+                common::upgrade_rolled_back(&client, &cps, &ns, "cni-plugin:v1.7.0-alpha.1", EDGE)
+                    .await?;
             let status = rolled.status.clone().context("no status")?;
             ensure!(
                 status.current_version.as_deref() == Some(V2_20),

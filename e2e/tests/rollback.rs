@@ -6,7 +6,7 @@
 mod common;
 
 use anyhow::{Context, ensure};
-use common::{condition, set_fault, set_version, wait_for};
+use common::{condition, set_fault};
 use k8s_openapi::api::apps::v1::Deployment;
 use keelson_crds::controlplane::UpgradeOutcome;
 use keelson_e2e::shared::env;
@@ -26,12 +26,13 @@ async fn a_failed_gate_rolls_back_to_the_previous_release() {
             )
             .await?;
 
-            set_fault(&client, Some("controller:edge-26.6.3")).await?;
-            set_version(&cps, &ns, "edge-26.6.3").await?;
-            let rolled = wait_for(&cps, &ns, "not rolled back", |cp| {
-                condition(cp, "Degraded")
-                    .is_some_and(|(s, r)| s == "True" && r == "UpgradeRolledBack")
-            })
+            let rolled = common::upgrade_rolled_back(
+                &client,
+                &cps,
+                &ns,
+                "controller:edge-26.6.3",
+                "edge-26.6.3",
+            )
             .await?;
             let status = rolled.status.clone().context("no status")?;
             ensure!(

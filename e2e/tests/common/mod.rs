@@ -347,6 +347,24 @@ pub async fn set_fault(client: &Client, image: Option<&str>) -> anyhow::Result<(
     Ok(())
 }
 
+/// Tells the hollow nodes to crash-loop `fault`, asks ControlPlane `name`
+/// for `version`, and waits until the upgrade was rolled back; returns the
+/// ControlPlane then.
+pub async fn upgrade_rolled_back(
+    client: &Client,
+    api: &Api<ControlPlane>,
+    name: &str,
+    fault: &str,
+    version: &str,
+) -> anyhow::Result<ControlPlane> {
+    set_fault(client, Some(fault)).await?;
+    set_version(api, name, version).await?;
+    wait_for(api, name, "not rolled back", |cp| {
+        condition(cp, "Degraded").is_some_and(|(s, r)| s == "True" && r == "UpgradeRolledBack")
+    })
+    .await
+}
+
 pub async fn set_version(api: &Api<ControlPlane>, name: &str, version: &str) -> anyhow::Result<()> {
     api.patch(
         name,

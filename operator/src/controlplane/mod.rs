@@ -251,7 +251,51 @@ async fn cleanup(cp: Arc<ControlPlane>, ctx: Arc<Context>) -> Result<Action, Rec
     Ok(Action::await_change())
 }
 
-/// Creates the control plane's namespace, recording that Keelson did.
+/// Judges whether `cp` may take `name` (named by spec field `field`) and
+/// creates it when it does not exist yet. A refusal is written to status,
+/// and the requeue returned as the error side.
+async fn take_namespace(
+    ctx: &Context,
+    cp: &ControlPlane,
+    previous: &keelson_crds::ControlPlaneStatus,
+    now: &Time,
+    field: &str,
+    name: &str,
+) -> Result<Result<namespace::Claim, Action>, ReconcileError> {
+    let namespaces: Api<Namespace> = Api::all(ctx.client.clone());
+    let existing = namespaces
+        .get_opt(name)
+        .await
+        .map_err(|e| ReconcileError::kube(format!("reading namespace {name}"), e))?;
+    let claim = namespace::claim(
+        &cp.name_any(),
+        cp.metadata.uid.as_deref(),
+        name,
+        existing.as_ref().map(|n| &n.metadata),
+        ctx.granted.as_deref(),
+    );
+    match &claim {
+        namespace::Claim::Refused(message) => {
+            let next = status::refused(
+                previous,
+                cp.metadata.generation,
+                "NamespaceNotOwned",
+                &format!("{field}: {message}"),
+                now,
+            );
+            write_status(ctx, cp, previous, next).await?;
+            // A hand-over (a label on the namespace) changes no object this
+            // controller watches: look again now and then.
+            return Ok(Err(Action::requeue(Duration::from_secs(10))));
+        }
+        namespace::Claim::Create => create_namespace(&namespaces, cp, name).await?,
+        namespace::Claim::Created | namespace::Claim::HandedOver => {}
+    }
+    Ok(Ok(claim))
+}
+
+/// Creates namespace `name` for `cp` (its own, or CNI mode's plugin's),
+/// recording that Keelson did.
 async fn create_namespace(
     api: &Api<Namespace>,
     cp: &ControlPlane,
@@ -276,9 +320,9 @@ async fn create_namespace(
     }
 }
 
-/// Deletes the control plane's namespace if Keelson created it and nothing
-/// but Keelson's objects are in it (or the ControlPlane asks to delete it
-/// anyway); otherwise keeps it and says why.
+/// Deletes namespace `name` of `cp` (its own, or CNI mode's plugin's) if
+/// Keelson created it and nothing but Keelson's objects are in it (or the
+/// ControlPlane asks to delete it anyway); otherwise keeps it and says why.
 async fn uninstall_namespace(
     ctx: &Context,
     cp: &ControlPlane,
@@ -467,33 +511,20 @@ async fn apply(cp: Arc<ControlPlane>, ctx: Arc<Context>) -> Result<Action, Recon
     }
 
     // Before any write: is the namespace this ControlPlane's to take?
-    let namespaces: Api<Namespace> = Api::all(ctx.client.clone());
-    let existing = namespaces
-        .get_opt(&cp.spec.namespace)
-        .await
-        .map_err(|e| ReconcileError::kube("reading the control plane's namespace", e))?;
-    let claim = namespace::claim(
-        &cp.name_any(),
-        cp.metadata.uid.as_deref(),
+    let claimed = match take_namespace(
+        &ctx,
+        &cp,
+        &previous,
+        &now,
+        "spec.namespace",
         &cp.spec.namespace,
-        existing.as_ref().map(|n| &n.metadata),
-        ctx.granted.as_deref(),
-    );
-    match claim {
-        namespace::Claim::Refused(message) => {
-            let next = status::refused(
-                &previous,
-                generation,
-                "NamespaceNotOwned",
-                &format!("spec.namespace: {message}"),
-                &now,
-            );
-            write_status(&ctx, &cp, &previous, next).await?;
-            // A hand-over (a label on the namespace) changes no object this
-            // controller watches: look again now and then.
-            return Ok(Action::requeue(Duration::from_secs(10)));
-        }
-        namespace::Claim::Create => create_namespace(&namespaces, &cp, &cp.spec.namespace).await?,
+    )
+    .await?
+    {
+        Ok(claimed) => claimed,
+        Err(refused) => return Ok(refused),
+    };
+    match claimed {
         namespace::Claim::Created | namespace::Claim::HandedOver => {
             // Nothing installed by this ControlPlane yet: a Linkerd that is
             // already there is someone else's, and left alone.
@@ -528,36 +559,24 @@ async fn apply(cp: Arc<ControlPlane>, ctx: Arc<Context>) -> Result<Action, Recon
                 return Ok(Action::requeue(Duration::from_secs(60)));
             }
         }
+        // Created just now (Keelson made it) or refused (returned above).
+        namespace::Claim::Create | namespace::Claim::Refused(_) => {}
     }
 
     // CNI mode's namespace, by the same rule: the plugin is privileged, and
     // a namespace named there is labelled so.
-    if let Some(cni) = &cp.spec.cni {
-        let existing = namespaces
-            .get_opt(&cni.namespace)
-            .await
-            .map_err(|e| ReconcileError::kube("reading the CNI plugin's namespace", e))?;
-        match namespace::claim(
-            &cp.name_any(),
-            cp.metadata.uid.as_deref(),
+    if let Some(cni) = &cp.spec.cni
+        && let Err(refused) = take_namespace(
+            &ctx,
+            &cp,
+            &previous,
+            &now,
+            "spec.cni.namespace",
             &cni.namespace,
-            existing.as_ref().map(|n| &n.metadata),
-            ctx.granted.as_deref(),
-        ) {
-            namespace::Claim::Refused(message) => {
-                let next = status::refused(
-                    &previous,
-                    generation,
-                    "NamespaceNotOwned",
-                    &format!("spec.cni.namespace: {message}"),
-                    &now,
-                );
-                write_status(&ctx, &cp, &previous, next).await?;
-                return Ok(Action::requeue(Duration::from_secs(10)));
-            }
-            namespace::Claim::Create => create_namespace(&namespaces, &cp, &cni.namespace).await?,
-            namespace::Claim::Created | namespace::Claim::HandedOver => {}
-        }
+        )
+        .await?
+    {
+        return Ok(refused);
     }
 
     // A takeover under way runs at the release it found, and an upgrade to
