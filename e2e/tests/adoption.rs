@@ -310,8 +310,9 @@ async fn create_as(
                 applied.into();
         }
     }
-    let (group, plural) = keelson_operator::install::rbac::resource_of(&kind)
-        .with_context(|| format!("no resource for {kind}"))?;
+    let keelson_operator::render::Resource { group, plural, .. } =
+        keelson_operator::render::resource_of(&kind)
+            .with_context(|| format!("no resource for {kind}"))?;
     let version = api_version.rsplit('/').next().unwrap_or_default();
     let ar =
         ApiResource::from_gvk_with_plural(&GroupVersionKind::gvk(group, version, &kind), plural);

@@ -50,29 +50,15 @@ impl ApplyError {
     }
 }
 
-/// Plural and scope of every kind Keelson renders.
+/// Plural and scope of every kind Keelson renders ([`crate::render::resource_of`]).
 fn resource(api_version: &str, kind: &str) -> Option<(ApiResource, bool)> {
-    let (plural, namespaced) = match kind {
-        "Namespace" => ("namespaces", false),
-        "ConfigMap" => ("configmaps", true),
-        "Secret" => ("secrets", true),
-        "Service" => ("services", true),
-        "ServiceAccount" => ("serviceaccounts", true),
-        "Deployment" => ("deployments", true),
-        "DaemonSet" => ("daemonsets", true),
-        "PodDisruptionBudget" => ("poddisruptionbudgets", true),
-        "Role" => ("roles", true),
-        "RoleBinding" => ("rolebindings", true),
-        "ClusterRole" => ("clusterroles", false),
-        "ClusterRoleBinding" => ("clusterrolebindings", false),
-        "ValidatingWebhookConfiguration" => ("validatingwebhookconfigurations", false),
-        "MutatingWebhookConfiguration" => ("mutatingwebhookconfigurations", false),
-        "CustomResourceDefinition" => ("customresourcedefinitions", false),
-        _ => return None,
-    };
+    let r = crate::render::resource_of(kind)?;
     let (group, version) = api_version.rsplit_once('/').unwrap_or(("", api_version));
     let gvk = GroupVersionKind::gvk(group, version, kind);
-    Some((ApiResource::from_gvk_with_plural(&gvk, plural), namespaced))
+    Some((
+        ApiResource::from_gvk_with_plural(&gvk, r.plural),
+        r.namespaced,
+    ))
 }
 
 /// Applies objects for one owner.
@@ -856,7 +842,7 @@ mod tests {
     fn every_rendered_kind_has_a_resource() {
         use crate::render;
         let cp: keelson_crds::ControlPlane = yaml_serde::from_str(
-            "apiVersion: keelson.dev/v1alpha1\nkind: ControlPlane\nmetadata: {name: l}\nspec: {version: edge-25.4.4, highAvailability: true}\n",
+            "apiVersion: keelson.dev/v1alpha1\nkind: ControlPlane\nmetadata: {name: l}\nspec: {version: edge-25.4.4, highAvailability: true, cni: {}}\n",
         )
         .unwrap();
         for r in render::offline::render(&cp, None).unwrap() {

@@ -322,12 +322,12 @@ fn carried_features(version: &str) -> Result<Option<(String, Vec<String>)>> {
         let names = r
             .features
             .iter()
+            // As releases.yaml spells them.
             .map(|f| {
-                let debug = format!("{f:?}");
-                let mut chars = debug.chars();
-                chars.next().map_or_else(String::new, |c| {
-                    c.to_ascii_lowercase().to_string() + chars.as_str()
-                })
+                serde_json::to_value(f)
+                    .ok()
+                    .and_then(|v| v.as_str().map(str::to_owned))
+                    .expect("features serialize as strings")
             })
             .collect();
         (r.version.to_string(), names)

@@ -131,6 +131,13 @@ impl Release {
     pub fn has(&self, feature: Feature) -> bool {
         self.features.contains(&feature)
     }
+
+    /// Whether this is `version` (an edge release name, written in the
+    /// code that gates on it) or newer.
+    pub fn since(&self, version: &str) -> bool {
+        let v: Version = version.parse().expect("a valid release name");
+        self.version >= v
+    }
 }
 
 /// One CustomResourceDefinition of a release: its kind and the versions the
@@ -165,7 +172,7 @@ pub struct GatewayApiBundle {
 }
 
 /// Rendering differences between releases, named for what they change.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Deserialize, serde::Serialize)]
 #[serde(rename_all = "camelCase")]
 pub enum Feature {
     /// Proxy env `_pod_uid` and `_pod_containerName` (2.18+).

@@ -220,12 +220,9 @@ pub fn cni_daemon_set(
             format!("{name} is missing: no node can start meshed pods in CNI mode"),
         );
     };
-    let status = d.status.clone().unwrap_or_default();
-    let (desired, available) = (
-        status.desired_number_scheduled,
-        status.number_available.unwrap_or(0),
-    );
-    let updated = status.updated_number_scheduled.unwrap_or(0);
+    // The rule the upgrade's gate applies.
+    let plugin = crate::controlplane::status::cni_component(Some(d));
+    let (desired, available) = (plugin.desired_replicas, plugin.available_replicas);
     let image = d
         .spec
         .as_ref()
@@ -236,7 +233,12 @@ pub fn cni_daemon_set(
     if desired == 0 {
         return Finding::new(Outcome::Fail, format!("{name} schedules to no node"));
     }
-    if available < desired || updated < desired {
+    if !plugin.available {
+        let updated = d
+            .status
+            .as_ref()
+            .and_then(|s| s.updated_number_scheduled)
+            .unwrap_or(0);
         return Finding::new(
             Outcome::Fail,
             format!(

@@ -243,7 +243,7 @@ pub fn plan(
 }
 
 /// A first install in CNI mode, until the plugin runs on every node: its
-/// objects only (and the CRDs, always).
+/// objects only (and the CRDs, always), nothing pruned.
 fn install_cni_first(
     version: &str,
     generation: Option<i64>,
@@ -251,12 +251,15 @@ fn install_cni_first(
     components: Vec<ComponentStatus>,
     now: &Time,
 ) -> Plan {
-    let mut status = status::converging(previous, generation, version, components, now);
+    let mut plan = converge(version, generation, previous, components, now);
+    plan.through = Stage::Cni;
+    plan.prune = false;
+    plan.requeue = Duration::from_secs(3);
     let message = format!(
         "installing {version}: waiting for the CNI plugin's DaemonSet to be available on every node"
     );
     status::set_condition(
-        &mut status.conditions,
+        &mut plan.status.conditions,
         PROGRESSING,
         true,
         "InstallingCNI",
@@ -264,13 +267,7 @@ fn install_cni_first(
         generation,
         now,
     );
-    Plan {
-        version: version.to_owned(),
-        through: Stage::Cni,
-        prune: false,
-        status,
-        requeue: Duration::from_secs(3),
-    }
+    plan
 }
 
 /// Install or steady state: everything of `version`, pruned.

@@ -6,7 +6,7 @@
 use super::goparse::{
     parse_bool, parse_duration, parse_float, parse_port_list, parse_quantity, parse_uint, seconds,
 };
-use crate::catalog::{Feature, Release, Version};
+use crate::catalog::{Feature, Release};
 use crate::render::proxy::{Image, ProxyValues};
 use k8s_openapi::api::core::v1::EnvVar;
 use std::collections::BTreeMap;
@@ -95,29 +95,24 @@ const CLOSE_WAIT_NEEDS_ROOT_SINCE: &str = "edge-25.1.1";
 /// every catalog release.
 const DEBUG_IMAGE_DEFAULT: &str = "cr.l5d.io/linkerd/debug";
 
-fn since(release: &Release, version: &str) -> bool {
-    let v: Version = version.parse().expect("a valid release name");
-    release.version >= v
-}
-
 pub(super) fn beta_native_sidecar(release: &Release) -> bool {
-    since(release, NATIVE_SIDECAR_BETA_SINCE)
+    release.since(NATIVE_SIDECAR_BETA_SINCE)
 }
 
 pub(super) fn close_wait_needs_root(release: &Release) -> bool {
-    since(release, CLOSE_WAIT_NEEDS_ROOT_SINCE)
+    release.since(CLOSE_WAIT_NEEDS_ROOT_SINCE)
 }
 
 pub(super) fn ga_native_sidecar(release: &Release) -> bool {
-    since(release, NATIVE_SIDECAR_GA_SINCE)
+    release.since(NATIVE_SIDECAR_GA_SINCE)
 }
 
 pub(super) fn additional_env(release: &Release) -> bool {
-    since(release, ADDITIONAL_ENV_SINCE)
+    release.since(ADDITIONAL_ENV_SINCE)
 }
 
 pub(super) fn init_container_ports(release: &Release) -> bool {
-    since(release, INIT_CONTAINER_PORTS_SINCE)
+    release.since(INIT_CONTAINER_PORTS_SINCE)
 }
 
 /// The init-image annotations exist while proxy-init has an image of its

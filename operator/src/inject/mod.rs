@@ -228,14 +228,11 @@ fn plan(req: &Context<'_>, pod: &Pod) -> Result<Patch, Decision> {
     }
     // From edge-25.12.2 the ports of init containers (native-sidecar
     // servers among them) count wherever the pod's ports do.
-    let port_containers: Vec<&Container> = if annotations::init_container_ports(release) {
-        spec.init_containers.iter().flatten().collect()
-    } else {
-        Vec::new()
-    }
-    .into_iter()
-    .chain(&spec.containers)
-    .collect();
+    let inits: &[Container] = match &spec.init_containers {
+        Some(inits) if annotations::init_container_ports(release) => inits,
+        _ => &[],
+    };
+    let port_containers: Vec<&Container> = inits.iter().chain(&spec.containers).collect();
     if !pod_ann.contains_key(annotations::OPAQUE_PORTS)
         && !added.contains_key(annotations::OPAQUE_PORTS)
     {

@@ -50,35 +50,11 @@ fn named(groups: &[&str], resources: &[&str], names: &[String], verbs: &[&str]) 
     json!({"apiGroups": groups, "resources": resources, "resourceNames": names, "verbs": verbs})
 }
 
-/// API group and resource of a kind Keelson renders for Linkerd. A kind
-/// missing here fails the footprint tests, so a new one is never applied
-/// without a grant.
+/// API group and resource of a kind Keelson renders for Linkerd
+/// ([`render::resource_of`]). A kind missing there fails the footprint
+/// tests, so a new one is never applied without a grant.
 pub fn resource_of(kind: &str) -> Option<(&'static str, &'static str)> {
-    Some(match kind {
-        "Namespace" => ("", "namespaces"),
-        "ConfigMap" => ("", "configmaps"),
-        "Secret" => ("", "secrets"),
-        "Service" => ("", "services"),
-        "ServiceAccount" => ("", "serviceaccounts"),
-        "Deployment" => ("apps", "deployments"),
-        "DaemonSet" => ("apps", "daemonsets"),
-        "CronJob" => ("batch", "cronjobs"),
-        "PodDisruptionBudget" => ("policy", "poddisruptionbudgets"),
-        "Role" => ("rbac.authorization.k8s.io", "roles"),
-        "RoleBinding" => ("rbac.authorization.k8s.io", "rolebindings"),
-        "ClusterRole" => ("rbac.authorization.k8s.io", "clusterroles"),
-        "ClusterRoleBinding" => ("rbac.authorization.k8s.io", "clusterrolebindings"),
-        "ValidatingWebhookConfiguration" => (
-            "admissionregistration.k8s.io",
-            "validatingwebhookconfigurations",
-        ),
-        "MutatingWebhookConfiguration" => (
-            "admissionregistration.k8s.io",
-            "mutatingwebhookconfigurations",
-        ),
-        "CustomResourceDefinition" => ("apiextensions.k8s.io", "customresourcedefinitions"),
-        _ => return None,
-    })
+    render::resource_of(kind).map(|r| (r.group, r.plural))
 }
 
 /// What Keelson renders for a control plane in one namespace, over every

@@ -10,7 +10,7 @@
 
 use super::{GATEWAY_GROUP, POLICY_GROUP, audit, targets};
 use crate::admission::validate::{Invalid, Problems, selector};
-use crate::catalog::{Release, Version};
+use crate::catalog::Release;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use keelson_crds::policy::{
     AuthorizationPolicy, EgressNetwork, MeshTLSAuthentication, Network, NetworkAuthentication,
@@ -39,9 +39,8 @@ const ROUTE_ACCRUAL_UNTIL: &str = "edge-26.6.2";
 impl Rules {
     /// The rules of Linkerd's validator at `release`.
     pub fn of(release: &Release) -> Self {
-        let until: Version = ROUTE_ACCRUAL_UNTIL.parse().expect("a release name");
         Self {
-            route_accrual: release.version < until,
+            route_accrual: !release.since(ROUTE_ACCRUAL_UNTIL),
         }
     }
 

@@ -6,7 +6,6 @@
 //! Security Policies (both off in the chart's defaults) are not rendered.
 
 use super::{CONTROL_PLANE_LABEL, Context, object};
-use crate::catalog::Version;
 use keelson_crds::controlplane::{CniSpec, IptablesMode};
 use serde_json::{Map, Value, json};
 
@@ -55,7 +54,7 @@ fn meta(ctx: &Context<'_>, name: &str, namespace: Option<&str>) -> Value {
 
 /// The plugin's namespace, labelled as `linkerd install-cni` labels it:
 /// privileged (the DaemonSet writes to the node), no admission webhooks.
-pub fn namespace(cp_name: &str, cni: &CniSpec) -> Value {
+fn namespace(cp_name: &str, cni: &CniSpec) -> Value {
     object(
         "v1",
         "Namespace",
@@ -108,7 +107,7 @@ fn cluster_role_binding(ctx: &Context<'_>, cni: &CniSpec) -> Value {
 }
 
 /// The plugin's iptables variant: the spec's, or the release's.
-pub(crate) fn iptables_mode(ctx: &Context<'_>, cni: &CniSpec) -> String {
+fn iptables_mode(ctx: &Context<'_>, cni: &CniSpec) -> String {
     match cni.iptables_mode {
         Some(IptablesMode::Legacy) => "legacy".into(),
         Some(IptablesMode::Nft) => "nft".into(),
@@ -153,8 +152,7 @@ fn network_config(ctx: &Context<'_>, cni: &CniSpec) -> String {
     config.insert("name".into(), NAME.into());
     config.insert("type".into(), "linkerd-cni".into());
     config.insert("log_level".into(), cni.log_level.clone().into());
-    let since: Version = WITHOUT_POLICY_BLOCK_SINCE.parse().expect("a release name");
-    if ctx.release.version < since {
+    if !ctx.release.since(WITHOUT_POLICY_BLOCK_SINCE) {
         config.insert(
             "policy".into(),
             json!({

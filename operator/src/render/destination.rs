@@ -121,13 +121,14 @@ pub(super) fn workload(ctx: &Context<'_>) -> Vec<Value> {
         ],
     });
 
+    let native = ctx.native_sidecar();
     let proxy = proxy::container(
         ctx,
         &ControlPlaneProxy {
             inbound_ports: "8086,8090,8443,9443,9990,9996,9997",
             require_tls_ports: None,
             await_ready: ctx.spec.proxy.r#await,
-            native_sidecar: ctx.native_sidecar(),
+            native_sidecar: native,
             identity_addr: ctx.svc_addr("linkerd-identity-headless", 8080),
             destination_addr: "localhost.:8086".into(),
             policy_addr: "localhost.:8090".into(),
@@ -143,16 +144,18 @@ pub(super) fn workload(ctx: &Context<'_>) -> Vec<Value> {
             .concat()
             .as_bytes(),
     );
+    // A native sidecar goes among the init containers, after linkerd-init.
+    let (containers, native_proxy) = if native {
+        (vec![destination, sp_validator, policy], Some(proxy))
+    } else {
+        (vec![proxy, destination, sp_validator, policy], None)
+    };
     workload::objects(
         ctx,
         Workload {
             component: "destination",
-            containers: if ctx.native_sidecar() {
-                vec![destination, sp_validator, policy]
-            } else {
-                vec![proxy.clone(), destination, sp_validator, policy]
-            },
-            native_proxy: ctx.native_sidecar().then_some(proxy),
+            containers,
+            native_proxy,
             volumes: vec![
                 json!({"name": "sp-tls", "secret": {"secretName": "linkerd-sp-validator-k8s-tls"}}),
                 json!({"name": "policy-tls", "secret": {"secretName": "linkerd-policy-validator-k8s-tls"}}),

@@ -204,6 +204,52 @@ pub fn object(api_version: &str, kind: &str, metadata: Value, body: Value) -> Va
     obj
 }
 
+/// Where the API serves a kind.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Resource {
+    pub group: &'static str,
+    pub plural: &'static str,
+    pub namespaced: bool,
+}
+
+/// The API resource of every kind Keelson renders for Linkerd (or removes
+/// on a takeover): one table for applying them (`apply`) and for the
+/// install's grants (`install::rbac`).
+pub fn resource_of(kind: &str) -> Option<Resource> {
+    let (group, plural, namespaced) = match kind {
+        "Namespace" => ("", "namespaces", false),
+        "ConfigMap" => ("", "configmaps", true),
+        "Secret" => ("", "secrets", true),
+        "Service" => ("", "services", true),
+        "ServiceAccount" => ("", "serviceaccounts", true),
+        "Deployment" => ("apps", "deployments", true),
+        "DaemonSet" => ("apps", "daemonsets", true),
+        "CronJob" => ("batch", "cronjobs", true),
+        "PodDisruptionBudget" => ("policy", "poddisruptionbudgets", true),
+        "Role" => ("rbac.authorization.k8s.io", "roles", true),
+        "RoleBinding" => ("rbac.authorization.k8s.io", "rolebindings", true),
+        "ClusterRole" => ("rbac.authorization.k8s.io", "clusterroles", false),
+        "ClusterRoleBinding" => ("rbac.authorization.k8s.io", "clusterrolebindings", false),
+        "ValidatingWebhookConfiguration" => (
+            "admissionregistration.k8s.io",
+            "validatingwebhookconfigurations",
+            false,
+        ),
+        "MutatingWebhookConfiguration" => (
+            "admissionregistration.k8s.io",
+            "mutatingwebhookconfigurations",
+            false,
+        ),
+        "CustomResourceDefinition" => ("apiextensions.k8s.io", "customresourcedefinitions", false),
+        _ => return None,
+    };
+    Some(Resource {
+        group,
+        plural,
+        namespaced,
+    })
+}
+
 /// Base64 for Secret `data`, as the API expects.
 pub fn b64(s: &str) -> Value {
     serde_json::to_value(k8s_openapi::ByteString(s.as_bytes().to_vec())).expect("bytes serialize")
