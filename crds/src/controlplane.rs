@@ -632,6 +632,10 @@ pub struct ControlPlaneStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub identity: Option<IdentityStatus>,
 
+    /// CNI mode's plugin, as every node runs it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cni: Option<CniStatus>,
+
     /// The version change under way, persisted step by step so that a
     /// restarted operator resumes exactly where it was.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -822,6 +826,20 @@ pub struct ComponentStatus {
     pub available_replicas: i32,
     /// Whether the component is fully rolled out and available.
     pub available: bool,
+}
+
+/// CNI mode's plugin as the nodes run it.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct CniStatus {
+    /// SHA-256 of the redirect settings (proxy ports and UID, ignored
+    /// ports, iptables mode) the plugin on every node applies to new pods:
+    /// set once its DaemonSet is rolled out and available everywhere, kept
+    /// while a change rolls. The injector writes it on each pod it meshes
+    /// (`keelson.dev/cni-redirect-sha256`), so a DataPlane knows which pods
+    /// were set up by older settings and restarts them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub redirect_sha256: Option<String>,
 }
 
 /// Certificates the mesh identity uses.

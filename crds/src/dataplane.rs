@@ -182,6 +182,12 @@ pub struct DataPlaneStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub target_trust_root_sha256: Option<String>,
 
+    /// In CNI mode: SHA-256 of the plugin's redirect settings the
+    /// workloads' pods should have been set up with (the ControlPlane's
+    /// `status.cni.redirectSha256`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target_cni_redirect_sha256: Option<String>,
+
     /// Workloads not yet up to date, and why (at most 50 are listed).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub lagging: Vec<LaggingWorkload>,

@@ -1,6 +1,7 @@
 //! CNI mode on the real test cluster: the plugin's DaemonSet is installed
 //! first and runs on every hollow node, meshed pods get the network
-//! validator and no `linkerd-init`, an upgrade rolls the DaemonSet before
+//! validator and no `linkerd-init`, a change of the plugin's redirect
+//! settings restarts the pods they set up, an upgrade rolls the DaemonSet before
 //! identity, and a DaemonSet that cannot roll out (the hollow nodes
 //! crash-loop its image) stops the upgrade and rolls it back. In its own
 //! test binary, so on its own cluster: hollow-node faults are cluster-wide.
@@ -9,14 +10,17 @@ mod common;
 
 use anyhow::{Context, ensure};
 use common::{
-    deployment, injected_namespace, set_fault, set_version, wait_converged, wait_until, with_dumps,
+    data_plane, deployment, dp_status, injected_namespace, set_fault, set_version, wait_converged,
+    wait_until, wait_up_to_date, with_dumps,
 };
 use k8s_openapi::api::apps::v1::{DaemonSet, Deployment};
 use k8s_openapi::api::core::v1::{Node, Pod};
 use keelson_crds::controlplane::{UpgradeOutcome, UpgradeStage};
+use keelson_crds::{ControlPlane, DataPlane};
 use keelson_e2e::shared::env;
 use keelson_operator::check::{Outcome, cluster};
-use kube::api::{ListParams, PostParams};
+use keelson_operator::render::cni::REDIRECT_SHA256;
+use kube::api::{ListParams, Patch, PatchParams, PostParams};
 use kube::{Api, Client, ResourceExt};
 use serde_json::json;
 use std::time::Duration;
@@ -41,6 +45,32 @@ async fn plugin(client: &Client, namespace: &str) -> anyhow::Result<(i32, i32, S
         status.desired_number_scheduled,
         image,
     ))
+}
+
+/// The ControlPlane's `status.cni.redirectSha256`.
+async fn redirect(cps: &Api<ControlPlane>, name: &str) -> anyhow::Result<Option<String>> {
+    let cp = cps.get(name).await?;
+    Ok(cp
+        .status
+        .and_then(|s| s.cni)
+        .and_then(|c| c.redirect_sha256))
+}
+
+/// The redirect settings each pod not being deleted was marked with.
+async fn redirect_marks(pods: &Api<Pod>) -> anyhow::Result<Vec<String>> {
+    Ok(pods
+        .list(&ListParams::default())
+        .await?
+        .items
+        .into_iter()
+        .filter(|p| p.metadata.deletion_timestamp.is_none())
+        .map(|p| {
+            p.annotations()
+                .get(REDIRECT_SHA256)
+                .cloned()
+                .unwrap_or_default()
+        })
+        .collect())
 }
 
 /// Names of a pod template's (or pod's) init containers.
@@ -131,6 +161,51 @@ async fn cni_mode_installs_the_plugin_first_upgrades_it_first_and_rolls_it_back(
                         pod.name_any()
                     );
                 }
+
+                // A change of the plugin's redirect settings rolls its
+                // DaemonSet, then a DataPlane wave restarts the pods set up
+                // by the old ones.
+                let before = redirect(&cps, &ns).await?.context("no status.cni")?;
+                ensure!(
+                    redirect_marks(&pods).await? == [before.clone(), before.clone()],
+                    "pods not marked with {before}"
+                );
+                let dps: Api<DataPlane> = Api::namespaced(client.clone(), &app);
+                let dp = data_plane(
+                    "apps",
+                    json!({"controlPlane": ns, "rollout": {"batchSize": 1, "interval": "1s"}}),
+                )?;
+                dps.create(&PostParams::default(), &dp).await?;
+                wait_up_to_date(&dps, "apps", 1, V2_19, Duration::from_secs(60)).await?;
+                cps.patch(
+                    &ns,
+                    &PatchParams::default(),
+                    &Patch::Merge(json!({"spec": {"cni": {"ignoreInboundPorts": "25"}}})),
+                )
+                .await?;
+                let after = wait_until(
+                    "the plugin running the new settings everywhere",
+                    Duration::from_secs(120),
+                    || async {
+                        let now = redirect(&cps, &ns).await?;
+                        anyhow::Ok(now.filter(|d| *d != before))
+                    },
+                )
+                .await?;
+                wait_until(
+                    "the wave to restart the pods",
+                    Duration::from_secs(120),
+                    || async {
+                        let s = dp_status(&dps.get("apps").await?);
+                        let marks = redirect_marks(&pods).await?;
+                        let done = s.target_cni_redirect_sha256.as_deref() == Some(&after)
+                            && s.up_to_date == 1
+                            && common::ready(&s)
+                            && marks == [after.clone(), after.clone()];
+                        anyhow::Ok(done.then_some(()))
+                    },
+                )
+                .await?;
                 Ok(())
             })
             .await?;

@@ -280,6 +280,11 @@ fn injected(case: &Case, version: &str) -> Value {
         "name": case.pod["metadata"]["namespace"], "annotations": case.namespace}))
     .unwrap();
     let pod: Pod = serde_json::from_value(case.pod.clone()).unwrap();
+    // What the ControlPlane's status reports once the plugin is rolled out.
+    let cni_redirect = spec
+        .cni
+        .as_ref()
+        .map(|cni| keelson_operator::render::cni::redirect_sha256(release, cni));
     let context = Context {
         control_plane: "linkerd",
         spec: &spec,
@@ -287,6 +292,7 @@ fn injected(case: &Case, version: &str) -> Value {
         kubernetes: kubernetes(release),
         trust_anchors_pem: TRUST_ANCHORS,
         trust_root_sha256: None,
+        cni_redirect_sha256: cni_redirect.as_deref(),
         namespace: &namespace,
         owner: case.owner.map(|(kind, name)| Owner {
             kind: kind.into(),

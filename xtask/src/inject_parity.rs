@@ -171,6 +171,7 @@ fn keelson(release: &'static catalog::Release, pod: &Value, annotations: &Value)
         },
         trust_anchors_pem: "IdentityTrustAnchorsPEM",
         trust_root_sha256: None,
+        cni_redirect_sha256: None,
         namespace: &namespace,
         owner: Some(Owner {
             kind: "Deployment".into(),

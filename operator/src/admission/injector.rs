@@ -184,6 +184,10 @@ impl Injector {
                 .as_deref()
                 .and_then(|cm| cm.metadata.annotations.as_ref()?.get(TRUST_ROOTS_SHA256))
                 .map(String::as_str),
+            cni_redirect_sha256: cp
+                .status
+                .as_ref()
+                .and_then(|s| s.cni.as_ref()?.redirect_sha256.as_deref()),
             namespace: ns_meta,
             owner: owner.as_ref().map(|o| Owner {
                 kind: o.reference.kind.clone(),

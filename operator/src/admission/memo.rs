@@ -256,6 +256,7 @@ fn key(
     part(&context.kubernetes.minor.to_le_bytes());
     part(context.trust_anchors_pem.as_bytes());
     part(context.trust_root_sha256.unwrap_or_default().as_bytes());
+    part(context.cni_redirect_sha256.unwrap_or_default().as_bytes());
     let owner = context.owner.as_ref();
     part(owner.map_or(&b""[..], |o| o.kind.as_bytes()));
     part(owner.map_or(&b""[..], |o| o.name.as_bytes()));

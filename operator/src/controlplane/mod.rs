@@ -118,18 +118,17 @@ pub async fn run(
         Api::<ControlPlane>::all(client.clone()),
         watcher::Config::default(),
     )
-    .watches(Api::<Deployment>::all(client), owned.clone(), |d| {
-        d.labels()
-            .get(CONTROL_PLANE_LABEL)
-            .map(|cp| ObjectRef::new(cp))
-    });
+    .watches(
+        Api::<Deployment>::all(client.clone()),
+        owned.clone(),
+        labelled,
+    )
+    // CNI mode's plugin: its rollout gates installs and upgrades, and its
+    // end moves `status.cni`, which DataPlanes wait on.
+    .watches(Api::<DaemonSet>::all(client), owned.clone(), labelled);
     // An issuer or anchor changed (or lost) by hand is checked at once.
     for api in secrets {
-        controller = controller.watches(api, owned.clone(), |s| {
-            s.labels()
-                .get(CONTROL_PLANE_LABEL)
-                .map(|cp| ObjectRef::new(cp))
-        });
+        controller = controller.watches(api, owned.clone(), labelled);
     }
     controller
         .graceful_shutdown_on(shutdown)
@@ -140,6 +139,14 @@ pub async fn run(
             }
         })
         .await;
+}
+
+/// The ControlPlane an object's label names.
+fn labelled<K: ResourceExt>(object: K) -> Option<ObjectRef<ControlPlane>> {
+    object
+        .labels()
+        .get(CONTROL_PLANE_LABEL)
+        .map(|cp| ObjectRef::new(cp))
 }
 
 fn error_policy(cp: Arc<ControlPlane>, error: &ReconcileError, _: Arc<Context>) -> Action {
@@ -611,6 +618,7 @@ async fn apply(cp: Arc<ControlPlane>, ctx: Arc<Context>) -> Result<Action, Recon
         observed.push(d);
     }
     let control_plane_bundle = status::rolled_out_bundle(&observed);
+    let mut cni_status = None;
     if let Some(cni) = &cp.spec.cni {
         let daemon_sets: Api<DaemonSet> = Api::namespaced(ctx.client.clone(), &cni.namespace);
         let d = daemon_sets
@@ -618,6 +626,7 @@ async fn apply(cp: Arc<ControlPlane>, ctx: Arc<Context>) -> Result<Action, Recon
             .await
             .map_err(|e| ReconcileError::kube("reading the CNI plugin's DaemonSet", e))?;
         components.insert(0, status::cni_component(d.as_ref()));
+        cni_status = Some(status::cni_status(previous.cni.as_ref(), d.as_ref()));
     }
     let plan = upgrade::plan(spec, generation, &previous, components, &now);
     let Ok(applying) = catalog::find(&plan.version) else {
@@ -703,6 +712,7 @@ async fn apply(cp: Arc<ControlPlane>, ctx: Arc<Context>) -> Result<Action, Recon
     // Ownership is taken once every stage was applied.
     let applied_all = establishing.is_empty() && plan.through == Stage::Webhooks;
     let mut next = plan.status;
+    next.cni = cni_status;
     if foreign_crds != previous.foreign_crds {
         report_foreign_crds(&ctx, &cp, &foreign_crds, applying).await;
     }

@@ -5,7 +5,7 @@ use crate::render::proxy::TRUST_ROOT_SHA256;
 use k8s_openapi::api::apps::v1::{DaemonSet, Deployment};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use keelson_crds::ControlPlaneStatus;
-use keelson_crds::controlplane::{ComponentStatus, ControlPlanePhase};
+use keelson_crds::controlplane::{CniStatus, ComponentStatus, ControlPlanePhase};
 
 pub const READY: &str = "Ready";
 pub const PROGRESSING: &str = "Progressing";
@@ -70,6 +70,35 @@ pub fn cni_component(daemon_set: Option<&DaemonSet>) -> ComponentStatus {
         available_replicas: available,
         // A cluster with no schedulable node has nowhere to run pods either.
         available: current && desired > 0 && available == desired,
+    }
+}
+
+/// What every node's plugin runs: the redirect settings of the DaemonSet's
+/// template once it is rolled out and available everywhere; while it is
+/// not, the settings recorded before: nodes the rollout has not reached
+/// still run them, and a pod the injector marks with older settings than
+/// its node's is restarted once more when the rollout is done. (A change
+/// reverted mid-rollout can leave pods created on the nodes it reached
+/// with the reverted settings and the older mark; they are not restarted.)
+pub fn cni_status(previous: Option<&CniStatus>, daemon_set: Option<&DaemonSet>) -> CniStatus {
+    let rolled_out = daemon_set
+        .filter(|d| cni_component(Some(d)).available)
+        .and_then(|d| {
+            d.spec
+                .as_ref()?
+                .template
+                .metadata
+                .as_ref()?
+                .annotations
+                .as_ref()?
+                .get(crate::render::cni::REDIRECT_SHA256)
+                .cloned()
+        });
+    match rolled_out {
+        Some(digest) => CniStatus {
+            redirect_sha256: Some(digest),
+        },
+        None => previous.cloned().unwrap_or_default(),
     }
 }
 
@@ -305,6 +334,33 @@ mod tests {
             "status": {"replicas": replicas, "availableReplicas": available, "updatedReplicas": updated, "observedGeneration": observed},
         }))
         .unwrap()
+    }
+
+    #[test]
+    fn the_cni_status_records_settings_only_once_every_node_runs_them() {
+        let daemon_set = |digest: &str, updated: i32| -> DaemonSet {
+            serde_json::from_value(serde_json::json!({
+                "metadata": {"name": "linkerd-cni", "generation": 2},
+                "spec": {"selector": {}, "template": {"metadata": {"annotations": {
+                    crate::render::cni::REDIRECT_SHA256: digest}}}},
+                "status": {"desiredNumberScheduled": 3, "currentNumberScheduled": 3,
+                    "numberMisscheduled": 0, "numberReady": 3, "numberAvailable": 3,
+                    "updatedNumberScheduled": updated, "observedGeneration": 2},
+            }))
+            .unwrap()
+        };
+        let old = CniStatus {
+            redirect_sha256: Some("old".into()),
+        };
+        let rolled = cni_status(Some(&old), Some(&daemon_set("new", 3)));
+        assert_eq!(rolled.redirect_sha256.as_deref(), Some("new"));
+        // Two of three nodes have it: the third still runs the old ones.
+        assert_eq!(cni_status(Some(&old), Some(&daemon_set("new", 2))), old);
+        assert_eq!(
+            cni_status(None, Some(&daemon_set("new", 2))),
+            CniStatus::default()
+        );
+        assert_eq!(cni_status(Some(&old), None), old);
     }
 
     #[test]

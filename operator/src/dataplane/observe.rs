@@ -2,6 +2,7 @@
 //! and its selected meshed workloads as the planner's facts. Pure.
 
 use crate::render::CONTROL_PLANE_LABEL;
+pub use crate::render::cni::REDIRECT_SHA256 as CNI_REDIRECT_SHA256;
 pub use crate::render::proxy::TRUST_ROOT_SHA256;
 use crate::render::proxy::published_trust_root_sha256;
 use crate::rollout::{Desired, Kind, PodProxy, RESTARTED_AT, Strategy, Target, Workload};
@@ -84,10 +85,15 @@ pub fn desired(
             pem,
         ))
     });
+    let cni_redirect_sha256 = match cni_redirect(cp) {
+        Ok(digest) => digest,
+        Err(held) => return held,
+    };
     match (running, published) {
         (Some(running), Some(published)) if running == published => Desired::Target(Target {
             proxy_version: version,
             trust_root_sha256: running,
+            cni_redirect_sha256,
         }),
         (Some(running), Some(published)) => Desired::Held {
             reason: "TrustBundleRolling",
@@ -103,6 +109,35 @@ pub fn desired(
                 "waiting for ControlPlane {cp_name} to run with the trust bundle in ConfigMap {namespace}/{TRUST_ROOTS} (key {TRUST_ROOTS_KEY})"
             ),
         },
+    }
+}
+
+/// In CNI mode, the redirect settings every node's plugin runs: those of
+/// the ControlPlane's spec at its running release, once its status says the
+/// plugin's DaemonSet rolled them out everywhere. Until then pods restarted
+/// now could land on a node with the settings being replaced.
+fn cni_redirect(cp: &ControlPlane) -> Result<Option<String>, Desired> {
+    let Some(cni) = &cp.spec.cni else {
+        return Ok(None);
+    };
+    let status = cp.status.as_ref();
+    let want = status
+        .and_then(|s| s.current_version.as_deref())
+        .and_then(|v| crate::catalog::find(v).ok())
+        .map(|release| crate::render::cni::redirect_sha256(release, cni));
+    let rolled_out = status
+        .and_then(|s| s.cni.as_ref())
+        .and_then(|c| c.redirect_sha256.clone());
+    match (want, rolled_out) {
+        (Some(want), Some(rolled_out)) if want == rolled_out => Ok(Some(want)),
+        (_, rolled_out) => Err(Desired::Held {
+            reason: "CniRolling",
+            message: format!(
+                "waiting for ControlPlane {}'s CNI plugin to run its redirect settings on every node (it runs {})",
+                cp.name_any(),
+                rolled_out.as_deref().map_or("none yet", short)
+            ),
+        }),
     }
 }
 
@@ -442,6 +477,7 @@ pub fn pods_by_workload(
             out.entry(owner).or_default().push(PodProxy {
                 version: annotation(PROXY_VERSION),
                 trust_root_sha256: annotation(TRUST_ROOT_SHA256),
+                cni_redirect_sha256: annotation(CNI_REDIRECT_SHA256),
             });
         }
     }
@@ -506,6 +542,7 @@ pub fn crashing(pods: &[Pod], token: &str) -> Option<String> {
 mod tests {
     use super::*;
     use crate::render::proxy::trust_root_sha256;
+    use keelson_crds::controlplane::CniStatus;
     use serde_json::{Value, json};
 
     fn from<T: serde::de::DeserializeOwned>(v: Value) -> T {
@@ -543,6 +580,43 @@ mod tests {
     }
 
     #[test]
+    fn in_cni_mode_the_target_waits_for_the_plugins_settings_on_every_node() {
+        let release = crate::catalog::find("edge-25.4.4").unwrap();
+        let spec: keelson_crds::controlplane::CniSpec = from(json!({"ignoreInboundPorts": "25"}));
+        let want = crate::render::cni::redirect_sha256(release, &spec);
+        let in_cni_mode = |rolled_out: Option<&str>| {
+            let mut cp = Arc::unwrap_or_clone(control_plane(ready("edge-25.4.4")));
+            cp.spec.cni = Some(spec.clone());
+            cp.status.as_mut().unwrap().cni = rolled_out.map(|d| CniStatus {
+                redirect_sha256: Some(d.into()),
+            });
+            desired(&data_plane(json!({})), &[Arc::new(cp)], roots)
+        };
+        assert_eq!(
+            in_cni_mode(Some(&want)),
+            Desired::Target(Target {
+                proxy_version: "edge-25.4.4".into(),
+                trust_root_sha256: trust_root_sha256("PEM"),
+                cni_redirect_sha256: Some(want.clone()),
+            })
+        );
+        // The DaemonSet still rolls the spec's settings out, or never did.
+        let other = crate::render::cni::redirect_sha256(
+            release,
+            &from(json!({"ignoreInboundPorts": "26"})),
+        );
+        for rolled_out in [Some(other.as_str()), None] {
+            assert!(matches!(
+                in_cni_mode(rolled_out),
+                Desired::Held {
+                    reason: "CniRolling",
+                    ..
+                }
+            ));
+        }
+    }
+
+    #[test]
     fn the_target_follows_a_ready_control_plane_or_the_pin() {
         let sha = trust_root_sha256("PEM");
         let follow = data_plane(json!({}));
@@ -550,7 +624,8 @@ mod tests {
             desired(&follow, &[control_plane(ready("edge-25.4.4"))], roots),
             Desired::Target(Target {
                 proxy_version: "edge-25.4.4".into(),
-                trust_root_sha256: sha.clone()
+                trust_root_sha256: sha.clone(),
+                cni_redirect_sha256: None,
             })
         );
         let mut upgrading = ready("edge-25.4.4");
@@ -570,7 +645,8 @@ mod tests {
             desired(&pinned, &[control_plane(unready)], roots),
             Desired::Target(Target {
                 proxy_version: "edge-24.11.8".into(),
-                trust_root_sha256: sha
+                trust_root_sha256: sha,
+                cni_redirect_sha256: None,
             })
         );
         assert!(matches!(
@@ -699,6 +775,7 @@ mod tests {
             vec![PodProxy {
                 version: Some("edge-25.4.4".into()),
                 trust_root_sha256: None,
+                cni_redirect_sha256: None,
             }],
         );
         assert_eq!(

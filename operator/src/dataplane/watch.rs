@@ -6,7 +6,9 @@
 //! and three annotations, workloads without their pod spec), so thousands of
 //! pods cost little memory; pods are watched metadata-only.
 
-use super::observe::{INJECT, POD_TEMPLATE_HASH, PROXY_VERSION, TRUST_ROOT_SHA256, TRUST_ROOTS};
+use super::observe::{
+    CNI_REDIRECT_SHA256, INJECT, POD_TEMPLATE_HASH, PROXY_VERSION, TRUST_ROOT_SHA256, TRUST_ROOTS,
+};
 use crate::catalog::KubeVersion;
 use crate::render::CONTROL_PLANE_LABEL;
 use crate::rollout::RESTARTED_AT;
@@ -289,7 +291,15 @@ impl Pruned for DaemonSet {
 /// label that names its Deployment.
 fn prune_pod(pod: &mut PartialObjectMeta<Pod>) {
     let meta = &mut pod.metadata;
-    prune_meta(meta, &[PROXY_VERSION, TRUST_ROOT_SHA256, RESTARTED_AT]);
+    prune_meta(
+        meta,
+        &[
+            PROXY_VERSION,
+            TRUST_ROOT_SHA256,
+            CNI_REDIRECT_SHA256,
+            RESTARTED_AT,
+        ],
+    );
     if let Some(labels) = meta.labels.as_mut() {
         labels.retain(|k, _| k == POD_TEMPLATE_HASH);
     }

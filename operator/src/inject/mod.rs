@@ -56,6 +56,10 @@ pub struct Context<'a> {
     /// ConfigMap publishes it (`render::proxy::TRUST_ROOTS_SHA256`); `None`:
     /// the digest of `trust_anchors_pem`.
     pub trust_root_sha256: Option<&'a str>,
+    /// In CNI mode, the redirect settings every node's plugin runs (the
+    /// ControlPlane's `status.cni.redirectSha256`), written on the pod so a
+    /// DataPlane can tell which pods older settings set up.
+    pub cni_redirect_sha256: Option<&'a str>,
     /// Metadata of the pod's namespace.
     pub namespace: &'a ObjectMeta,
     pub owner: Option<Owner>,
@@ -291,6 +295,12 @@ fn plan(req: &Context<'_>, pod: &Pod) -> Result<Patch, Decision> {
             str::to_owned,
         ),
     );
+    if let Some(digest) = req.cni_redirect_sha256.filter(|_| req.spec.cni.is_some()) {
+        added.insert(
+            crate::render::cni::REDIRECT_SHA256.into(),
+            digest.to_owned(),
+        );
+    }
     let workload_ns = pod
         .metadata
         .namespace

@@ -6,6 +6,8 @@ use crate::catalog;
 use proptest::prelude::*;
 use serde_json::Value;
 
+/// The ControlPlane's `status.cni.redirectSha256` the fixture's injector sees.
+const CNI_REDIRECT: &str = "cni-redirect-digest";
 const ANCHORS: &str = "-----BEGIN CERTIFICATE-----\nMIIBtest\n-----END CERTIFICATE-----\n";
 
 struct Fixture {
@@ -46,6 +48,7 @@ impl Fixture {
                 kubernetes: self.kubernetes,
                 trust_anchors_pem: ANCHORS,
                 trust_root_sha256: None,
+                cni_redirect_sha256: Some(CNI_REDIRECT),
                 namespace: &self.namespace,
                 owner: self.owner.clone(),
             },
@@ -247,6 +250,7 @@ fn pods_without_spec_or_trust_bundle_are_skipped() {
             kubernetes: fixture.kubernetes,
             trust_anchors_pem: " \n",
             trust_root_sha256: None,
+            cni_redirect_sha256: None,
             namespace: &fixture.namespace,
             owner: None,
         },
@@ -1182,4 +1186,35 @@ fn proxy_side_settings_become_env_vars_over_linkerds_defaults() {
     );
     assert_eq!(crate::render::proxy::snake_case("http2"), "http2");
     assert_eq!(crate::render::proxy::snake_case("h2Window"), "h2_window");
+}
+
+#[test]
+fn cni_mode_marks_pods_with_the_plugins_redirect_settings() {
+    let annotation = |extra: &str| {
+        let doc = Fixture::with_spec("edge-26.6.3", extra).injected(&pod());
+        let inits: Vec<&str> = doc["spec"]["initContainers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|c| c["name"].as_str().unwrap())
+            .collect();
+        (
+            inits.join(","),
+            doc["metadata"]["annotations"][crate::render::cni::REDIRECT_SHA256]
+                .as_str()
+                .map(str::to_owned),
+        )
+    };
+    assert_eq!(
+        annotation("cni: {}, proxy: {nativeSidecar: Disabled}"),
+        (
+            "linkerd-network-validator".to_owned(),
+            Some(CNI_REDIRECT.to_owned())
+        )
+    );
+    // Without CNI mode linkerd-init redirects, and nothing is marked.
+    assert_eq!(
+        annotation("proxy: {nativeSidecar: Disabled}"),
+        ("linkerd-init".to_owned(), None)
+    );
 }

@@ -6,6 +6,7 @@
 //! Security Policies (both off in the chart's defaults) are not rendered.
 
 use super::{CONTROL_PLANE_LABEL, Context, object};
+use crate::catalog::Release;
 use keelson_crds::controlplane::{CniSpec, IptablesMode};
 use serde_json::{Map, Value, json};
 
@@ -17,6 +18,16 @@ const CONFIG: &str = "linkerd-cni-config";
 pub const LINKERD_VERSION: &str = "keelson.dev/linkerd-version";
 /// The label every object of the chart carries.
 const RESOURCE_LABEL: &str = "linkerd.io/cni-resource";
+/// Annotation on the DaemonSet's pod template, and on every pod the
+/// injector meshes in CNI mode: the [`redirect_sha256`] of the settings the
+/// plugin sets a pod up with.
+pub const REDIRECT_SHA256: &str = "keelson.dev/cni-redirect-sha256";
+/// Annotation on the DaemonSet's pod template: SHA-256 of the ConfigMap's
+/// data. The plugin's pods read the configuration once, from environment
+/// variables, so a changed ConfigMap reaches the nodes only through a
+/// restart of the DaemonSet, which this starts (Linkerd's chart has no such
+/// annotation: a `helm upgrade` that changes the settings changes no node).
+pub const CONFIG_SHA256: &str = "keelson.dev/cni-config-sha256";
 /// The first release whose CNI configuration has no `policy` block
 /// (linkerd2#13407): the plugin stopped reading it.
 const WITHOUT_POLICY_BLOCK_SINCE: &str = "edge-25.1.1";
@@ -107,11 +118,11 @@ fn cluster_role_binding(ctx: &Context<'_>, cni: &CniSpec) -> Value {
 }
 
 /// The plugin's iptables variant: the spec's, or the release's.
-fn iptables_mode(ctx: &Context<'_>, cni: &CniSpec) -> String {
+fn iptables_mode(release: &Release, cni: &CniSpec) -> String {
     match cni.iptables_mode {
         Some(IptablesMode::Legacy) => "legacy".into(),
         Some(IptablesMode::Nft) => "nft".into(),
-        None => ctx.release.iptables_mode.clone(),
+        None => release.iptables_mode.clone(),
     }
 }
 
@@ -126,10 +137,10 @@ fn port_list(ports: &str) -> Vec<Value> {
         .collect()
 }
 
-/// The CNI network configuration (`cni_network_config`), with the
-/// placeholders the plugin's install script fills in on each node. The
-/// proxy's ports and UID are Linkerd's defaults, as Keelson's proxies use.
-fn network_config(ctx: &Context<'_>, cni: &CniSpec) -> String {
+/// The network configuration's `linkerd` block: how the plugin redirects a
+/// new pod's traffic. The proxy's ports and UID are Linkerd's defaults, as
+/// Keelson's proxies use.
+fn redirect(release: &Release, cni: &CniSpec) -> Map<String, Value> {
     let mut ignore_inbound = vec![Value::from("4191"), Value::from("4190")];
     ignore_inbound.extend(port_list(&cni.ignore_inbound_ports));
     let mut linkerd = Map::new();
@@ -146,8 +157,22 @@ fn network_config(ctx: &Context<'_>, cni: &CniSpec) -> String {
     }
     linkerd.insert("simulate".into(), false.into());
     linkerd.insert("use-wait-flag".into(), false.into());
-    linkerd.insert("iptables-mode".into(), iptables_mode(ctx, cni).into());
+    linkerd.insert("iptables-mode".into(), iptables_mode(release, cni).into());
     linkerd.insert("ipv6".into(), false.into());
+    linkerd
+}
+
+/// SHA-256 (hex) of the settings the plugin of `release` sets a new pod up
+/// with in CNI mode `cni`: what a pod needs a restart for when it changes.
+/// The log level and the node's directories are not among them.
+pub fn redirect_sha256(release: &Release, cni: &CniSpec) -> String {
+    let text = serde_json::to_string(&redirect(release, cni)).expect("JSON serializes");
+    super::proxy::sha256_hex(text.as_bytes())
+}
+
+/// The CNI network configuration (`cni_network_config`), with the
+/// placeholders the plugin's install script fills in on each node.
+fn network_config(ctx: &Context<'_>, cni: &CniSpec) -> String {
     let mut config = Map::new();
     config.insert("name".into(), NAME.into());
     config.insert("type".into(), "linkerd-cni".into());
@@ -166,8 +191,16 @@ fn network_config(ctx: &Context<'_>, cni: &CniSpec) -> String {
         "kubernetes".into(),
         json!({"kubeconfig": "__KUBECONFIG_FILEPATH__"}),
     );
-    config.insert("linkerd".into(), linkerd.into());
+    config.insert("linkerd".into(), redirect(ctx.release, cni).into());
     serde_json::to_string_pretty(&Value::Object(config)).expect("JSON serializes")
+}
+
+fn config_data(ctx: &Context<'_>, cni: &CniSpec) -> Value {
+    json!({
+        "dest_cni_net_dir": cni.conf_dir,
+        "dest_cni_bin_dir": cni.bin_dir,
+        "cni_network_config": network_config(ctx, cni),
+    })
 }
 
 fn config_map(ctx: &Context<'_>, cni: &CniSpec) -> Value {
@@ -175,11 +208,7 @@ fn config_map(ctx: &Context<'_>, cni: &CniSpec) -> Value {
         "v1",
         "ConfigMap",
         meta(ctx, CONFIG, Some(&cni.namespace)),
-        json!({"data": {
-            "dest_cni_net_dir": cni.conf_dir,
-            "dest_cni_bin_dir": cni.bin_dir,
-            "cni_network_config": network_config(ctx, cni),
-        }}),
+        json!({"data": config_data(ctx, cni)}),
     )
 }
 
@@ -261,10 +290,56 @@ fn daemon_set(ctx: &Context<'_>, cni: &CniSpec) -> Value {
                     "annotations": {
                         "linkerd.io/created-by": ctx.created_by(),
                         "linkerd.io/inject": "disabled",
+                        CONFIG_SHA256: super::proxy::sha256_hex(config_data(ctx, cni).to_string().as_bytes()),
+                        REDIRECT_SHA256: redirect_sha256(ctx.release, cni),
                     },
                 },
                 "spec": pod_spec,
             },
         }}),
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::render::testutil::{find, test_context};
+
+    /// The DaemonSet's template annotations for a `spec.cni` in YAML.
+    fn marks(cni: &str) -> (String, String) {
+        let ctx = test_context(&format!("{{version: edge-26.6.3, cni: {cni}}}"));
+        let objects = objects(&ctx);
+        let template = &find(&objects, "DaemonSet", NAME).unwrap()["spec"]["template"];
+        let annotation = |key: &str| {
+            template["metadata"]["annotations"][key]
+                .as_str()
+                .unwrap()
+                .to_owned()
+        };
+        let redirect = annotation(REDIRECT_SHA256);
+        assert_eq!(
+            redirect,
+            redirect_sha256(ctx.release, ctx.spec.cni.as_ref().unwrap())
+        );
+        (annotation(CONFIG_SHA256), redirect)
+    }
+
+    #[test]
+    fn a_settings_change_restarts_the_plugin_and_only_redirect_changes_mark_pods() {
+        let (config, redirect) = marks("{}");
+        // Every setting the plugin reads restarts its pods, since they read
+        // the ConfigMap once; only those a new pod is set up by mark pods.
+        for (changed, redirects) in [
+            ("{ignoreInboundPorts: '25'}", true),
+            ("{ignoreOutboundPorts: '3306'}", true),
+            ("{iptablesMode: legacy}", true),
+            ("{logLevel: debug}", false),
+            ("{confDir: /etc/cni/other}", false),
+        ] {
+            let (c, r) = marks(changed);
+            assert_ne!(c, config, "{changed}");
+            assert_eq!(r != redirect, redirects, "{changed}");
+        }
+        assert_eq!(marks("{}"), (config, redirect), "stable");
+    }
 }

@@ -88,6 +88,9 @@ pub struct PodProxy {
     pub version: Option<String>,
     /// `linkerd.io/trust-root-sha256`
     pub trust_root_sha256: Option<String>,
+    /// `keelson.dev/cni-redirect-sha256`: in CNI mode, the plugin's
+    /// redirect settings when the pod was admitted.
+    pub cni_redirect_sha256: Option<String>,
 }
 
 /// What was observed of one selected, meshed workload.
@@ -195,6 +198,26 @@ impl Workload {
                 ),
             ));
         }
+        // A pod with no mark was meshed before Keelson ran the plugin (by
+        // Linkerd's injector, or before its DaemonSet first rolled out):
+        // restarting every such pod on adoption would be a surprise, so
+        // only a pod marked with other settings lags.
+        if let Some(want) = &target.cni_redirect_sha256
+            && let Some(has) = self
+                .pods
+                .iter()
+                .filter_map(|p| p.cni_redirect_sha256.as_deref())
+                .find(|has| has != want)
+        {
+            return Some((
+                "CniRedirect",
+                format!(
+                    "pods were set up by the CNI plugin's redirect settings sha256 {}, want {}",
+                    short(has),
+                    short(want)
+                ),
+            ));
+        }
         None
     }
 
@@ -244,6 +267,8 @@ pub fn scaled(value: &IntOrString, total: i32, round_up: bool) -> Result<i32, St
 pub struct Target {
     pub proxy_version: String,
     pub trust_root_sha256: String,
+    /// In CNI mode, the plugin's redirect settings on every node.
+    pub cni_redirect_sha256: Option<String>,
 }
 
 /// The target, or why it cannot be known now (no new batch starts then).
@@ -311,6 +336,7 @@ pub fn plan(input: &Input<'_>) -> Plan {
         .map(|(proxy_version, trust_root_sha256)| Target {
             proxy_version,
             trust_root_sha256,
+            cni_redirect_sha256: previous.target_cni_redirect_sha256.clone(),
         });
     let mut wave = previous.wave.clone();
     let target = match &input.desired {
@@ -322,6 +348,9 @@ pub fn plan(input: &Input<'_>) -> Plan {
             }
             status.target_proxy_version = Some(target.proxy_version.clone());
             status.target_trust_root_sha256 = Some(target.trust_root_sha256.clone());
+            status
+                .target_cni_redirect_sha256
+                .clone_from(&target.cni_redirect_sha256);
             Some(target.clone())
         }
         // Keep judging by the last known target; nothing new starts.

@@ -9,6 +9,7 @@ fn target() -> Target {
     Target {
         proxy_version: "edge-25.10.7".into(),
         trust_root_sha256: "new-sha".into(),
+        cni_redirect_sha256: None,
     }
 }
 
@@ -16,6 +17,7 @@ fn proxy(version: &str, sha: &str) -> PodProxy {
     PodProxy {
         version: Some(version.into()),
         trust_root_sha256: Some(sha.into()),
+        cni_redirect_sha256: None,
     }
 }
 
@@ -520,4 +522,61 @@ fn the_trust_bundle_is_a_reason_of_its_own() {
     };
     let p = Case::new(&paused, &workloads, &DataPlaneStatus::default()).at(0);
     assert_eq!(reason_of(&p.status, "a"), Some("TrustBundle"));
+}
+
+#[test]
+fn in_cni_mode_pods_set_up_by_other_redirect_settings_lag() {
+    let up_to_date = proxy("edge-25.10.7", "new-sha");
+    let marked = |digest: &str| PodProxy {
+        cni_redirect_sha256: Some(digest.into()),
+        ..up_to_date.clone()
+    };
+    let workload = |name: &str, pods: Vec<PodProxy>| Workload {
+        pods,
+        ..lagging(name, 2)
+    };
+    let workloads = vec![
+        workload("current", vec![marked("cni-new"), marked("cni-new")]),
+        workload("older", vec![marked("cni-new"), marked("cni-old")]),
+        // Meshed before Keelson ran the plugin: not judged on it.
+        workload("unmarked", vec![up_to_date.clone(), up_to_date.clone()]),
+    ];
+    let rollout = RolloutSpec {
+        paused: true,
+        ..spec(10, "100%")
+    };
+    let nothing = DataPlaneStatus::default();
+    let mut case = Case::new(&rollout, &workloads, &nothing);
+    case.desired = Desired::Target(Target {
+        cni_redirect_sha256: Some("cni-new".into()),
+        ..target()
+    });
+    let p = case.at(0);
+    assert_eq!(p.status.up_to_date, 2);
+    assert_eq!(reason_of(&p.status, "older"), Some("CniRedirect"));
+    assert_eq!(
+        p.status.target_cni_redirect_sha256.as_deref(),
+        Some("cni-new")
+    );
+
+    // Unpaused, the lagging one restarts; a change of the settings alone is
+    // a new target, so a new wave.
+    let rollout = spec(10, "100%");
+    let mut case = Case::new(&rollout, &workloads, &p.status);
+    case.desired = Desired::Target(Target {
+        cni_redirect_sha256: Some("cni-new".into()),
+        ..target()
+    });
+    let p = case.at(1);
+    assert_eq!(names(&p.restarts), ["older"]);
+    let mut changed = Case::new(&rollout, &workloads, &p.status);
+    changed.desired = Desired::Target(Target {
+        cni_redirect_sha256: Some("cni-newer".into()),
+        ..target()
+    });
+    let next = changed.at(2);
+    assert_eq!(
+        next.status.wave.as_ref().unwrap().number,
+        p.status.wave.as_ref().unwrap().number + 1
+    );
 }
