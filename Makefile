@@ -9,7 +9,7 @@ CLUSTER_DIR := $(CURDIR)/.keelson/cluster
 KUBECONFIG_DEMO := $(CLUSTER_DIR)/kubeconfig
 KUBECTL := kubectl --kubeconfig $(KUBECONFIG_DEMO)
 
-.PHONY: help test unit strict e2e bench bench-webhook bench-dataplane lint fmt crds golden manifests helm-check kubernetes kubectl build \
+.PHONY: help test unit strict e2e bench bench-webhook bench-dataplane lint fmt crds golden manifests helm-check lua kubernetes kubectl build \
 	cluster cluster-down demo demo-down clean
 
 help:
@@ -33,8 +33,14 @@ lint:
 	@echo "==> cargo clippy"
 	$(CARGO) clippy --workspace --all-targets --locked -- -D warnings
 
+# Argo CD's health check runs in the tests on a real Lua 5.1 interpreter.
+lua:
+	@command -v lua5.1 >/dev/null || { \
+	  echo "==> installing lua5.1 (Debian package) for the Argo CD health check tests"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq lua5.1 >/dev/null; }
+
 # Unit tests, and the golden-file tests of rendering (no cluster needed).
-unit:
+unit: lua
 	@echo "==> unit tests"
 	$(CARGO) test --workspace --locked --exclude keelson-e2e
 	$(CARGO) test -p keelson-e2e --locked --lib
@@ -47,7 +53,7 @@ strict:
 
 # One test binary per file under e2e/tests; all tests of a binary share one
 # cluster, each in its own namespaces.
-e2e: kubernetes
+e2e: kubernetes lua
 	@echo "==> end-to-end tests on a real kube-apiserver with hollow nodes"
 	$(CARGO) test -p keelson-e2e --locked --test '*' -- --test-threads 4
 

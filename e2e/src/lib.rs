@@ -7,6 +7,7 @@
 //! test its own namespace.
 #![forbid(unsafe_code)]
 
+pub mod argocd;
 pub mod cluster;
 mod error;
 pub mod hollow;

@@ -17,6 +17,7 @@ use k8s_openapi::api::apps::v1::{DaemonSet, Deployment};
 use k8s_openapi::api::core::v1::{Node, Pod};
 use keelson_crds::controlplane::{UpgradeOutcome, UpgradeStage};
 use keelson_crds::{ControlPlane, DataPlane};
+use keelson_e2e::argocd;
 use keelson_e2e::shared::env;
 use keelson_operator::check::{Outcome, cluster};
 use keelson_operator::render::cni::REDIRECT_SHA256;
@@ -232,10 +233,12 @@ async fn cni_mode_installs_the_plugin_first_upgrades_it_first_and_rolls_it_back(
             // An upgrade: the plugin first, on every node, then identity.
             set_version(&cps, &ns, V2_20).await?;
             let stages = std::cell::RefCell::new(Vec::new());
+            let healths = std::cell::RefCell::new(Vec::new());
             let upgraded = wait_until("the upgrade to 2.20", Duration::from_secs(180), || async {
                 let cp = cps.get(&ns).await?;
                 let status = cp.status.clone().unwrap_or_default();
                 if let Some(u) = &status.upgrade {
+                    healths.borrow_mut().push(argocd::health(&cp)?.0);
                     let mut seen = stages.borrow_mut();
                     if seen.last() != Some(&u.stage) {
                         seen.push(u.stage);
@@ -247,6 +250,12 @@ async fn cni_mode_installs_the_plugin_first_upgrades_it_first_and_rolls_it_back(
             })
             .await?;
             let stages = stages.into_inner();
+            // Argo CD sees the upgrade under way as Progressing, the whole way.
+            let healths = healths.into_inner();
+            ensure!(
+                !healths.is_empty() && healths.iter().all(|h| h == "Progressing"),
+                "{healths:?}"
+            );
             ensure!(
                 stages.first() == Some(&UpgradeStage::Cni),
                 "stages seen: {stages:?}"

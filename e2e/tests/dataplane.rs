@@ -16,6 +16,7 @@ use futures::StreamExt;
 use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
 use k8s_openapi::api::core::v1::{Event, Pod};
 use keelson_crds::DataPlane;
+use keelson_e2e::argocd;
 use keelson_e2e::shared::env;
 use keelson_operator::rollout::RESTARTED_AT;
 use kube::api::{ListParams, Patch, PatchParams, PostParams};
@@ -331,9 +332,11 @@ async fn a_restart_that_cannot_become_ready_stops_the_wave() {
                     json!({"rollout": {"batchSize": 1, "maxUnavailable": "100%", "interval": "0s"}}),
                 )?;
                 dps.create(&PostParams::default(), &dp).await?;
-                wait_up_to_date(&dps, "apps", 6, OLD, WAVE_WAIT)
+                let up_to_date = wait_up_to_date(&dps, "apps", 6, OLD, WAVE_WAIT)
                     .await
                     .context("injected pods at the installed release (is the injector done?)")?;
+                let (health, message) = argocd::health(&up_to_date)?;
+                ensure!(health == "Healthy", "{health}: {message}");
 
                 // Pods of the 2.17 proxy crash-loop; the ones running now do not.
                 const PINNED: &str = "edge-24.11.8";
@@ -351,6 +354,11 @@ async fn a_restart_that_cannot_become_ready_stops_the_wave() {
                 })
                 .await?;
 
+                let (health, message) = argocd::health(&dps.get("apps").await?)?;
+                ensure!(
+                    health == "Degraded" && message.starts_with("RestartFailed"),
+                    "{health}: {message}"
+                );
                 let failed = stopped
                     .lagging
                     .iter()

@@ -9,6 +9,7 @@ use anyhow::{Context, ensure};
 use common::{condition, set_fault};
 use k8s_openapi::api::apps::v1::Deployment;
 use keelson_crds::controlplane::UpgradeOutcome;
+use keelson_e2e::argocd;
 use keelson_e2e::shared::env;
 use kube::Api;
 use serde_json::json;
@@ -26,6 +27,10 @@ async fn a_failed_gate_rolls_back_to_the_previous_release() {
             )
             .await?;
 
+            // Argo CD sees a converged control plane as Healthy.
+            let (health, message) = argocd::health(&cps.get(&ns).await?)?;
+            ensure!(health == "Healthy", "{health}: {message}");
+
             let rolled = common::upgrade_rolled_back(
                 &client,
                 &cps,
@@ -40,6 +45,13 @@ async fn a_failed_gate_rolls_back_to_the_previous_release() {
                 "{status:?}"
             );
             ensure!(status.upgrade.is_none(), "{status:?}");
+            // Serving on the old release, but not what the spec asks for:
+            // Degraded until the spec changes.
+            let (health, message) = argocd::health(&rolled)?;
+            ensure!(
+                health == "Degraded" && message.starts_with("UpgradeRolledBack"),
+                "{health}: {message}"
+            );
             ensure!(
                 condition(&rolled, "Ready").is_some_and(|(s, _)| s == "True"),
                 "serving on the old release"

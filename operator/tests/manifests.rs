@@ -30,6 +30,7 @@ fn manifests_are_current() {
             "manifests/helm/keelson/crds/keelson.dev.yaml",
             install::helm_crds(),
         ),
+        ("manifests/argocd/argocd-cm.yaml", install::argocd_cm()),
     ]
     .iter()
     .filter_map(|(path, text)| check(path, text))

@@ -1040,8 +1040,9 @@ async fn write_status(
     ctx: &Context,
     cp: &ControlPlane,
     previous: &ControlPlaneStatus,
-    next: ControlPlaneStatus,
+    mut next: ControlPlaneStatus,
 ) -> Result<(), ReconcileError> {
+    status::with_kstatus(&mut next.conditions);
     if &next == previous {
         return Ok(());
     }

@@ -12,6 +12,11 @@ pub const PROGRESSING: &str = "Progressing";
 pub const DEGRADED: &str = "Degraded";
 pub const KUBERNETES_SUPPORTED: &str = "KubernetesVersionSupported";
 pub const CERTIFICATES_EXPIRING_SOON: &str = "CertificatesExpiringSoon";
+/// The conditions `kstatus` (Flux, `kubectl wait`-style tools, Argo CD's
+/// health checks) reads: work under way, and work that cannot go on
+/// without someone changing something.
+pub const RECONCILING: &str = "Reconciling";
+pub const STALLED: &str = "Stalled";
 
 /// A component's state from its Deployment: available once every replica of
 /// the current template is updated and available.
@@ -121,6 +126,25 @@ pub fn rolled_out_bundle(deployments: &[Option<Deployment>]) -> Option<String> {
     });
     let first = digests.next()??;
     digests.all(|d| d.as_ref() == Some(&first)).then_some(first)
+}
+
+/// Adds `Reconciling` and `Stalled`, the "abnormal-true" conditions of the
+/// kstatus conventions, as copies of `Progressing` and `Degraded` (their
+/// reasons, messages, generations and transition times): the operator
+/// decides each state once, and GitOps tools that know only the
+/// conventions read the same answer. Called on every status written.
+pub fn with_kstatus(conditions: &mut Vec<Condition>) {
+    for (source, mirror) in [(PROGRESSING, RECONCILING), (DEGRADED, STALLED)] {
+        let copy = conditions
+            .iter()
+            .find(|c| c.type_ == source)
+            .map(|c| Condition {
+                type_: mirror.to_owned(),
+                ..c.clone()
+            });
+        conditions.retain(|c| c.type_ != mirror);
+        conditions.extend(copy);
+    }
 }
 
 /// Sets a condition, keeping its transition time while its status holds.
@@ -334,6 +358,61 @@ mod tests {
             "status": {"replicas": replicas, "availableReplicas": available, "updatedReplicas": updated, "observedGeneration": observed},
         }))
         .unwrap()
+    }
+
+    #[test]
+    fn kstatus_conditions_copy_progressing_and_degraded() {
+        let mut conditions = Vec::new();
+        set_condition(&mut conditions, READY, true, "Ready", "ok", Some(3), &t(1));
+        set_condition(
+            &mut conditions,
+            PROGRESSING,
+            true,
+            "Upgrading",
+            "to 2.20",
+            Some(3),
+            &t(2),
+        );
+        set_condition(
+            &mut conditions,
+            DEGRADED,
+            false,
+            "AsExpected",
+            "",
+            Some(3),
+            &t(3),
+        );
+        with_kstatus(&mut conditions);
+        with_kstatus(&mut conditions);
+        fn get<'c>(conditions: &'c [Condition], type_: &str) -> &'c Condition {
+            conditions.iter().find(|c| c.type_ == type_).unwrap()
+        }
+        assert_eq!(conditions.len(), 5, "{conditions:?}");
+        let reconciling = get(&conditions, RECONCILING);
+        assert_eq!(
+            (
+                reconciling.status.as_str(),
+                reconciling.reason.as_str(),
+                reconciling.message.as_str()
+            ),
+            ("True", "Upgrading", "to 2.20")
+        );
+        assert_eq!(reconciling.observed_generation, Some(3));
+        assert_eq!(reconciling.last_transition_time, t(2));
+        assert_eq!(get(&conditions, STALLED).status, "False");
+        // Once Progressing is False, so is Reconciling.
+        set_condition(
+            &mut conditions,
+            PROGRESSING,
+            false,
+            "Done",
+            "",
+            Some(4),
+            &t(5),
+        );
+        with_kstatus(&mut conditions);
+        assert_eq!(get(&conditions, RECONCILING).status, "False");
+        assert_eq!(get(&conditions, RECONCILING).observed_generation, Some(4));
     }
 
     #[test]

@@ -439,6 +439,9 @@ async fn write_status(
     previous: &DataPlaneStatus,
     next: &DataPlaneStatus,
 ) -> Result<(), ReconcileError> {
+    let mut next = next.clone();
+    crate::controlplane::status::with_kstatus(&mut next.conditions);
+    let next = &next;
     if next == previous {
         return Ok(());
     }
