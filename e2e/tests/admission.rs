@@ -10,6 +10,7 @@ use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{Event, Namespace, Pod};
 use keelson_crds::{ControlPlane, DataPlane};
 use keelson_e2e::shared::{env, install_keelson_crds};
+use keelson_operator::inject::manifests::{Source, inject_manifests};
 use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use kube::core::{ApiResource, DynamicObject, GroupVersionKind};
 use kube::{Api, Client, ResourceExt};
@@ -241,6 +242,68 @@ async fn pods_in_injected_namespaces_get_the_proxy() {
                         pod.labels()
                     );
                 }
+                // `keelson inject -f` for the cluster's ControlPlane writes
+                // into the Deployment's template what the webhook patched
+                // into its pods: the template, defaulted by the API server
+                // in a dry run (where the webhook finds the proxy there and
+                // skips), is the pod.
+                let webhook_pod = pods_of(&client, &meshed, "web", 2).await?.remove(0);
+                let source = Source::from_cluster(&client, Some(&ns)).await?;
+                let mut manifest = deployment("web", 2, json!({}))?;
+                manifest.metadata.namespace = Some(meshed.clone());
+                let (yaml, _) =
+                    inject_manifests(&yaml_serde::to_string(&manifest)?, &source.offline())?;
+                let injected: Deployment = yaml_serde::from_str(yaml.trim_start_matches("---\n"))?;
+                let template = injected.spec.context("no spec")?.template;
+                let as_pod = Pod {
+                    metadata: kube::api::ObjectMeta {
+                        generate_name: Some("web-cli-".into()),
+                        ..template.metadata.context("no template metadata")?
+                    },
+                    spec: template.spec,
+                    status: None,
+                };
+                let dry_run = PostParams {
+                    dry_run: true,
+                    ..PostParams::default()
+                };
+                let defaulted = Api::<Pod>::namespaced(client.clone(), &meshed)
+                    .create(&dry_run, &as_pod)
+                    .await?;
+                let mut want = webhook_pod.spec.clone().context("no spec")?;
+                want.node_name = None;
+                // The ServiceAccount admission plugin adds the token volume
+                // before webhooks run: after the proxy's volumes in the dry
+                // run, before them in the pod.
+                let by_name = |spec: &mut k8s_openapi::api::core::v1::PodSpec| {
+                    if let Some(v) = spec.volumes.as_mut() {
+                        v.sort_by(|a, b| a.name.cmp(&b.name));
+                    }
+                };
+                by_name(&mut want);
+                let mut defaulted = defaulted;
+                if let Some(spec) = defaulted.spec.as_mut() {
+                    by_name(spec);
+                }
+                ensure!(
+                    defaulted.spec.as_ref() == Some(&want),
+                    "keelson inject: {}\nwebhook: {}",
+                    serde_json::to_string(&defaulted.spec)?,
+                    serde_json::to_string(&want)?
+                );
+                let mut labels = webhook_pod.labels().clone();
+                labels.remove("pod-template-hash");
+                ensure!(
+                    defaulted.labels() == &labels,
+                    "{:?} != {labels:?}",
+                    defaulted.labels()
+                );
+                ensure!(
+                    defaulted.annotations() == webhook_pod.annotations(),
+                    "{:?} != {:?}",
+                    defaulted.annotations(),
+                    webhook_pod.annotations()
+                );
                 for pod in pods_of(&client, &meshed, "opt-out", 1).await? {
                     ensure!(!has_proxy(&pod), "a disabled pod was injected");
                 }

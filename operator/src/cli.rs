@@ -47,6 +47,31 @@ enum Command {
         #[arg(long)]
         kubernetes_version: Option<String>,
     },
+    /// Inject Linkerd's proxy into the pod templates of manifests (Pods,
+    /// Deployments, StatefulSets, DaemonSets, ReplicaSets, Jobs, CronJobs,
+    /// Lists of them) as the webhook injects their pods, and print them;
+    /// other objects pass through. For the cluster's ControlPlane (its
+    /// running release and trust bundle), or offline for a ControlPlane
+    /// manifest and a trust bundle. A report goes to standard error.
+    Inject {
+        /// Manifests (YAML, several documents); `-` reads standard input.
+        #[arg(short = 'f', long = "filename")]
+        file: PathBuf,
+        /// Offline: the ControlPlane manifest to inject for (its
+        /// `spec.version`), with `--trust-anchors`.
+        #[arg(long, requires = "trust_anchors", conflicts_with = "control_plane")]
+        control_plane_file: Option<PathBuf>,
+        /// Offline: the trust bundle (PEM) proxies are given.
+        #[arg(long, requires = "control_plane_file")]
+        trust_anchors: Option<PathBuf>,
+        /// The cluster's ControlPlane to inject for (default: the only one).
+        #[arg(long)]
+        control_plane: Option<String>,
+        /// Offline: Kubernetes version of the target cluster (MAJOR.MINOR);
+        /// defaults to the release's floor.
+        #[arg(long)]
+        kubernetes_version: Option<String>,
+    },
     /// List the Linkerd releases in Keelson's catalog.
     Versions,
     /// Check the health of the mesh in the cluster of the current kubeconfig:
@@ -238,6 +263,47 @@ impl Cli {
                     );
                 }
             }
+            Command::Inject {
+                file,
+                control_plane_file,
+                trust_anchors,
+                control_plane,
+                kubernetes_version,
+            } => {
+                let text = read_input(&file)?;
+                let source = match (control_plane_file, trust_anchors) {
+                    (Some(cp), Some(anchors)) => {
+                        let cp: keelson_crds::ControlPlane =
+                            yaml_serde::from_str(&read_input(&cp)?).with_context(|| {
+                                format!("{} is not a valid ControlPlane", cp.display())
+                            })?;
+                        let kubernetes = kubernetes_version
+                            .map(|v| catalog::KubeVersion::try_from(v).map_err(anyhow::Error::msg))
+                            .transpose()
+                            .context("--kubernetes-version")?;
+                        let anchors = std::fs::read_to_string(&anchors)
+                            .with_context(|| format!("reading {}", anchors.display()))?;
+                        keelson_operator::inject::manifests::Source::new(
+                            cp, anchors, None, kubernetes,
+                        )?
+                    }
+                    _ => injection_from_cluster(control_plane.as_deref())?,
+                };
+                let offline = source.offline();
+                let (yaml, outcomes) =
+                    keelson_operator::inject::manifests::inject_manifests(&text, &offline)?;
+                out().write_all(yaml.as_bytes())?;
+                for outcome in outcomes {
+                    use keelson_operator::inject::manifests::Outcome;
+                    match outcome {
+                        Outcome::Injected { workload } => eprintln!("{workload} injected"),
+                        Outcome::Skipped { workload, reason } => {
+                            eprintln!("{workload} skipped: {reason}");
+                        }
+                        Outcome::NotAWorkload { .. } => {}
+                    }
+                }
+            }
             Command::Manifests => {
                 out().write_all(keelson_operator::install::plain_yaml().as_bytes())?;
             }
@@ -313,6 +379,31 @@ impl Cli {
         }
         Ok(())
     }
+}
+
+/// A file's text; `-` reads standard input.
+fn read_input(file: &std::path::Path) -> anyhow::Result<String> {
+    if file.as_os_str() == "-" {
+        Ok(std::io::read_to_string(std::io::stdin())?)
+    } else {
+        std::fs::read_to_string(file).with_context(|| format!("reading {}", file.display()))
+    }
+}
+
+/// The cluster's ControlPlane to inject for (`name`, or the only one).
+fn injection_from_cluster(
+    name: Option<&str>,
+) -> anyhow::Result<keelson_operator::inject::manifests::Source> {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(async {
+        let client = kube::Client::try_default().await.context(
+            "connecting to Kubernetes (or give --control-plane-file and --trust-anchors)",
+        )?;
+        Ok(keelson_operator::inject::manifests::Source::from_cluster(&client, name).await?)
+    })
 }
 
 fn check(options: &check::cluster::Options) -> anyhow::Result<check::Report> {

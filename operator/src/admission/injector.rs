@@ -6,7 +6,7 @@ use super::events::Notice;
 use super::memo::{Memo, Remembered};
 use crate::catalog::{self, KubeVersion, Release};
 use crate::inject::{self, Owner};
-use crate::render::proxy::TRUST_ROOTS_SHA256;
+use crate::render::proxy::{TRUST_ROOTS, TRUST_ROOTS_KEY, TRUST_ROOTS_SHA256};
 use k8s_openapi::api::apps::v1::{DaemonSet, ReplicaSet, StatefulSet};
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{ConfigMap, Namespace, ObjectReference, Pod};
@@ -24,10 +24,6 @@ use serde_json::value::RawValue;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use tokio::sync::mpsc;
-
-/// The ConfigMap holding the trust bundle, in the control plane's namespace.
-const TRUST_ROOTS: &str = "linkerd-identity-trust-roots";
-const TRUST_ROOTS_KEY: &str = "ca-bundle.crt";
 
 /// The caches the injector reads, filled by the operator's watches.
 #[derive(Clone)]
@@ -604,6 +600,55 @@ mod tests {
             (Some("Deployment"), Some("web"))
         );
         assert_eq!(notice.reference.uid.as_deref(), Some("d-1"));
+    }
+
+    #[tokio::test]
+    async fn keelson_inject_writes_into_a_template_what_the_webhook_patches_into_its_pods() {
+        let labels = json!({"app": "web"});
+        let submitted = pod("web-abc", labels.clone());
+        let (injector, _queued) = Fixture::default().injector();
+        let answer = injector.admit(request("apps", &submitted)).await;
+        let mut admitted = serde_json::to_value(&submitted).unwrap();
+        let ops: json_patch::Patch =
+            serde_json::from_slice(&answer.patch.unwrap().decode()).unwrap();
+        json_patch::patch(&mut admitted, &ops).unwrap();
+
+        let deployment = json!({
+            "apiVersion": "apps/v1", "kind": "Deployment",
+            "metadata": {"name": "web", "namespace": "apps"},
+            "spec": {"selector": {"matchLabels": labels}, "template": {
+                "metadata": {"labels": labels},
+                "spec": serde_json::to_value(submitted.spec.as_ref().unwrap()).unwrap()}},
+        });
+        let cp = control_plane(Some("edge-25.4.4"));
+        let offline = inject::manifests::Offline {
+            control_plane: "mesh",
+            spec: &cp.spec,
+            // The release the cluster's control plane runs, as the webhook
+            // injects it.
+            release: catalog::find("edge-25.4.4").unwrap(),
+            kubernetes: injector.kubernetes,
+            trust_anchors_pem: ANCHORS,
+            trust_root_sha256: None,
+            cni_redirect_sha256: None,
+        };
+        let (yaml, _) = inject::manifests::inject_manifests(
+            &yaml_serde::to_string(&deployment).unwrap(),
+            &offline,
+        )
+        .unwrap();
+        let injected: Value = yaml_serde::from_str(yaml.trim_start_matches("---\n")).unwrap();
+        let template = &injected["spec"]["template"];
+        assert_eq!(template["spec"], admitted["spec"]);
+        assert_eq!(
+            template["metadata"]["labels"],
+            admitted["metadata"]["labels"]
+        );
+        assert_eq!(
+            template["metadata"]["annotations"],
+            admitted["metadata"]["annotations"]
+        );
+        assert!(template["spec"].to_string().contains("linkerd-proxy"));
     }
 
     /// A pod of `web-abc` whose API token volume is named as Kubernetes

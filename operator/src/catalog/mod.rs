@@ -76,6 +76,19 @@ pub struct KubeVersion {
     pub minor: u32,
 }
 
+impl KubeVersion {
+    /// The version an API server reports; providers append suffixes to the
+    /// minor version ("27+").
+    pub fn of_server(info: &k8s_openapi::apimachinery::pkg::version::Info) -> Result<Self, String> {
+        let minor: String = info
+            .minor
+            .chars()
+            .take_while(char::is_ascii_digit)
+            .collect();
+        Self::try_from(format!("{}.{minor}", info.major))
+    }
+}
+
 impl TryFrom<String> for KubeVersion {
     type Error = String;
 

@@ -24,7 +24,7 @@ use crate::apply::{Applier, ApplyError};
 use crate::catalog;
 use crate::identity;
 use crate::render::CONTROL_PLANE_LABEL;
-use crate::render::proxy::trust_root_sha256;
+use crate::render::proxy::{TRUST_ROOTS, TRUST_ROOTS_KEY, trust_root_sha256};
 use k8s_openapi::ByteString;
 use k8s_openapi::api::admissionregistration::v1::MutatingWebhookConfiguration;
 use k8s_openapi::api::core::v1::{ConfigMap, Secret};
@@ -159,10 +159,10 @@ pub async fn start(
     );
     let roots = cm_data(
         config_maps
-            .get_opt("linkerd-identity-trust-roots")
+            .get_opt(TRUST_ROOTS)
             .await
-            .map_err(|e| read("linkerd-identity-trust-roots", e))?,
-        "ca-bundle.crt",
+            .map_err(|e| read(TRUST_ROOTS, e))?,
+        TRUST_ROOTS_KEY,
     );
     let issuer = Api::<Secret>::namespaced(client.clone(), ns)
         .get_opt(ISSUER_SECRET)

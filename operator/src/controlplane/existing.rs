@@ -10,6 +10,7 @@
 use super::ReconcileError;
 use crate::identity;
 use crate::render::CONTROL_PLANE_LABEL;
+use crate::render::proxy::{TRUST_ROOTS, TRUST_ROOTS_KEY};
 use k8s_openapi::Resource as _;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{ConfigMap, Secret};
@@ -20,7 +21,7 @@ use kube::api::{Api, ListParams};
 use std::collections::BTreeSet;
 
 /// The objects whose presence, unmade by Keelson, means Linkerd runs here.
-const CONFIG_MAPS: [&str; 2] = ["linkerd-config", "linkerd-identity-trust-roots"];
+const CONFIG_MAPS: [&str; 2] = ["linkerd-config", TRUST_ROOTS];
 const DEPLOYMENTS: [&str; 3] = [
     "linkerd-identity",
     "linkerd-destination",
@@ -29,7 +30,6 @@ const DEPLOYMENTS: [&str; 3] = [
 /// Listed when found, but not a sign of an installation alone: Keelson's
 /// `External` and `OfflineRoot` modes ask the user to create it first.
 const ISSUER: &str = "linkerd-identity-issuer";
-const TRUST_ROOTS_KEY: &str = "ca-bundle.crt";
 
 /// One object found, as much of it as the judgement needs.
 pub struct Found {

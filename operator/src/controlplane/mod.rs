@@ -1101,13 +1101,7 @@ async fn server_version(client: &Client) -> Result<KubeVersion, ReconcileError> 
         .apiserver_version()
         .await
         .map_err(|e| ReconcileError::kube("reading the API server version", e))?;
-    // Providers append suffixes to the minor version ("27+").
-    let minor: String = info
-        .minor
-        .chars()
-        .take_while(char::is_ascii_digit)
-        .collect();
-    KubeVersion::try_from(format!("{}.{minor}", info.major)).map_err(|e| {
+    KubeVersion::of_server(&info).map_err(|e| {
         ReconcileError::kube(
             "reading the API server version",
             kube::Error::Service(e.into()),

@@ -3,8 +3,9 @@
 
 use crate::render::CONTROL_PLANE_LABEL;
 pub use crate::render::cni::REDIRECT_SHA256 as CNI_REDIRECT_SHA256;
-pub use crate::render::proxy::TRUST_ROOT_SHA256;
+use crate::render::proxy::TRUST_ROOTS_KEY;
 use crate::render::proxy::published_trust_root_sha256;
+pub use crate::render::proxy::{TRUST_ROOT_SHA256, TRUST_ROOTS};
 use crate::rollout::{Desired, Kind, PodProxy, RESTARTED_AT, Strategy, Target, Workload};
 use k8s_openapi::api::apps::v1::{DaemonSet, Deployment, StatefulSet};
 use k8s_openapi::api::core::v1::{ConfigMap, Pod};
@@ -19,9 +20,6 @@ use std::sync::Arc;
 
 pub const PROXY_VERSION: &str = "linkerd.io/proxy-version";
 pub const INJECT: &str = "linkerd.io/inject";
-/// The trust bundle proxies get, in the control plane's namespace.
-pub const TRUST_ROOTS: &str = "linkerd-identity-trust-roots";
-const TRUST_ROOTS_KEY: &str = "ca-bundle.crt";
 /// Label the Deployment controller gives a ReplicaSet's pods; the
 /// ReplicaSet is named `<deployment>-<hash>`.
 pub const POD_TEMPLATE_HASH: &str = "pod-template-hash";

@@ -11,6 +11,7 @@
 
 mod annotations;
 pub(crate) mod goparse;
+pub mod manifests;
 mod patch;
 #[cfg(test)]
 mod tests;

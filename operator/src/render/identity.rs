@@ -33,11 +33,11 @@ pub(super) fn base(ctx: &Context<'_>) -> Vec<Value> {
         "v1",
         "ConfigMap",
         ctx.meta(
-            "linkerd-identity-trust-roots",
+            super::proxy::TRUST_ROOTS,
             Scope::Namespaced { created_by: true },
             Some("identity"),
         ),
-        json!({"data": {"ca-bundle.crt": ctx.identity.trust_anchors_pem.trim()}}),
+        json!({"data": {super::proxy::TRUST_ROOTS_KEY: ctx.identity.trust_anchors_pem.trim()}}),
     );
     // What digests the bundle as `linkerd-config` holds it, for the
     // injector and DataPlanes, which read this ConfigMap.

@@ -750,8 +750,8 @@ pub(crate) fn proxy_container(v: &ProxyValues<'_>) -> k8s::Container {
             value: None,
             value_from: Some(k8s::EnvVarSource {
                 config_map_key_ref: Some(k8s::ConfigMapKeySelector {
-                    name: "linkerd-identity-trust-roots".to_owned(),
-                    key: "ca-bundle.crt".to_owned(),
+                    name: TRUST_ROOTS.to_owned(),
+                    key: TRUST_ROOTS_KEY.to_owned(),
                     optional: None,
                 }),
                 ..Default::default()
@@ -1135,6 +1135,11 @@ pub fn trust_root_sha256(anchors_pem: &str) -> String {
 /// `linkerd-config`, which for an adopted installation keeps the final
 /// newline it was installed with: the data alone cannot tell.
 pub const TRUST_ROOTS_SHA256: &str = "keelson.dev/trust-root-sha256";
+
+/// The ConfigMap in the control plane's namespace holding the trust bundle
+/// proxies get, and its key.
+pub const TRUST_ROOTS: &str = "linkerd-identity-trust-roots";
+pub const TRUST_ROOTS_KEY: &str = "ca-bundle.crt";
 
 /// The digest of the bundle `pem` published in a trust-roots ConfigMap
 /// with `annotations`: Keelson's annotation where it is there, else the
