@@ -47,7 +47,7 @@ pub enum SourceError {
     Kube {
         what: String,
         #[source]
-        source: kube::Error,
+        source: Box<kube::Error>,
     },
 }
 
@@ -83,7 +83,12 @@ impl Source {
         name: Option<&str>,
     ) -> Result<Self, SourceError> {
         use crate::render::proxy::{TRUST_ROOTS, TRUST_ROOTS_KEY, TRUST_ROOTS_SHA256};
-        let kube = |what: String| move |source| SourceError::Kube { what, source };
+        let kube = |what: String| {
+            move |source| SourceError::Kube {
+                what,
+                source: Box::new(source),
+            }
+        };
         let cps: kube::Api<keelson_crds::ControlPlane> = kube::Api::all(client.clone());
         let cp = match name {
             Some(name) => cps
