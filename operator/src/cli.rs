@@ -427,7 +427,7 @@ fn run(
     election: lease::Config,
 ) -> anyhow::Result<()> {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| "info,kube_runtime=warn".into());
+        .unwrap_or_else(|_| keelson_operator::DEFAULT_LOG_FILTER.into());
     let logs = tracing_subscriber::fmt().with_env_filter(filter);
     if log_format == "json" {
         logs.json().init();

@@ -18,3 +18,7 @@ pub mod policy;
 pub mod render;
 pub mod rollout;
 pub mod runtime;
+
+/// The log filter `keelson run` uses when `RUST_LOG` is unset, and the one
+/// the install manifests set.
+pub const DEFAULT_LOG_FILTER: &str = "info,kube_runtime=warn";

@@ -31,6 +31,10 @@ fn manifests_are_current() {
             install::helm_crds(),
         ),
         ("manifests/argocd/argocd-cm.yaml", install::argocd_cm()),
+        (
+            "manifests/helm/keelson/values.schema.json",
+            install::values::schema_json(),
+        ),
     ]
     .iter()
     .filter_map(|(path, text)| check(path, text))

@@ -6,6 +6,7 @@ use crate::render::object;
 use serde_json::{Value, json};
 
 pub mod rbac;
+pub mod values;
 
 /// Parameters of an install. The Helm chart renders with placeholders.
 pub struct Install<'a> {
@@ -277,8 +278,10 @@ fn deployment(i: &Install<'_>) -> Value {
                         "args": ["run", "--log-format", "json",
                             "--webhook-listen", format!("0.0.0.0:{WEBHOOK_PORT}"),
                             "--admin-listen", format!("0.0.0.0:{ADMIN_PORT}")],
+                        "imagePullPolicy": "IfNotPresent",
                         "env": [field("POD_NAMESPACE", "metadata.namespace"), field("POD_NAME", "metadata.name"),
-                            {"name": CONTROL_PLANE_NAMESPACES_ENV, "value": control_plane_namespaces(i)}],
+                            {"name": CONTROL_PLANE_NAMESPACES_ENV, "value": control_plane_namespaces(i)},
+                            {"name": "RUST_LOG", "value": crate::DEFAULT_LOG_FILTER}],
                         "ports": [
                             {"name": "webhooks", "containerPort": WEBHOOK_PORT, "protocol": "TCP"},
                             {"name": "admin", "containerPort": ADMIN_PORT, "protocol": "TCP"},
@@ -338,16 +341,21 @@ const CP_NAME: &str = "{{ $cp.name }}";
 const CP_NAMESPACE: &str = "{{ $cp.namespace }}";
 const RELEASE_NAMESPACE: &str = "{{ .Release.Namespace }}";
 
-/// The Helm chart's template: the same objects with Helm placeholders, and
-/// the per-namespace grants in ranges over `controlPlanes` and
-/// `dataPlaneNamespaces`. The namespace objects and the CRDs stay out of
-/// it: Helm creates the release namespace, cannot own a control-plane
-/// namespace that exists already, and CRDs go in the chart's `crds/`.
+/// The Helm chart's generated template: the same objects with Helm
+/// placeholders, and the per-namespace grants in ranges over
+/// `controlPlanes` and `dataPlaneNamespaces`. The namespace objects and
+/// the CRDs stay out of it: Helm creates the release namespace, cannot own
+/// a control-plane namespace that exists already, and CRDs go in the
+/// chart's `crds/`. So do the Deployment and PodDisruptionBudget, which
+/// take most of the chart's values: `templates/deployment.yaml` is written
+/// by hand, and `make chart` checks that its defaults render what
+/// [`plain_yaml`] has.
 pub fn helm_template() -> String {
+    // The Deployment, the only object with an image and replicas, is left out.
     let objects = objects(&Install {
         namespace: RELEASE_NAMESPACE,
-        image: "{{ .Values.image.repository }}:{{ .Values.image.tag | default .Chart.AppVersion }}",
-        replicas: "{{ .Values.replicas }}".into(),
+        image: "",
+        replicas: Value::Null,
         control_planes: &[],
         data_plane_namespaces: &[],
     });
@@ -366,7 +374,15 @@ pub fn helm_template() -> String {
     };
     let (shells, kept): (Vec<Value>, Vec<Value>) = objects
         .into_iter()
-        .filter(|o| o["kind"] != "Namespace" && o["kind"] != "CustomResourceDefinition")
+        .filter(|o| {
+            ![
+                "Namespace",
+                "CustomResourceDefinition",
+                "Deployment",
+                "PodDisruptionBudget",
+            ]
+            .contains(&o["kind"].as_str().unwrap_or_default())
+        })
         .partition(linkerds);
     // Inside a range, `.` is the item: the release is reached through `$`.
     let ranged = Install {
@@ -405,34 +421,14 @@ pub fn helm_template() -> String {
     out.push_str("{{- else }}\n");
     out.push_str(&to_yaml("", &[restart_grant(&ranged, "{{ $ns }}")]));
     out.push_str("{{- end }}\n{{- end }}\n");
-    // YAML quotes the placeholder; Helm must see a bare number.
-    let out = out
-        .replace(
-            "replicas: '{{ .Values.replicas }}'",
-            "replicas: {{ .Values.replicas }}",
-        )
-        .replace(
-            &format!("from: {WEBHOOK_FROM}"),
-            "from:\n    {{- toYaml .Values.networkPolicy.webhookFrom | nindent 6 }}",
-        )
-        .replace(
-            &format!("from: {METRICS_FROM}"),
-            "from:\n    {{- toYaml .Values.networkPolicy.metricsFrom | nindent 6 }}",
-        );
-    // The granted namespaces, joined from the list of control planes: the
-    // value on the line after the variable's name.
-    let mut lines: Vec<String> = out.lines().map(str::to_owned).collect();
-    if let Some(at) = lines.iter().position(|l| {
-        l.trim_end()
-            .ends_with(&format!("name: {CONTROL_PLANE_NAMESPACES_ENV}"))
-    }) && let Some(value) = lines.get_mut(at + 1)
-    {
-        *value = value.replace(
-            "value: ''",
-            "value: '{{ range $i, $cp := .Values.controlPlanes }}{{ if $i }},{{ end }}{{ $cp.namespace }}{{ end }}'",
-        );
-    }
-    lines.join("\n") + "\n"
+    out.replace(
+        &format!("from: {WEBHOOK_FROM}"),
+        "from:\n    {{- toYaml .Values.networkPolicy.webhookFrom | nindent 6 }}",
+    )
+    .replace(
+        &format!("from: {METRICS_FROM}"),
+        "from:\n    {{- toYaml .Values.networkPolicy.metricsFrom | nindent 6 }}",
+    )
 }
 
 /// The CRDs for the chart's `crds/` folder.
