@@ -27,10 +27,10 @@ if [ ${#missing[@]} -gt 0 ]; then
   apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
 fi
 
-echo "==> building a static keelson (release, glibc crt-static); the first build takes minutes"
-RUSTFLAGS="-C target-feature=+crt-static" cargo build --release --locked \
+echo "==> building a static keelson (profile image: release, stripped; glibc crt-static); the first build takes minutes"
+RUSTFLAGS="-C target-feature=+crt-static" cargo build --profile image --locked \
   --target x86_64-unknown-linux-gnu -p keelson-operator --bin keelson
-binary=target/x86_64-unknown-linux-gnu/release/keelson
+binary=target/x86_64-unknown-linux-gnu/image/keelson
 if readelf -d "$binary" | grep -q NEEDED; then
   echo "$binary needs shared libraries:" >&2
   readelf -d "$binary" | grep NEEDED >&2

@@ -62,12 +62,33 @@ struct Resolved {
 pub struct SubmittedPod {
     pub text: Box<RawValue>,
     pub metadata: ObjectMeta,
+    /// Where its spec is in `text`.
+    spec: Option<std::ops::Range<usize>>,
 }
 
 impl<'de> Deserialize<'de> for SubmittedPod {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        let (text, metadata) = super::raw::text_and_metadata(deserializer)?;
-        Ok(Self { text, metadata })
+        let super::raw::Parts {
+            text,
+            metadata,
+            spec,
+        } = super::raw::parts(deserializer)?;
+        Ok(Self {
+            text,
+            metadata,
+            spec,
+        })
+    }
+}
+
+impl SubmittedPod {
+    /// What its injection is decided from, for the memo.
+    fn shape(&self) -> super::memo::PodShape<'_> {
+        super::memo::PodShape {
+            text: self.text.get(),
+            metadata: &self.metadata,
+            spec: self.spec.clone().map_or("null", |at| &self.text.get()[at]),
+        }
     }
 }
 
@@ -191,7 +212,7 @@ impl Injector {
             }),
         };
         // Only a pod not seen before is decoded in full.
-        let decision = self.memo.decide(&cp, &context, pod.text.get(), || {
+        let decision = self.memo.decide(&cp, &context, &pod.shape(), || {
             let mut pod: Pod = serde_json::from_str(pod.text.get())?;
             pod.metadata.namespace = Some(namespace.clone());
             Ok::<_, serde_json::Error>(inject::inject(&context, &pod))
@@ -705,6 +726,46 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn pods_of_one_spec_share_a_decision_whatever_their_names_and_labels() {
+        let patch_of = |r: Answer| String::from_utf8(r.patch.unwrap().decode()).unwrap();
+        let (remembering, _queued) = Fixture::default().injector();
+        let variants = [
+            pod("web-abc", json!({"app": "web", "pod-template-hash": "abc"})),
+            pod("web-abc", json!({"app": "web", "pod-template-hash": "def"})),
+            {
+                let mut named = pod("web-abc", json!({"app": "web"}));
+                named.metadata.generate_name = None;
+                named.metadata.name = Some("web-standalone".into());
+                named
+            },
+        ];
+        for variant in &variants {
+            let remembered = patch_of(remembering.admit(request("apps", variant)).await);
+            let (fresh, _queued) = Fixture::default().injector();
+            let rendered = patch_of(fresh.admit(request("apps", variant)).await);
+            assert_eq!(remembered, rendered);
+        }
+        assert_eq!(remembering.memo.held().0, 1, "one decision for the three");
+        // Whether there are labels at all is read (the patch adds the map),
+        // and so are the annotations and the spec.
+        let unlabelled = pod("web-abc", json!({}));
+        let mut annotated = pod("web-abc", json!({"app": "web"}));
+        annotated.metadata.annotations =
+            Some([("example.com/team".to_owned(), "a".to_owned())].into());
+        let mut other_image = pod("web-abc", json!({"app": "web"}));
+        other_image.spec.as_mut().unwrap().containers[0].image = Some("example.com/app:2".into());
+        for (i, variant) in [unlabelled, annotated, other_image].iter().enumerate() {
+            let remembered = patch_of(remembering.admit(request("apps", variant)).await);
+            let (fresh, _queued) = Fixture::default().injector();
+            assert_eq!(
+                remembered,
+                patch_of(fresh.admit(request("apps", variant)).await)
+            );
+            assert_eq!(remembering.memo.held().0, 2 + i);
+        }
+    }
+
+    #[tokio::test]
     async fn a_changed_control_plane_is_decided_afresh() {
         let (mut injector, _queued) = Fixture::default().injector();
         let mut writer = kube::runtime::reflector::store::Writer::<ControlPlane>::default();
@@ -815,10 +876,9 @@ mod tests {
         // Distinct pods fill the budget, never more.
         let mut most = 0;
         for i in 0..1500 {
-            let web = pod(
-                "web-abc",
-                json!({"n": i.to_string(), "pad": "p".repeat(60)}),
-            );
+            let mut web = pod("web-abc", json!({"app": "web"}));
+            web.metadata.annotations =
+                Some([("example.com/n".to_owned(), format!("{i}{}", "p".repeat(60)))].into());
             injector.admit(request("apps", &web)).await;
             let (entries, bytes) = injector.memo.held();
             assert!(bytes <= super::super::memo::BUDGET, "{bytes} bytes held");

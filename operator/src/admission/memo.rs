@@ -3,9 +3,12 @@
 //! The API server names a controller's pods after mutating admission, so
 //! the pods of one ReplicaSet, Job or StatefulSet revision reach the injector
 //! as the same JSON text: a rollout of a hundred pods renders one patch. The
-//! key is that text and the decision's [`inject::Context`], compared byte for
-//! byte, so a hit is the decision the injector would make again, and costs
-//! no decoding of the pod.
+//! key is what of that text a decision reads (the spec, the annotations,
+//! whether there are labels: [`PodShape`]) and the decision's
+//! [`inject::Context`], compared byte for byte, so a hit is the decision
+//! the injector would make again, and costs no decoding of the pod. Bare
+//! pods of one spec, or pods whose labels differ (a new ReplicaSet's
+//! template hash, a DaemonSet's), share a decision too.
 //!
 //! From Kubernetes 1.21 each pod's API token volume has a random name
 //! (`kube-api-access-` and five characters), which the proxy mounts. The key
@@ -13,6 +16,7 @@
 //! own name written in.
 
 use crate::inject::{self, Decision, Refusal, SkipReason};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use keelson_crds::ControlPlane;
 use keelson_webhooks::admission::EncodedPatch;
 use std::collections::HashMap;
@@ -47,6 +51,17 @@ pub enum Remembered {
     Patch(EncodedPatch),
     Skip(SkipReason),
     Refuse(Refusal),
+}
+
+/// What of a submitted pod its injection reads: its spec (as text), its
+/// annotations, and whether it has labels (the patch adds the map when it
+/// has none). Its name, labels and owners are not read: the owner's name
+/// that the patch's labels carry is in the context.
+pub struct PodShape<'a> {
+    /// The whole pod: one too long is not remembered.
+    pub text: &'a str,
+    pub metadata: &'a ObjectMeta,
+    pub spec: &'a str,
 }
 
 #[derive(Clone)]
@@ -85,14 +100,14 @@ impl Memo {
         &self,
         control_plane: &Arc<ControlPlane>,
         context: &inject::Context<'_>,
-        pod: &str,
+        pod: &PodShape<'_>,
         render: impl FnOnce() -> Result<Decision, E>,
     ) -> Result<Remembered, E> {
         debug_assert!(std::ptr::eq(context.spec, &control_plane.spec));
-        if pod.len() > LARGEST_KEY {
+        if pod.text.len() > LARGEST_KEY {
             return Ok(Entry::new(render()?, None).decided);
         }
-        let token = token_volume(pod);
+        let token = token_volume(pod.spec);
         let key = key(
             context,
             &self.spec_bytes(control_plane),
@@ -242,10 +257,10 @@ fn token_volume(pod: &str) -> Option<([u8; TOKEN_RANDOM], Vec<usize>)> {
 fn key(
     context: &inject::Context<'_>,
     spec: &[u8],
-    pod: &str,
+    pod: &PodShape<'_>,
     token: Option<&([u8; TOKEN_RANDOM], Vec<usize>)>,
 ) -> Vec<u8> {
-    let mut key = Vec::with_capacity(pod.len() + context.trust_anchors_pem.len() + 1024);
+    let mut key = Vec::with_capacity(pod.text.len() + context.trust_anchors_pem.len() + 1024);
     let mut part = |bytes: &[u8]| {
         key.extend_from_slice(bytes);
         key.push(END);
@@ -264,8 +279,13 @@ fn key(
     // Serializing into memory cannot fail (string keys only).
     let _ = serde_json::to_writer(&mut key, context.namespace);
     key.push(END);
+    let _ = serde_json::to_writer(&mut key, &pod.metadata.annotations);
+    key.push(END);
+    let labelled = pod.metadata.labels.as_ref().is_some_and(|l| !l.is_empty());
+    key.push(u8::from(labelled));
+    key.push(END);
     let start = key.len();
-    key.extend_from_slice(pod.as_bytes());
+    key.extend_from_slice(pod.spec.as_bytes());
     for &at in token.map(|(_, at)| at.as_slice()).unwrap_or_default() {
         key[start + at..][..TOKEN_RANDOM].fill(BLANK);
     }

@@ -9,6 +9,7 @@ use serde::de::{DeserializeOwned, Error as _};
 use serde::{Deserialize, Deserializer};
 use serde_json::value::RawValue;
 use std::borrow::Cow;
+use std::ops::Range;
 
 pub struct RawObject {
     pub text: Box<RawValue>,
@@ -17,23 +18,41 @@ pub struct RawObject {
     metadata: ObjectMeta,
 }
 
-/// An object's JSON text, kept whole, and its metadata decoded from it
-/// (`metadata: null` reads as none, as k8s-openapi reads it).
-pub fn text_and_metadata<'de, D: Deserializer<'de>>(
-    deserializer: D,
-) -> Result<(Box<RawValue>, ObjectMeta), D::Error> {
+/// An object's JSON text, kept whole, its metadata decoded from it
+/// (`metadata: null` reads as none, as k8s-openapi reads it), and where in
+/// the text its `spec` is, if it has one.
+pub struct Parts {
+    pub text: Box<RawValue>,
+    pub metadata: ObjectMeta,
+    pub spec: Option<Range<usize>>,
+}
+
+pub fn parts<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Parts, D::Error> {
     #[derive(Deserialize)]
-    struct Head {
+    struct Head<'a> {
         metadata: Option<ObjectMeta>,
+        #[serde(borrow)]
+        spec: Option<&'a RawValue>,
     }
     let text = Box::<RawValue>::deserialize(deserializer)?;
-    let head: Head = serde_json::from_str(text.get()).map_err(D::Error::custom)?;
-    Ok((text, head.metadata.unwrap_or_default()))
+    let head: Head<'_> = serde_json::from_str(text.get()).map_err(D::Error::custom)?;
+    // The spec's text is a slice of the object's: its place is the
+    // distance between the two.
+    let spec = head.spec.map(|spec| {
+        let start = spec.get().as_ptr() as usize - text.get().as_ptr() as usize;
+        start..start + spec.get().len()
+    });
+    let metadata = head.metadata.unwrap_or_default();
+    Ok(Parts {
+        text,
+        metadata,
+        spec,
+    })
 }
 
 impl<'de> Deserialize<'de> for RawObject {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        let (text, metadata) = text_and_metadata(deserializer)?;
+        let Parts { text, metadata, .. } = parts(deserializer)?;
         Ok(Self { text, metadata })
     }
 }

@@ -19,7 +19,7 @@ use serde_json::{Value, json};
 pub struct Offline<'a> {
     pub control_plane: &'a str,
     pub spec: &'a ControlPlaneSpec,
-    pub release: &'a Release,
+    pub release: &'static Release,
     pub kubernetes: KubeVersion,
     pub trust_anchors_pem: &'a str,
     /// As the trust-roots ConfigMap publishes it; `None`: the digest of

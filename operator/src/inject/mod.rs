@@ -32,8 +32,10 @@ use keelson_crds::ControlPlaneSpec;
 use patch::Ops;
 pub use patch::Patch;
 use serde_json::json;
+use std::cell::RefCell;
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
+use std::rc::Rc;
 
 /// The workload that owns a pod, as Linkerd's owner labels name it
 /// (`Deployment` for a pod of a Deployment's ReplicaSet).
@@ -49,7 +51,7 @@ pub struct Context<'a> {
     pub control_plane: &'a str,
     pub spec: &'a ControlPlaneSpec,
     /// The release whose proxy the pod gets.
-    pub release: &'a Release,
+    pub release: &'static Release,
     pub kubernetes: KubeVersion,
     /// The trust bundle proxies receive, PEM.
     pub trust_anchors_pem: &'a str,
@@ -347,10 +349,8 @@ fn plan(req: &Context<'_>, pod: &Pod) -> Result<Patch, Decision> {
     // A native sidecar proxy starts right after linkerd-init, ahead of the
     // pod's own init containers, so they run meshed.
     let init_at = if v.native_sidecar { "0" } else { "-" };
-    ops.add(
-        &["spec", "initContainers", init_at],
-        &init_container_for(&v),
-    );
+    let containers = rendered_containers(&v);
+    ops.add_json(&["spec", "initContainers", init_at], &containers.init);
     if let Some(debug) = debug {
         ops.add(&["spec", "containers", "-"], &debug_container(&debug));
     }
@@ -369,8 +369,111 @@ fn plan(req: &Context<'_>, pod: &Pod) -> Result<Patch, Decision> {
     } else {
         &["spec", "containers", "-"]
     };
-    ops.add(proxy_at, &proxy_container(&v));
+    ops.add_json(proxy_at, &containers.proxy);
     Ok(ops.into_patch())
+}
+
+/// The proxy's and the init container's JSON, rendered from `v`.
+struct Containers {
+    proxy: Rc<[u8]>,
+    init: Rc<[u8]>,
+}
+
+thread_local! {
+    /// The values last rendered on this thread and their containers: pods
+    /// decided afresh mostly resolve to the values of the pod before them
+    /// (a new ReplicaSet's first pod differs from the last one's in its
+    /// image, a Job's from the previous Job's in names), and building,
+    /// serializing and dropping the two containers is most of a fresh
+    /// render. Compared whole, so a hit is what rendering would give.
+    static LAST: RefCell<Option<(ProxyValues<'static>, Containers)>> = const { RefCell::new(None) };
+}
+
+#[cfg(test)]
+thread_local! {
+    /// How many renders on this thread reused the containers before.
+    static RENDER_HITS: std::cell::Cell<u32> = const { std::cell::Cell::new(0) };
+}
+
+/// The prefix of the API token volume's name from Kubernetes 1.21, before
+/// its five random characters, and what stands for them in the cache.
+const TOKEN_VOLUME: &str = "kube-api-access-";
+const TOKEN_PLACEHOLDER: &str = "#####";
+
+fn rendered_containers(v: &ProxyValues<'static>) -> Containers {
+    // The proxy mounts the pod's API token volume, whose name is random
+    // per pod: the cache keys on the values with a placeholder for those
+    // characters, and writes each pod's own into the JSON.
+    let random = v
+        .service_account_mount
+        .as_ref()
+        .and_then(|m| m.name.strip_prefix(TOKEN_VOLUME))
+        .filter(|r| {
+            r.len() == TOKEN_PLACEHOLDER.len() && r.bytes().all(|b| b.is_ascii_alphanumeric())
+        });
+    let keyed;
+    let key = match random {
+        Some(_) => {
+            let mut blank = v.clone();
+            // The proxy's mount, and linkerd-init's copy of it.
+            for mount in [
+                blank.service_account_mount.as_mut(),
+                blank.init.service_account_mount.as_mut(),
+            ]
+            .into_iter()
+            .flatten()
+            {
+                if mount.name.starts_with(TOKEN_VOLUME) {
+                    mount.name = format!("{TOKEN_VOLUME}{TOKEN_PLACEHOLDER}");
+                }
+            }
+            keyed = blank;
+            &keyed
+        }
+        None => v,
+    };
+    let json = LAST.with_borrow_mut(|last| {
+        if let Some((values, containers)) = last.as_ref()
+            && values == key
+        {
+            #[cfg(test)]
+            RENDER_HITS.set(RENDER_HITS.get() + 1);
+            return Containers {
+                proxy: Rc::clone(&containers.proxy),
+                init: Rc::clone(&containers.init),
+            };
+        }
+        let json = |c: &Container| -> Rc<[u8]> {
+            serde_json::to_vec(c)
+                .expect("a container serializes")
+                .into()
+        };
+        let containers = Containers {
+            proxy: json(&proxy_container(key)),
+            init: json(&init_container_for(key)),
+        };
+        let shared = Containers {
+            proxy: Rc::clone(&containers.proxy),
+            init: Rc::clone(&containers.init),
+        };
+        *last = Some((key.clone(), containers));
+        shared
+    });
+    match random {
+        Some(random) => {
+            let placeholder = format!("\"{TOKEN_VOLUME}{TOKEN_PLACEHOLDER}\"");
+            let own = format!("\"{TOKEN_VOLUME}{random}\"");
+            let fill = |json: &[u8]| -> Rc<[u8]> {
+                let text = std::str::from_utf8(json).expect("JSON is UTF-8");
+                text.replace(&placeholder, &own).into_bytes().into()
+            };
+            Containers {
+                proxy: fill(&json.proxy),
+                init: fill(&json.init),
+            }
+        }
+        None => json,
+    }
 }
 
 /// Linkerd's rules for `linkerd.io/inject` (`disabledByAnnotation`): an

@@ -76,6 +76,21 @@ impl Ops {
         .expect("patch values serialize to JSON");
     }
 
+    /// Adds `value`, JSON text already written, at the location named by
+    /// `tokens`: the same bytes [`Ops::add`] writes for the value it came from.
+    pub(super) fn add_json(&mut self, tokens: &[&str], value: &[u8]) {
+        let mut path = String::with_capacity(64);
+        for token in tokens {
+            push_token(&mut path, token);
+        }
+        self.0.push(if self.0.is_empty() { b'[' } else { b',' });
+        self.0.extend_from_slice(br#"{"op":"add","path":"#);
+        serde_json::to_writer(&mut self.0, &path).expect("a string serializes");
+        self.0.extend_from_slice(br#","value":"#);
+        self.0.extend_from_slice(value);
+        self.0.push(b'}');
+    }
+
     pub(super) fn into_patch(mut self) -> Patch {
         if self.0.is_empty() {
             self.0.push(b'[');

@@ -1218,3 +1218,69 @@ fn cni_mode_marks_pods_with_the_plugins_redirect_settings() {
         ("linkerd-init".to_owned(), None)
     );
 }
+
+#[test]
+fn containers_rendered_for_the_pod_before_are_the_ones_rendering_gives() {
+    let fixture = Fixture::new("edge-26.6.3");
+    let patch = |f: &Fixture, p: &Pod| match f.decide(p) {
+        Decision::Inject(patch) => patch.json().to_vec(),
+        other => panic!("not injected: {other:?}"),
+    };
+    let mut next = pod();
+    next.spec.as_mut().unwrap().containers[0].image = Some("example.com/web:2".into());
+    let mut tuned = pod();
+    tuned.metadata.annotations = Some(
+        [(
+            "config.linkerd.io/proxy-cpu-request".to_owned(),
+            "250m".to_owned(),
+        )]
+        .into(),
+    );
+    // Pods with their own API token volume (Kubernetes 1.21 on), which the
+    // proxy mounts.
+    let with_token = |random: &str| {
+        let mut p = next.clone();
+        let volume = format!("kube-api-access-{random}");
+        let spec = p.spec.as_mut().unwrap();
+        spec.containers[0].volume_mounts = Some(vec![
+            serde_json::from_value(json!({"name": volume, "readOnly": true,
+                "mountPath": "/var/run/secrets/kubernetes.io/serviceaccount"}))
+            .unwrap(),
+        ]);
+        spec.volumes = Some(vec![
+            serde_json::from_value(json!({"name": volume, "projected": {
+                "sources": [{"serviceAccountToken": {"path": "token"}}]}}))
+            .unwrap(),
+        ]);
+        p
+    };
+    let pods = [
+        next.clone(),
+        tuned,
+        next.clone(),
+        with_token("x7k2p"),
+        with_token("q9z4m"),
+    ];
+    // On this thread each pod follows another; on a new thread, whose
+    // containers were never rendered, each is rendered from nothing.
+    let _ = patch(&fixture, &pod());
+    let hits = super::RENDER_HITS.get();
+    let followed: Vec<Vec<u8>> = pods.iter().map(|p| patch(&fixture, p)).collect();
+    // `next` after `pod()` (only the image differs), and the second token
+    // pod after the first (only the token's name differs) reuse them.
+    assert_eq!(super::RENDER_HITS.get() - hits, 2);
+    let alone: Vec<Vec<u8>> = std::thread::scope(|s| {
+        pods.iter()
+            .map(|p| {
+                s.spawn(|| patch(&Fixture::new("edge-26.6.3"), p))
+                    .join()
+                    .unwrap()
+            })
+            .collect()
+    });
+    assert_eq!(followed, alone);
+    let text = |i: usize| String::from_utf8_lossy(&followed[i]).into_owned();
+    assert!(text(1).contains("250m") && !text(2).contains("250m"));
+    assert!(text(3).contains("kube-api-access-x7k2p") && !text(3).contains("q9z4m"));
+    assert!(text(4).contains("kube-api-access-q9z4m") && !text(4).contains("x7k2p"));
+}

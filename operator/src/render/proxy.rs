@@ -146,7 +146,7 @@ pub(crate) struct InitValues {
 }
 
 /// `.Values.proxy` with everything the chart templates read, resolved.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq)]
 pub(crate) struct ProxyValues<'a> {
     pub release: &'a Release,
     pub control_plane_ns: String,
