@@ -123,7 +123,24 @@ fn init_image_annotations(release: &Release) -> bool {
 
 /// The annotations a pod takes from its namespace when it lacks them:
 /// `ProxyAnnotations`, the alpha ones and `linkerd.io/inject` itself.
-pub(super) fn inheritable(release: &Release) -> Vec<&'static str> {
+pub(super) fn inheritable(release: &Release) -> std::borrow::Cow<'static, [&'static str]> {
+    // Made once per catalog release: every injection reads it.
+    static LISTS: std::sync::OnceLock<Vec<(crate::catalog::Version, Vec<&'static str>)>> =
+        std::sync::OnceLock::new();
+    let lists = LISTS.get_or_init(|| {
+        crate::catalog::releases()
+            .iter()
+            .map(|r| (r.version, inheritable_keys(r)))
+            .collect()
+    });
+    match lists.iter().find(|(v, _)| *v == release.version) {
+        Some((_, keys)) => std::borrow::Cow::Borrowed(keys),
+        // A release made outside the catalog: made each time.
+        None => std::borrow::Cow::Owned(inheritable_keys(release)),
+    }
+}
+
+fn inheritable_keys(release: &Release) -> Vec<&'static str> {
     let mut keys = vec![
         ADMIN_PORT,
         CONTROL_PORT,

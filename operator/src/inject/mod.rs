@@ -226,11 +226,11 @@ fn plan(req: &Context<'_>, pod: &Pod) -> Result<Patch, Decision> {
     // passes down, and the opaque ports among the pod's own.
     let mut added: BTreeMap<String, String> = BTreeMap::new();
     added.insert(CREATED_BY.into(), proxy::created_by());
-    for key in annotations::inheritable(release) {
-        if let Some(value) = ns_ann.get(key)
-            && !pod_ann.contains_key(key)
+    for key in annotations::inheritable(release).iter() {
+        if let Some(value) = ns_ann.get(*key)
+            && !pod_ann.contains_key(*key)
         {
-            added.insert(key.into(), value.clone());
+            added.insert((*key).into(), value.clone());
         }
     }
     // From edge-25.12.2 the ports of init containers (native-sidecar
@@ -349,7 +349,7 @@ fn plan(req: &Context<'_>, pod: &Pod) -> Result<Patch, Decision> {
     // A native sidecar proxy starts right after linkerd-init, ahead of the
     // pod's own init containers, so they run meshed.
     let init_at = if v.native_sidecar { "0" } else { "-" };
-    let containers = rendered_containers(&v);
+    let containers = rendered_containers(&mut v);
     ops.add_json(&["spec", "initContainers", init_at], &containers.init);
     if let Some(debug) = debug {
         ops.add(&["spec", "containers", "-"], &debug_container(&debug));
@@ -400,38 +400,34 @@ thread_local! {
 const TOKEN_VOLUME: &str = "kube-api-access-";
 const TOKEN_PLACEHOLDER: &str = "#####";
 
-fn rendered_containers(v: &ProxyValues<'static>) -> Containers {
+fn rendered_containers(v: &mut ProxyValues<'static>) -> Containers {
     // The proxy mounts the pod's API token volume, whose name is random
     // per pod: the cache keys on the values with a placeholder for those
-    // characters, and writes each pod's own into the JSON.
-    let random = v
+    // characters (put in place here and taken out at the end, so the
+    // values are not copied), and writes each pod's own into the JSON.
+    let random: Option<String> = v
         .service_account_mount
         .as_ref()
         .and_then(|m| m.name.strip_prefix(TOKEN_VOLUME))
         .filter(|r| {
             r.len() == TOKEN_PLACEHOLDER.len() && r.bytes().all(|b| b.is_ascii_alphanumeric())
-        });
-    let keyed;
-    let key = match random {
-        Some(_) => {
-            let mut blank = v.clone();
-            // The proxy's mount, and linkerd-init's copy of it.
-            for mount in [
-                blank.service_account_mount.as_mut(),
-                blank.init.service_account_mount.as_mut(),
-            ]
-            .into_iter()
-            .flatten()
-            {
-                if mount.name.starts_with(TOKEN_VOLUME) {
-                    mount.name = format!("{TOKEN_VOLUME}{TOKEN_PLACEHOLDER}");
-                }
-            }
-            keyed = blank;
-            &keyed
+        })
+        .map(str::to_owned);
+    let blanked = format!("{TOKEN_VOLUME}{TOKEN_PLACEHOLDER}");
+    let mut originals = Vec::new();
+    if random.is_some() {
+        // The proxy's mount, and linkerd-init's copy of it.
+        for mount in [
+            v.service_account_mount.as_mut(),
+            v.init.service_account_mount.as_mut(),
+        ]
+        .into_iter()
+        .flatten()
+        {
+            originals.push(std::mem::replace(&mut mount.name, blanked.clone()));
         }
-        None => v,
-    };
+    }
+    let key: &ProxyValues<'static> = v;
     let json = LAST.with_borrow_mut(|last| {
         if let Some((values, containers)) = last.as_ref()
             && values == key
@@ -459,9 +455,21 @@ fn rendered_containers(v: &ProxyValues<'static>) -> Containers {
         *last = Some((key.clone(), containers));
         shared
     });
+    let mut originals = originals.into_iter();
+    for mount in [
+        v.service_account_mount.as_mut(),
+        v.init.service_account_mount.as_mut(),
+    ]
+    .into_iter()
+    .flatten()
+    {
+        if let Some(name) = originals.next() {
+            mount.name = name;
+        }
+    }
     match random {
         Some(random) => {
-            let placeholder = format!("\"{TOKEN_VOLUME}{TOKEN_PLACEHOLDER}\"");
+            let placeholder = format!("\"{blanked}\"");
             let own = format!("\"{TOKEN_VOLUME}{random}\"");
             let fill = |json: &[u8]| -> Rc<[u8]> {
                 let text = std::str::from_utf8(json).expect("JSON is UTF-8");
