@@ -89,15 +89,10 @@ pub fn cni_status(previous: Option<&CniStatus>, daemon_set: Option<&DaemonSet>) 
     let rolled_out = daemon_set
         .filter(|d| cni_component(Some(d)).available)
         .and_then(|d| {
-            d.spec
-                .as_ref()?
-                .template
-                .metadata
-                .as_ref()?
-                .annotations
-                .as_ref()?
-                .get(crate::render::cni::REDIRECT_SHA256)
-                .cloned()
+            template_annotation(
+                d.spec.as_ref()?.template.metadata.as_ref(),
+                crate::render::cni::REDIRECT_SHA256,
+            )
         });
     match rolled_out {
         Some(digest) => CniStatus {
@@ -107,6 +102,14 @@ pub fn cni_status(previous: Option<&CniStatus>, daemon_set: Option<&DaemonSet>) 
     }
 }
 
+/// An annotation of a workload's pod template.
+fn template_annotation(
+    template: Option<&k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta>,
+    key: &str,
+) -> Option<String> {
+    template?.annotations.as_ref()?.get(key).cloned()
+}
+
 /// The trust-bundle digest the control plane runs with: the one every
 /// component's template carries, once all of them are rolled out and
 /// available with it.
@@ -114,15 +117,10 @@ pub fn rolled_out_bundle(deployments: &[Option<Deployment>]) -> Option<String> {
     let mut digests = deployments.iter().map(|d| {
         let d = d.as_ref()?;
         component("", Some(d)).available.then_some(())?;
-        d.spec
-            .as_ref()?
-            .template
-            .metadata
-            .as_ref()?
-            .annotations
-            .as_ref()?
-            .get(TRUST_ROOT_SHA256)
-            .cloned()
+        template_annotation(
+            d.spec.as_ref()?.template.metadata.as_ref(),
+            TRUST_ROOT_SHA256,
+        )
     });
     let first = digests.next()??;
     digests.all(|d| d.as_ref() == Some(&first)).then_some(first)
