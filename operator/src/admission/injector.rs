@@ -6,7 +6,7 @@ use super::events::Notice;
 use super::memo::{Memo, Remembered};
 use crate::catalog::{self, KubeVersion, Release};
 use crate::inject::{self, Owner};
-use crate::render::proxy::{TRUST_ROOTS, TRUST_ROOTS_KEY, TRUST_ROOTS_SHA256};
+use crate::render::proxy::{TRUST_ROOTS, published_digest, trust_bundle};
 use k8s_openapi::api::apps::v1::{DaemonSet, ReplicaSet, StatefulSet};
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{ConfigMap, Namespace, ObjectReference, Pod};
@@ -163,7 +163,7 @@ impl Injector {
             }
         };
         let trust_roots = self.trust_roots(&cp);
-        let Some(anchors) = trust_roots.as_deref().and_then(trust_anchors) else {
+        let Some(anchors) = trust_roots.as_deref().and_then(trust_bundle) else {
             // Injecting without the bundle would give the proxy no way to
             // verify anyone; the pod starts unmeshed and a DataPlane wave
             // meshes it once identity is up.
@@ -197,10 +197,7 @@ impl Injector {
             release,
             kubernetes: self.kubernetes,
             trust_anchors_pem: anchors,
-            trust_root_sha256: trust_roots
-                .as_deref()
-                .and_then(|cm| cm.metadata.annotations.as_ref()?.get(TRUST_ROOTS_SHA256))
-                .map(String::as_str),
+            trust_root_sha256: trust_roots.as_deref().and_then(published_digest),
             cni_redirect_sha256: cp
                 .status
                 .as_ref()
@@ -449,14 +446,6 @@ impl Injector {
 }
 
 /// The PEM bundle in the trust roots ConfigMap.
-fn trust_anchors(trust_roots: &ConfigMap) -> Option<&str> {
-    trust_roots
-        .data
-        .as_ref()?
-        .get(TRUST_ROOTS_KEY)
-        .map(String::as_str)
-}
-
 fn controller_of(refs: &[OwnerReference]) -> Option<&OwnerReference> {
     refs.iter().find(|r| r.controller == Some(true))
 }
@@ -541,7 +530,7 @@ mod tests {
                 from::<ConfigMap>(json!({
                     "apiVersion": "v1", "kind": "ConfigMap",
                     "metadata": {"name": TRUST_ROOTS, "namespace": "linkerd"},
-                    "data": {TRUST_ROOTS_KEY: ANCHORS},
+                    "data": {crate::render::proxy::TRUST_ROOTS_KEY: ANCHORS},
                 }))
             });
             let replica_set = from::<PartialObjectMeta<ReplicaSet>>(json!({

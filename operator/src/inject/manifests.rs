@@ -82,7 +82,7 @@ impl Source {
         client: &kube::Client,
         name: Option<&str>,
     ) -> Result<Self, SourceError> {
-        use crate::render::proxy::{TRUST_ROOTS, TRUST_ROOTS_KEY, TRUST_ROOTS_SHA256};
+        use crate::render::proxy::{TRUST_ROOTS, TRUST_ROOTS_KEY, published_digest, trust_bundle};
         let kube = |what: String| {
             move |source| SourceError::Kube {
                 what,
@@ -118,20 +118,12 @@ impl Source {
             .get(TRUST_ROOTS)
             .await
             .map_err(kube(format!("reading ConfigMap {namespace}/{TRUST_ROOTS}")))?;
-        let anchors = bundle
-            .data
-            .as_ref()
-            .and_then(|d| d.get(TRUST_ROOTS_KEY).cloned())
-            .ok_or_else(|| {
-                SourceError::Invalid(format!(
-                    "ConfigMap {namespace}/{TRUST_ROOTS} has no {TRUST_ROOTS_KEY}"
-                ))
-            })?;
-        let digest = bundle
-            .metadata
-            .annotations
-            .as_ref()
-            .and_then(|a| a.get(TRUST_ROOTS_SHA256).cloned());
+        let anchors = trust_bundle(&bundle).map(str::to_owned).ok_or_else(|| {
+            SourceError::Invalid(format!(
+                "ConfigMap {namespace}/{TRUST_ROOTS} has no {TRUST_ROOTS_KEY}"
+            ))
+        })?;
+        let digest = published_digest(&bundle).map(str::to_owned);
         let info = client
             .apiserver_version()
             .await

@@ -1141,6 +1141,26 @@ pub const TRUST_ROOTS_SHA256: &str = "keelson.dev/trust-root-sha256";
 pub const TRUST_ROOTS: &str = "linkerd-identity-trust-roots";
 pub const TRUST_ROOTS_KEY: &str = "ca-bundle.crt";
 
+/// The bundle (PEM) a trust-roots ConfigMap holds.
+pub fn trust_bundle(trust_roots: &k8s::ConfigMap) -> Option<&str> {
+    trust_roots
+        .data
+        .as_ref()?
+        .get(TRUST_ROOTS_KEY)
+        .map(String::as_str)
+}
+
+/// The digest Keelson published on a trust-roots ConfigMap
+/// ([`TRUST_ROOTS_SHA256`]), where it is there.
+pub fn published_digest(trust_roots: &k8s::ConfigMap) -> Option<&str> {
+    trust_roots
+        .metadata
+        .annotations
+        .as_ref()?
+        .get(TRUST_ROOTS_SHA256)
+        .map(String::as_str)
+}
+
 /// The digest of the bundle `pem` published in a trust-roots ConfigMap
 /// with `annotations`: Keelson's annotation where it is there, else the
 /// digest of the data as it stands.
