@@ -164,15 +164,33 @@ async fn a_control_plane_upgrade_restarts_every_workload_within_the_budget() {
                         versions.iter().all(|(_, v)| v == NEW),
                         "{app}: pods not on {NEW}: {versions:?}"
                     );
-                    // Every Deployment was restarted once, with an Event.
+                    // Every Deployment was named by a batch's Event.
                     let events: Api<Event> = Api::namespaced(client.clone(), app);
-                    let restarted = events
+                    let notes: Vec<String> = events
                         .list(&ListParams::default())
                         .await?
                         .into_iter()
-                        .filter(|e| e.reason.as_deref() == Some("Restarted"))
-                        .count();
-                    ensure!(restarted >= 10, "{app}: {restarted} Restarted events");
+                        .filter(|e| e.reason.as_deref() == Some("BatchStarted"))
+                        .filter_map(|e| e.message)
+                        .collect();
+                    // "wave 1: restarting Deployment web-0, ... for Linkerd proxy ..."
+                    let named: Vec<&str> = notes
+                        .iter()
+                        .filter_map(|n| {
+                            n.split_once("restarting ")?
+                                .1
+                                .rsplit_once(" for ")
+                                .map(|(names, _)| names)
+                        })
+                        .flat_map(|names| names.split(", "))
+                        .collect();
+                    for i in 0..10 {
+                        let name = format!("Deployment web-{i}");
+                        ensure!(
+                            named.contains(&name.as_str()),
+                            "{app}: no BatchStarted Event names {name}: {notes:?}"
+                        );
+                    }
                 }
                 ensure!(
                     peaks.values().any(|p| *p > 0),

@@ -10,6 +10,7 @@
 //! it), restarts workloads and records Events.
 
 mod observe;
+mod pods;
 mod watch;
 
 use crate::apply::{FIELD_MANAGER, merge_patch};
@@ -20,31 +21,24 @@ use futures::StreamExt;
 use futures::future::BoxFuture;
 use k8s_openapi::NamespaceResourceScope;
 use k8s_openapi::api::apps::v1::{DaemonSet, Deployment, StatefulSet};
-use k8s_openapi::api::core::v1::{ObjectReference, Pod};
+use k8s_openapi::api::core::v1::ObjectReference;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
 use keelson_crds::{DataPlane, DataPlaneStatus};
-use kube::api::{Api, ListParams, Patch, PatchParams};
-use kube::core::Selector;
+use kube::api::{Api, Patch, PatchParams};
 use kube::runtime::controller::{self, Action};
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::runtime::reflector::ObjectRef;
 use kube::{Client, Resource, ResourceExt};
 use observe::{Budget, Object, TRUST_ROOTS};
 use serde::de::DeserializeOwned;
-use std::collections::HashMap;
 use std::future::Future;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 use watch::Caches;
 
 /// Longest any single API call of a reconcile may take.
 const API_TIMEOUT: Duration = Duration::from_secs(10);
-/// Pods of the batch under way are listed (to see crash loops) at most this
-/// often per DataPlane; everything else comes from the caches.
-const CRASH_CHECK_EVERY: Duration = Duration::from_secs(5);
-/// Pods listed per workload when looking for crash loops.
-const CRASH_CHECK_PODS: u32 = 100;
 
 /// Why a reconcile failed; it is retried.
 #[derive(Debug, thiserror::Error)]
@@ -106,8 +100,6 @@ struct Context {
     /// Set once every cache holds its first list; before that a workload's
     /// pods may look absent, which must not read as "up to date".
     synced: AtomicBool,
-    /// When each DataPlane's batch was last checked for crash loops.
-    crash_checked: Mutex<HashMap<ObjectRef<DataPlane>, Instant>>,
     metrics: Arc<Metrics>,
 }
 
@@ -129,7 +121,6 @@ pub async fn run(
         client,
         caches: caches.clone(),
         synced: AtomicBool::new(false),
-        crash_checked: Mutex::default(),
         metrics,
     });
     // The one task that waits for the caches.
@@ -248,7 +239,7 @@ async fn reconcile(dp: Arc<DataPlane>, ctx: Arc<Context>) -> Result<Action, Reco
                 .map(Object::DaemonSet),
         )
         .collect();
-    let pods = observe::pods_by_workload(&c.pods.state_filter(|p| here(&p.metadata)));
+    let pods = c.pods.read(&namespace, observe::pods_by_workload);
     let ns_meta = c
         .namespaces
         .get(&ObjectRef::new(&namespace))
@@ -273,7 +264,9 @@ async fn reconcile(dp: Arc<DataPlane>, ctx: Arc<Context>) -> Result<Action, Reco
             o.workload(proxies, &budgets)
         })
         .collect();
-    check_crash_loops(&ctx, &dp, &previous, &selected, &mut workloads).await?;
+    c.pods.read(&namespace, |pods| {
+        check_crash_loops(&previous, pods, &mut workloads);
+    });
 
     let plan = rollout::plan(&rollout::Input {
         generation: dp.metadata.generation.unwrap_or_default(),
@@ -289,37 +282,34 @@ async fn reconcile(dp: Arc<DataPlane>, ctx: Arc<Context>) -> Result<Action, Reco
     ctx.metrics
         .dataplane_progress(&namespace, &dp.name_any(), &plan.status);
 
-    let version = plan.status.target_proxy_version.clone().unwrap_or_default();
     let wave = plan.status.wave.as_ref().map_or(0, |w| w.number);
+    // One Event per batch, on the DataPlane, names the workloads: one per
+    // workload too would double the writes of a wave (thousands at scale),
+    // and each restarted workload carries the restart's token in its
+    // template anyway.
     for r in &plan.restarts {
-        let Some(object) = selected
+        if selected
             .iter()
-            .find(|o| o.kind() == r.kind && o.name() == r.name)
-        else {
-            continue;
-        };
-        if restart(&ctx.client, &namespace, r).await? {
-            let note = format!(
-                "restarting its pods for Linkerd proxy {version} (DataPlane {}, wave {wave})",
-                dp.name_any()
-            );
-            publish(
-                &ctx,
-                &object.reference(),
-                EventType::Normal,
-                "Restarted",
-                note,
-            )
-            .await;
+            .any(|o| o.kind() == r.kind && o.name() == r.name)
+        {
+            restart(&ctx.client, &namespace, r).await?;
         }
     }
     if plan.new_batch {
+        let version = plan
+            .status
+            .target_proxy_version
+            .as_deref()
+            .unwrap_or_default();
         let names: Vec<String> = plan
             .restarts
             .iter()
             .map(|r| format!("{} {}", r.kind, r.name))
             .collect();
-        let note = format!("wave {wave}: restarting {}", names.join(", "));
+        let note = format!(
+            "wave {wave}: restarting {} for Linkerd proxy {version}",
+            names.join(", ")
+        );
         publish(
             &ctx,
             &dp.object_ref(&()),
@@ -369,64 +359,24 @@ async fn reconcile(dp: Arc<DataPlane>, ctx: Arc<Context>) -> Result<Action, Reco
 }
 
 /// Fills in `crashing` for the workloads of the batch under way that are
-/// not yet available, from a list of their pods: crash loops do not show in
-/// a workload's status, nor in the pod metadata the caches hold.
-async fn check_crash_loops(
-    ctx: &Context,
-    dp: &DataPlane,
+/// not yet available: crash loops do not show in a workload's status.
+fn check_crash_loops(
     previous: &DataPlaneStatus,
-    selected: &[Object],
+    pods: &pods::NamespacePods,
     workloads: &mut [Workload],
-) -> Result<(), ReconcileError> {
-    let in_flight: Vec<(usize, &str)> = previous
-        .wave
-        .iter()
-        .flat_map(|w| &w.restarting)
-        .filter_map(|r| {
-            let i = workloads
-                .iter()
-                .position(|w| w.kind.as_str() == r.kind && w.name == r.name)?;
-            let w = &workloads[i];
-            (w.restarted_at.as_deref() == Some(&r.token) && !w.settled())
-                .then_some((i, r.token.as_str()))
-        })
-        .collect();
-    if in_flight.is_empty() {
-        return Ok(());
-    }
-    {
-        let mut checked = ctx
-            .crash_checked
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
-        let key = ObjectRef::from_obj(dp);
-        if checked
-            .get(&key)
-            .is_some_and(|at| at.elapsed() < CRASH_CHECK_EVERY)
-        {
-            return Ok(());
-        }
-        // Forget DataPlanes that have no batch under way (or are gone).
-        checked.retain(|_, at| at.elapsed() < 12 * CRASH_CHECK_EVERY);
-        checked.insert(key, Instant::now());
-    }
-    let namespace = dp.namespace().unwrap_or_default();
-    let api: Api<Pod> = Api::namespaced(ctx.client.clone(), &namespace);
-    for (i, token) in in_flight {
-        let Some(selector) = selected[i]
-            .selector()
-            .and_then(|s| Selector::try_from(s.clone()).ok())
+) {
+    let in_flight = previous.wave.iter().flat_map(|w| &w.restarting);
+    for r in in_flight {
+        let Some(w) = workloads
+            .iter_mut()
+            .find(|w| w.kind.as_str() == r.kind && w.name == r.name)
         else {
             continue;
         };
-        let object = format!("{} {namespace}/{}", workloads[i].kind, workloads[i].name);
-        let params = ListParams::default()
-            .labels_from(&selector)
-            .limit(CRASH_CHECK_PODS);
-        let pods = call("listing the pods of", &object, api.list(&params)).await?;
-        workloads[i].crashing = observe::crashing(&pods.items, token);
+        if w.restarted_at.as_deref() == Some(&r.token) && !w.settled() {
+            w.crashing = observe::crashing(pods, &(w.kind, w.name.clone()), &r.token);
+        }
     }
-    Ok(())
 }
 
 /// Writes status when it changed, as a merge patch that nulls what `next`
@@ -469,8 +419,9 @@ async fn write_status(
 }
 
 /// Restarts a workload's pods by setting its pod-template annotation, as
-/// `kubectl rollout restart` does. Returns whether the workload still exists.
-async fn restart(client: &Client, namespace: &str, r: &Restart) -> Result<bool, ReconcileError> {
+/// `kubectl rollout restart` does. A workload deleted meanwhile is left to
+/// the next reconcile, which drops it from the batch.
+async fn restart(client: &Client, namespace: &str, r: &Restart) -> Result<(), ReconcileError> {
     let patch = Patch::Merge(serde_json::json!({
         "spec": {"template": {"metadata": {"annotations": {RESTARTED_AT: r.token}}}}
     }));
@@ -491,10 +442,8 @@ async fn restart(client: &Client, namespace: &str, r: &Restart) -> Result<bool, 
         }
     };
     match done {
-        Ok(()) => Ok(true),
-        // Deleted meanwhile: the next reconcile drops it from the batch.
-        Err(e) if e.code() == Some(404) => Ok(false),
-        Err(e) => Err(e),
+        Err(e) if e.code() == Some(404) => Ok(()),
+        other => other,
     }
 }
 

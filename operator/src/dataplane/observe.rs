@@ -1,18 +1,19 @@
 //! What a DataPlane's reconcile sees, from the operator's caches: its target,
 //! and its selected meshed workloads as the planner's facts. Pure.
 
+use super::pods::NamespacePods;
 use crate::render::CONTROL_PLANE_LABEL;
 pub use crate::render::cni::REDIRECT_SHA256 as CNI_REDIRECT_SHA256;
 pub use crate::render::proxy::{TRUST_ROOT_SHA256, TRUST_ROOTS};
 use crate::render::proxy::{TRUST_ROOTS_KEY, published_trust_root_sha256, trust_bundle};
 use crate::rollout::{Desired, Kind, PodProxy, RESTARTED_AT, Strategy, Target, Workload};
 use k8s_openapi::api::apps::v1::{DaemonSet, Deployment, StatefulSet};
-use k8s_openapi::api::core::v1::{ConfigMap, Pod};
+use k8s_openapi::api::core::v1::ConfigMap;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use keelson_crds::controlplane::ControlPlane;
 use keelson_crds::dataplane::{DataPlane, VersionPolicy};
-use kube::core::{PartialObjectMeta, Selector, SelectorExt};
+use kube::core::{Selector, SelectorExt};
 use kube::{Resource, ResourceExt};
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
@@ -212,15 +213,6 @@ impl Object {
             Object::Deployment(o) => o.object_ref(&()),
             Object::StatefulSet(o) => o.object_ref(&()),
             Object::DaemonSet(o) => o.object_ref(&()),
-        }
-    }
-
-    /// Its pod selector.
-    pub fn selector(&self) -> Option<&LabelSelector> {
-        match self {
-            Object::Deployment(o) => o.spec.as_ref().map(|s| &s.selector),
-            Object::StatefulSet(o) => o.spec.as_ref().map(|s| &s.selector),
-            Object::DaemonSet(o) => o.spec.as_ref().map(|s| &s.selector),
         }
     }
 
@@ -461,83 +453,35 @@ fn injects(value: &str) -> bool {
 
 /// The proxies of one namespace's pods that are not being deleted, by the
 /// workload that owns them.
-pub fn pods_by_workload(
-    pods: &[Arc<PartialObjectMeta<Pod>>],
-) -> HashMap<(Kind, String), Vec<PodProxy>> {
+pub fn pods_by_workload(pods: &NamespacePods) -> HashMap<(Kind, String), Vec<PodProxy>> {
     let mut out: HashMap<_, Vec<_>> = HashMap::new();
-    for pod in pods {
-        if pod.metadata.deletion_timestamp.is_some() {
-            continue;
-        }
-        if let Some(owner) = owner(&pod.metadata) {
-            let annotation = |key| pod.annotations().get(key).cloned();
-            out.entry(owner).or_default().push(PodProxy {
-                version: annotation(PROXY_VERSION),
-                trust_root_sha256: annotation(TRUST_ROOT_SHA256),
-                cni_redirect_sha256: annotation(CNI_REDIRECT_SHA256),
-            });
+    for facts in pods.values() {
+        if let (Some(owner), false) = (&facts.owner, facts.deleting) {
+            out.entry(owner.clone())
+                .or_default()
+                .push(facts.proxy.clone());
         }
     }
     out
 }
 
-/// The workload a pod belongs to: its controller, or for a ReplicaSet's pod
-/// the Deployment the ReplicaSet is named after.
-fn owner(pod: &ObjectMeta) -> Option<(Kind, String)> {
-    let controller = pod
-        .owner_references
+/// Why the pods of the restart `token` of `workload` cannot become ready:
+/// the first of them with a container stuck waiting.
+pub fn crashing(pods: &NamespacePods, workload: &(Kind, String), token: &str) -> Option<String> {
+    // By name, so that the same pod is told each time.
+    let mut stuck: Vec<(&String, String)> = pods
         .iter()
-        .flatten()
-        .find(|r| r.controller == Some(true))?;
-    match controller.kind.as_str() {
-        "ReplicaSet" => {
-            let hash = pod.labels.as_ref()?.get(POD_TEMPLATE_HASH)?;
-            let deployment = controller.name.strip_suffix(hash)?.strip_suffix('-')?;
-            Some((Kind::Deployment, deployment.to_owned()))
-        }
-        kind => Some((Kind::parse(kind)?, controller.name.clone())),
-    }
-}
-
-/// Why pods of a restart cannot become ready: the first container of a pod
-/// carrying `token` that waits in a state it does not leave on its own.
-pub fn crashing(pods: &[Pod], token: &str) -> Option<String> {
-    const STUCK: [&str; 4] = [
-        "CrashLoopBackOff",
-        "ImagePullBackOff",
-        "InvalidImageName",
-        "CreateContainerConfigError",
-    ];
-    pods.iter()
-        .filter(|p| p.annotations().get(RESTARTED_AT).map(String::as_str) == Some(token))
-        .find_map(|p| {
-            let status = p.status.as_ref()?;
-            status
-                .init_container_statuses
-                .iter()
-                .flatten()
-                .chain(status.container_statuses.iter().flatten())
-                .find_map(|c| {
-                    let waiting = c.state.as_ref()?.waiting.as_ref()?;
-                    let reason = waiting.reason.as_deref()?;
-                    STUCK.contains(&reason).then(|| {
-                        let detail = waiting
-                            .message
-                            .as_deref()
-                            .map_or(String::new(), |m| format!(": {m}"));
-                        format!(
-                            "pod {}: container {} is in {reason}{detail}",
-                            p.name_any(),
-                            c.name
-                        )
-                    })
-                })
-        })
+        .filter(|(_, p)| p.owner.as_ref() == Some(workload))
+        .filter_map(|(name, p)| Some((name, p.stuck_in(name, token)?)))
+        .collect();
+    stuck.sort();
+    stuck.into_iter().next().map(|(_, why)| why)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::dataplane::pods::{PodFacts, WatchedPod};
     use crate::render::proxy::trust_root_sha256;
     use keelson_crds::controlplane::CniStatus;
     use serde_json::{Value, json};
@@ -691,14 +635,16 @@ mod tests {
         owner: &str,
         labels: Value,
         version: Option<&str>,
-    ) -> Arc<PartialObjectMeta<Pod>> {
+    ) -> (String, PodFacts) {
         let annotations = version.map_or(json!({}), |v| json!({PROXY_VERSION: v}));
-        Arc::new(from(json!({
+        let pod: WatchedPod = from(json!({
             "apiVersion": "v1", "kind": "Pod",
-            "metadata": {"name": "p", "namespace": "shop", "labels": labels, "annotations": annotations,
+            "metadata": {"name": format!("{owner}-1"), "namespace": "shop", "labels": labels,
+                "annotations": annotations,
                 "ownerReferences": [{"apiVersion": "apps/v1", "kind": owner_kind, "name": owner,
                     "uid": "u", "controller": true}]},
-        })))
+        }));
+        (format!("{owner}-1"), pod.facts)
     }
 
     #[test]
@@ -713,7 +659,8 @@ mod tests {
             pod("StatefulSet", "db", json!({}), None),
             pod("ReplicaSet", "orphan-rs", json!({}), None),
             pod("Job", "batch", json!({}), None),
-        ];
+        ]
+        .into();
         let by = pods_by_workload(&pods);
         assert_eq!(by.len(), 2, "{by:?}");
         assert_eq!(
@@ -822,23 +769,35 @@ mod tests {
     }
 
     #[test]
-    fn a_crash_loop_counts_only_for_pods_of_the_restart() {
-        let pod = |token: &str, reason: &str| -> Pod {
-            from(json!({
-                "metadata": {"name": format!("p-{reason}"), "annotations": {RESTARTED_AT: token}},
-                "status": {"containerStatuses": [{"name": "app", "image": "x", "imageID": "", "ready": false,
-                    "restartCount": 1, "state": {"waiting": {"reason": reason, "message": "back-off"}}}]},
-            }))
+    fn a_crash_loop_counts_only_for_pods_of_the_workload_and_its_restart() {
+        let pod = |name: &str, owner: &str, token: &str, reason: &str| -> (String, PodFacts) {
+            let pod: WatchedPod = from(json!({
+                "metadata": {"name": name, "annotations": {RESTARTED_AT: token},
+                    "ownerReferences": [{"apiVersion": "apps/v1", "kind": "StatefulSet",
+                        "name": owner, "uid": "u", "controller": true}]},
+                "status": {"containerStatuses": [{"name": "app", "image": "x", "imageID": "",
+                    "ready": false, "restartCount": 1,
+                    "state": {"waiting": {"reason": reason, "message": "back-off"}}}]},
+            }));
+            (name.to_owned(), pod.facts)
         };
-        let pods = [
-            pod("old", "CrashLoopBackOff"),
-            pod("new", "ContainerCreating"),
-        ];
-        assert_eq!(crashing(&pods, "new"), None);
-        let pods = [pod("new", "CrashLoopBackOff")];
+        let db = (Kind::StatefulSet, "db".to_owned());
+        let pods: NamespacePods = [
+            pod("db-0", "db", "old", "CrashLoopBackOff"),
+            pod("db-1", "db", "new", "ContainerCreating"),
+            pod("cache-0", "cache", "new", "CrashLoopBackOff"),
+        ]
+        .into();
+        assert_eq!(crashing(&pods, &db, "new"), None);
+        // Of several, the first by name is told.
+        let pods: NamespacePods = [
+            pod("db-2", "db", "new", "ImagePullBackOff"),
+            pod("db-1", "db", "new", "CrashLoopBackOff"),
+        ]
+        .into();
         assert_eq!(
-            crashing(&pods, "new").as_deref(),
-            Some("pod p-CrashLoopBackOff: container app is in CrashLoopBackOff: back-off")
+            crashing(&pods, &db, "new").as_deref(),
+            Some("pod db-1: container app is in CrashLoopBackOff: back-off")
         );
     }
 }

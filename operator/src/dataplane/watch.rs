@@ -2,20 +2,18 @@
 //!
 //! Every kind is watched once: one reflector fills the cache the reconcile
 //! reads and the same stream maps changes to the DataPlanes they concern.
-//! Cached objects are pruned to what a decision needs (pods to their owner
-//! and three annotations, workloads without their pod spec), so thousands of
-//! pods cost little memory; pods are watched metadata-only.
+//! Cached objects are pruned to what a decision needs (pods to their facts
+//! in a [`PodIndex`], workloads without their pod spec), so thousands of
+//! pods cost little memory.
 
-use super::observe::{
-    CNI_REDIRECT_SHA256, INJECT, POD_TEMPLATE_HASH, PROXY_VERSION, TRUST_ROOT_SHA256, TRUST_ROOTS,
-};
+use super::observe::{INJECT, TRUST_ROOTS};
+use super::pods::{PodIndex, WatchedPod};
 use crate::catalog::KubeVersion;
 use crate::render::CONTROL_PLANE_LABEL;
-use crate::rollout::RESTARTED_AT;
 use futures::stream::BoxStream;
 use futures::{Stream, StreamExt};
 use k8s_openapi::api::apps::v1::{DaemonSet, Deployment, StatefulSet};
-use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Pod};
+use k8s_openapi::api::core::v1::{ConfigMap, Namespace};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use keelson_crds::{ControlPlane, DataPlane};
 use kube::api::{Api, DynamicObject};
@@ -26,7 +24,6 @@ use kube::runtime::{WatchStreamExt, predicates, watcher};
 use kube::{Client, Resource, ResourceExt};
 use serde::de::DeserializeOwned;
 use std::collections::BTreeMap;
-use std::hash::{DefaultHasher, Hash, Hasher};
 
 /// Page size of initial lists: smaller pages keep the peak of a relist low.
 const PAGE: u32 = 50;
@@ -42,7 +39,7 @@ pub struct Caches {
     pub deployments: Store<Deployment>,
     pub stateful_sets: Store<StatefulSet>,
     pub daemon_sets: Store<DaemonSet>,
-    pub pods: Store<PartialObjectMeta<Pod>>,
+    pub pods: PodIndex,
     /// PodDisruptionBudgets, policy/v1 or (before Kubernetes 1.21) v1beta1.
     pub budgets: Store<DynamicObject>,
 }
@@ -61,7 +58,7 @@ impl Caches {
             self.deployments.wait_until_ready(),
             self.stateful_sets.wait_until_ready(),
             self.daemon_sets.wait_until_ready(),
-            self.pods.wait_until_ready(),
+            self.pods.wait_ready(),
             self.budgets.wait_until_ready(),
         );
     }
@@ -130,14 +127,30 @@ pub fn watch(client: &Client, kubernetes: KubeVersion) -> (Caches, Queue) {
         prune_workload::<DaemonSet>,
     );
     namespaced(s.map(|r| r.map(|d: DaemonSet| d.namespace())).boxed());
-    let (pods, s) = cache(
-        Api::<PartialObjectMeta<Pod>>::all(client.clone()),
+    // Whole pods, not their metadata: a stuck container shows only in the
+    // status, and decoding reads just that of it. Pods change status all
+    // the time; only a change of their facts wakes their namespace.
+    let pods = PodIndex::default();
+    let s = watcher(
+        Api::<WatchedPod>::all(client.clone()),
         watcher::Config::default().page_size(PAGE),
-        prune_pod,
-    );
-    // Pods change status all the time; only what the decision reads counts.
-    let s = s.predicate_filter(pod_facts, Default::default());
-    namespaced(s.map(|r| r.map(|p| p.namespace())).boxed());
+    )
+    .default_backoff()
+    .flat_map({
+        let pods = pods.clone();
+        move |event| {
+            let woken: Vec<Result<Option<String>, watcher::Error>> = match event {
+                Ok(event) => pods
+                    .apply(event)
+                    .into_iter()
+                    .map(|ns| Ok(Some(ns)))
+                    .collect(),
+                Err(e) => vec![Err(e)],
+            };
+            futures::stream::iter(woken)
+        }
+    });
+    namespaced(s.boxed());
     let (namespaces, s) = cache(
         Api::<PartialObjectMeta<Namespace>>::all(client.clone()),
         watcher::Config::default().page_size(PAGE),
@@ -287,37 +300,7 @@ impl Pruned for DaemonSet {
     }
 }
 
-/// A pod keeps its name, owner, deletion mark, the proxy annotations and the
-/// label that names its Deployment.
-fn prune_pod(pod: &mut PartialObjectMeta<Pod>) {
-    let meta = &mut pod.metadata;
-    prune_meta(
-        meta,
-        &[
-            PROXY_VERSION,
-            TRUST_ROOT_SHA256,
-            CNI_REDIRECT_SHA256,
-            RESTARTED_AT,
-        ],
-    );
-    if let Some(labels) = meta.labels.as_mut() {
-        labels.retain(|k, _| k == POD_TEMPLATE_HASH);
-    }
-    if let Some(owners) = meta.owner_references.as_mut() {
-        owners.retain(|o| o.controller == Some(true));
-    }
-}
-
 fn prune_namespace(ns: &mut PartialObjectMeta<Namespace>) {
     prune_meta(&mut ns.metadata, &[INJECT]);
     ns.metadata.labels = None::<BTreeMap<String, String>>;
-}
-
-/// What of a pod a reconcile reads: a change of anything else (its status,
-/// mostly) wakes nobody.
-fn pod_facts(pod: &PartialObjectMeta<Pod>) -> Option<u64> {
-    let mut h = DefaultHasher::new();
-    pod.metadata.annotations.hash(&mut h);
-    pod.metadata.deletion_timestamp.is_some().hash(&mut h);
-    Some(h.finish())
 }
