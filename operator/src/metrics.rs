@@ -79,9 +79,11 @@ pub struct WorkloadStateLabels {
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ApiRequestLabels {
-    /// `get` (reads and lists), `watch`, `create`, `update`, `patch` or
-    /// `delete`.
+    /// `get`, `list`, `watch`, `create`, `update`, `patch` or `delete`.
     pub verb: &'static str,
+    /// The resource's plural, with its subresource (`dataplanes/status`);
+    /// `other` for paths that name none (`/version`).
+    pub resource: String,
 }
 
 /// Every metric Keelson exports.
@@ -220,16 +222,38 @@ impl tower_service::Service<Request<kube::client::Body>> for Counted {
     }
 
     fn call(&mut self, request: Request<kube::client::Body>) -> Self::Future {
-        let verb = verb(request.method(), request.uri().query());
+        let (resource, named) = resource(request.uri().path());
+        let verb = verb(request.method(), request.uri().query(), named);
         self.requests
-            .get_or_create(&ApiRequestLabels { verb })
+            .get_or_create(&ApiRequestLabels { verb, resource })
             .inc();
         let client = self.client.clone();
         Box::pin(async move { client.send(request).await })
     }
 }
 
-fn verb(method: &Method, query: Option<&str>) -> &'static str {
+/// The resource a request path names (`pods`, `dataplanes/status`), and
+/// whether it names one object of it.
+fn resource(path: &str) -> (String, bool) {
+    let segments: Vec<&str> = path.trim_matches('/').split('/').collect();
+    let rest = match segments.as_slice() {
+        ["api", _version, rest @ ..] | ["apis", _, _version, rest @ ..] => rest,
+        _ => return ("other".into(), false),
+    };
+    // `namespaces/<ns>/<resource>...`; `namespaces[/<name>]` itself.
+    let rest = match rest {
+        ["namespaces", _, inner @ ..] if !inner.is_empty() => inner,
+        other => other,
+    };
+    match rest {
+        [] => ("other".into(), false),
+        [resource] => ((*resource).into(), false),
+        [resource, _name] => ((*resource).into(), true),
+        [resource, _name, sub, ..] => (format!("{resource}/{sub}"), true),
+    }
+}
+
+fn verb(method: &Method, query: Option<&str>, named: bool) -> &'static str {
     let watch = || {
         query
             .unwrap_or_default()
@@ -238,7 +262,8 @@ fn verb(method: &Method, query: Option<&str>) -> &'static str {
     };
     match *method {
         Method::GET if watch() => "watch",
-        Method::GET => "get",
+        Method::GET if named => "get",
+        Method::GET => "list",
         Method::POST => "create",
         Method::PUT => "update",
         Method::PATCH => "patch",
@@ -428,7 +453,7 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_counting_client_counts_every_request_by_verb() {
+    async fn a_counting_client_counts_every_request_by_verb_and_resource() {
         use k8s_openapi::api::core::v1::ConfigMap;
         let metrics = Arc::new(Metrics::default());
         let client = counting(kube::Client::new(NotFound, "default"), &metrics);
@@ -439,8 +464,8 @@ mod tests {
         assert!(api.delete("settings", &Default::default()).await.is_err());
         let text = metrics.encode();
         for line in [
-            r#"keelson_api_requests_total{verb="get"} 3"#,
-            r#"keelson_api_requests_total{verb="delete"} 1"#,
+            r#"keelson_api_requests_total{verb="get",resource="configmaps"} 3"#,
+            r#"keelson_api_requests_total{verb="delete",resource="configmaps"} 1"#,
         ] {
             assert!(text.contains(line), "{line} missing from:\n{text}");
         }
@@ -449,14 +474,52 @@ mod tests {
     #[test]
     fn verbs_are_named_as_kubernetes_names_them() {
         assert_eq!(
-            verb(&Method::GET, Some("watch=true&resourceVersion=5")),
+            verb(&Method::GET, Some("watch=true&resourceVersion=5"), false),
             "watch"
         );
-        assert_eq!(verb(&Method::GET, Some("labelSelector=a")), "get");
-        assert_eq!(verb(&Method::GET, None), "get");
-        assert_eq!(verb(&Method::PATCH, Some("fieldManager=keelson")), "patch");
-        assert_eq!(verb(&Method::PUT, None), "update");
-        assert_eq!(verb(&Method::POST, None), "create");
+        assert_eq!(verb(&Method::GET, Some("labelSelector=a"), false), "list");
+        assert_eq!(verb(&Method::GET, None, true), "get");
+        assert_eq!(
+            verb(&Method::PATCH, Some("fieldManager=keelson"), true),
+            "patch"
+        );
+        assert_eq!(verb(&Method::PUT, None, true), "update");
+        assert_eq!(verb(&Method::POST, None, false), "create");
+    }
+
+    #[test]
+    fn resources_are_named_by_their_plural_and_subresource() {
+        for (path, expected, named) in [
+            ("/api/v1/pods", "pods", false),
+            ("/api/v1/namespaces/shop/pods", "pods", false),
+            ("/api/v1/namespaces/shop/pods/web-1", "pods", true),
+            ("/api/v1/namespaces", "namespaces", false),
+            ("/api/v1/namespaces/shop", "namespaces", true),
+            (
+                "/apis/apps/v1/namespaces/shop/replicasets/web-5d9f",
+                "replicasets",
+                true,
+            ),
+            (
+                "/apis/keelson.dev/v1alpha1/namespaces/shop/dataplanes/apps/status",
+                "dataplanes/status",
+                true,
+            ),
+            (
+                "/apis/keelson.dev/v1alpha1/controlplanes/mesh",
+                "controlplanes",
+                true,
+            ),
+            (
+                "/apis/events.k8s.io/v1/namespaces/shop/events",
+                "events",
+                false,
+            ),
+            ("/version", "other", false),
+            ("/apis", "other", false),
+        ] {
+            assert_eq!(resource(path), (expected.to_owned(), named), "{path}");
+        }
     }
 
     #[test]

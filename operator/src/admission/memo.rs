@@ -23,10 +23,12 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 /// Bytes of keys and patches kept: a pod's text is a few KiB and its
-/// encoded patch about 15 KiB, so this holds a few hundred rollouts. Past
-/// it the memo starts afresh (rollouts are bursts of identical pods, so
-/// recency is all that matters).
-pub(crate) const BUDGET: usize = 8 << 20;
+/// encoded patch about 20 KiB, so this holds some 140 rollouts under way
+/// at once (a wave of ten DataPlanes in batches of ten has a hundred), and
+/// is an eighth of the operator's resident memory at 5,000 pods. Past it
+/// the memo starts afresh: rollouts are bursts of identical pods, so
+/// recency is all that matters.
+pub(crate) const BUDGET: usize = 3 << 20;
 
 /// Pods whose text is longer are decided afresh every time: no pod a
 /// controller makes comes near it, and keying on a hostile pod's text

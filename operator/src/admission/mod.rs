@@ -24,6 +24,7 @@ use injector::{Caches, Injector};
 use k8s_openapi::api::admissionregistration::v1::MutatingWebhookConfiguration;
 use k8s_openapi::api::apps::v1::ReplicaSet;
 use k8s_openapi::api::core::v1::{ConfigMap, Namespace};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use keelson_crds::controlplane::AdoptionPhase;
 use keelson_crds::{ControlPlane, DataPlane};
 use keelson_webhooks::admission::{Answer, review};
@@ -370,8 +371,29 @@ pub async fn run(
             Some(&changed),
         ),
         data_planes: cache(Api::all(client.clone()), watcher::Config::default(), None),
-        namespaces: metadata_cache::<Namespace>(&client),
-        replica_sets: metadata_cache::<ReplicaSet>(&client),
+        namespaces: metadata_cache::<Namespace>(&client, |_| {}),
+        // Only a ReplicaSet's UID and controller are read (a pod's
+        // Deployment); there are ten per Deployment by default.
+        replica_sets: metadata_cache::<ReplicaSet>(&client, |meta| {
+            let ObjectMeta {
+                name,
+                namespace,
+                uid,
+                owner_references,
+                ..
+            } = std::mem::take(meta);
+            *meta = ObjectMeta {
+                name,
+                namespace,
+                uid,
+                owner_references: owner_references.map(|o| {
+                    o.into_iter()
+                        .filter(|o| o.controller == Some(true))
+                        .collect()
+                }),
+                ..ObjectMeta::default()
+            };
+        }),
         config_maps: cache(
             Api::<ConfigMap>::all(client.clone()),
             watcher::Config::default().labels(CONTROL_PLANE_LABEL),
@@ -462,8 +484,12 @@ where
 }
 
 /// A metadata-only cache: namespaces and ReplicaSets are many, and only
-/// their labels, annotations and owners matter here.
-fn metadata_cache<K>(client: &Client) -> Store<kube::core::PartialObjectMeta<K>>
+/// their labels, annotations and owners matter here; `prune` drops what of
+/// it is not read.
+fn metadata_cache<K>(
+    client: &Client,
+    prune: fn(&mut ObjectMeta),
+) -> Store<kube::core::PartialObjectMeta<K>>
 where
     K: kube::Resource<DynamicType = ()>
         + Clone
@@ -473,11 +499,17 @@ where
         + Sync
         + 'static,
 {
-    cache(
+    let (store, writer) = reflector::store();
+    let events = watcher(
         Api::<kube::core::PartialObjectMeta<K>>::all(client.clone()),
         watcher::Config::default(),
-        None,
     )
+    .modify(move |o| {
+        o.metadata.managed_fields = None;
+        prune(&mut o.metadata);
+    });
+    spawn_reflector(reflector::reflector(writer, events), None);
+    store
 }
 
 fn spawn_reflector<K, S>(stream: S, changed: Option<Arc<Notify>>)
