@@ -15,7 +15,8 @@
 //!
 //! Settings: `BENCH_NAMESPACES` (10), `BENCH_DEPLOYMENTS` (200),
 //! `BENCH_REPLICAS` (10), `BENCH_NODES` (4), `BENCH_BATCH_SIZE` (10),
-//! `BENCH_MAX_UNAVAILABLE` (25%).
+//! `BENCH_MAX_UNAVAILABLE` (25%), `BENCH_WRAP` (a profiler to run the
+//! operator under).
 
 // The e2e tests' helpers (ControlPlane manifests, waits).
 #[path = "../tests/common/mod.rs"]
@@ -92,6 +93,7 @@ async fn bench() -> anyhow::Result<()> {
     eprintln!(
         "==> creating {deployments} Deployments x {replicas} pods in {namespaces} injected namespaces"
     );
+    let admissions_before = Admissions::read(&client).await?;
     let created = Instant::now();
     let apps: Vec<String> = (0..namespaces).map(|i| format!("bench-{i}")).collect();
     for app in &apps {
@@ -139,8 +141,24 @@ async fn bench() -> anyhow::Result<()> {
     .await
     .context("the pods were not injected at the installed release")?;
     let ready_after = created.elapsed();
+    let creation_admissions = Admissions::read(&client).await?.since(&admissions_before);
+
+    // What one batch takes by itself: the first `batch_size` Deployments of
+    // every namespace restarted at once, as a wave's batch restarts them,
+    // with an annotation the DataPlanes do not read.
+    eprintln!("==> timing one batch's rollout by itself (the pacing bound's unit)");
+    let calibration =
+        rollout_time(&client, &apps, batch_size.min(deployments / namespaces)).await?;
+    let batches = (0..namespaces)
+        .map(|i| per_namespace(i).div_ceil(batch_size))
+        .max()
+        .unwrap_or_default();
+    // The bench's DataPlanes wait no interval between batches.
+    let bound = calibration * u32::try_from(batches)?;
+
     let before = operator.memory()?;
     let (cpu_before, counts_before) = (operator.cpu_seconds()?, operator.counts()?);
+    let admissions_before = Admissions::read(&client).await?;
 
     eprintln!("==> upgrading the ControlPlane to {NEW}");
     let upgrade = Instant::now();
@@ -157,6 +175,7 @@ async fn bench() -> anyhow::Result<()> {
     .await?;
     let wave_took = wave.elapsed();
     let upgrade_took = upgrade.elapsed();
+    let wave_admissions = Admissions::read(&client).await?.since(&admissions_before);
     let after = operator.memory()?;
     let cpu = operator.cpu_seconds()? - cpu_before;
     let counts = operator.counts()?.since(&counts_before);
@@ -180,9 +199,22 @@ async fn bench() -> anyhow::Result<()> {
         wave_took.as_secs_f64()
     );
     println!(
-        "  operator RSS: {:.1} MiB before the wave, {:.1} MiB after; peak (VmHWM) {:.1} MiB (target: under 64 MiB)",
+        "  pacing bound: {batches} batches x ({:.1} s, one batch's rollout by itself, + 0 s interval) = {:.1} s; wave / bound {:.2}",
+        calibration.as_secs_f64(),
+        bound.as_secs_f64(),
+        wave_took.as_secs_f64() / bound.as_secs_f64().max(f64::EPSILON)
+    );
+    println!(
+        "  API server's injection latency (apiserver_admission_webhook_admission_duration_seconds): {creation_admissions} while the pods were created; {wave_admissions} over the wave"
+    );
+    println!(
+        "  operator RSS: {:.1} MiB before the wave ({:.1} anonymous, {:.1} file), {:.1} MiB after ({:.1} anonymous, {:.1} file); peak (VmHWM) {:.1} MiB (target: under 48 MiB)",
         mib(before.rss_kib),
+        mib(before.anon_kib),
+        mib(before.file_kib),
         mib(after.rss_kib),
+        mib(after.anon_kib),
+        mib(after.file_kib),
         mib(after.peak_kib)
     );
     println!(
@@ -194,6 +226,7 @@ async fn bench() -> anyhow::Result<()> {
     let by_verb: Vec<String> = counts
         .requests
         .iter()
+        .filter(|(_, n)| **n > 0.0)
         .map(|(verb, n)| format!("{verb} {n}"))
         .collect();
     let by_controller: Vec<String> = counts
@@ -202,10 +235,11 @@ async fn bench() -> anyhow::Result<()> {
         .map(|(controller, n)| format!("{controller} {n}"))
         .collect();
     println!(
-        "  API requests over the upgrade and the wave: {requests} ({}); reconciles {reconciles} ({}); {:.2} requests per reconcile",
+        "  API requests over the upgrade and the wave: {requests} ({}); reconciles {reconciles} ({}); {:.2} requests per reconcile (target: at most 3); {:.2} per Deployment restarted",
         by_verb.join(", "),
         by_controller.join(", "),
-        requests / reconciles.max(1.0)
+        requests / reconciles.max(1.0),
+        requests / deployments.max(1) as f64
     );
     Ok(())
 }
@@ -213,7 +247,7 @@ async fn bench() -> anyhow::Result<()> {
 /// Counters read off the operator's `/metrics`, summed by one label.
 #[derive(Default)]
 struct Counts {
-    /// `keelson_api_requests_total` by verb.
+    /// `keelson_api_requests_total` by verb and resource ("patch deployments").
     requests: std::collections::BTreeMap<String, f64>,
     /// `keelson_reconciles_total` by controller.
     reconciles: std::collections::BTreeMap<String, f64>,
@@ -235,7 +269,8 @@ impl Counts {
                 Some(series[start..end].to_owned())
             };
             let into = if series.starts_with("keelson_api_requests_total{") {
-                label("verb").map(|l| (&mut counts.requests, l))
+                let what = label("verb").zip(label("resource"));
+                what.map(|(verb, resource)| (&mut counts.requests, format!("{verb} {resource}")))
             } else if series.starts_with("keelson_reconciles_total{") {
                 label("controller").map(|l| (&mut counts.reconciles, l))
             } else {
@@ -259,6 +294,138 @@ impl Counts {
         }
         self
     }
+}
+
+/// The API server's histogram of the injector's latency as it measured it
+/// (`apiserver_admission_webhook_admission_duration_seconds`, mutating
+/// webhooks named for the proxy injector), by bucket bound.
+#[derive(Default)]
+struct Admissions {
+    /// Cumulative counts by upper bound, in seconds.
+    buckets: std::collections::BTreeMap<u64, f64>,
+}
+
+impl Admissions {
+    const SERIES: &str = "apiserver_admission_webhook_admission_duration_seconds_bucket{";
+
+    async fn read(client: &Client) -> anyhow::Result<Self> {
+        let text = client
+            .request_text(http::Request::get("/metrics").body(Vec::new())?)
+            .await
+            .context("reading the API server's metrics")?;
+        Ok(Self::parse(&text))
+    }
+
+    fn parse(text: &str) -> Self {
+        let mut buckets = std::collections::BTreeMap::new();
+        for line in text.lines().filter(|l| l.starts_with(Self::SERIES)) {
+            let Some((series, value)) = line.rsplit_once(' ') else {
+                continue;
+            };
+            if !series.contains("proxy-injector") || !series.contains(r#"type="admit""#) {
+                continue;
+            }
+            let le = series
+                .split_once(r#"le=""#)
+                .and_then(|(_, rest)| rest.split_once('"'))
+                .map(|(le, _)| le);
+            let bound = match le {
+                Some("+Inf") => u64::MAX,
+                Some(le) => match le.parse::<f64>() {
+                    // Microseconds, so bounds order as numbers.
+                    Ok(seconds) => (seconds * 1e6).round() as u64,
+                    Err(_) => continue,
+                },
+                None => continue,
+            };
+            if let Ok(n) = value.parse::<f64>() {
+                *buckets.entry(bound).or_default() += n;
+            }
+        }
+        Self { buckets }
+    }
+
+    fn since(mut self, before: &Self) -> Self {
+        for (bound, n) in self.buckets.iter_mut() {
+            *n -= before.buckets.get(bound).copied().unwrap_or_default();
+        }
+        self
+    }
+
+    fn count(&self) -> f64 {
+        self.buckets.get(&u64::MAX).copied().unwrap_or_default()
+    }
+
+    /// The `q` quantile as Prometheus's `histogram_quantile` estimates it
+    /// (linear within its bucket), and the bucket's bounds, in ms.
+    fn quantile(&self, q: f64) -> Option<(f64, f64, f64)> {
+        let rank = q * self.count();
+        let mut lower = (0u64, 0.0);
+        for (&bound, &n) in &self.buckets {
+            if n >= rank && n > 0.0 {
+                let ms = |us: u64| us as f64 / 1e3;
+                if bound == u64::MAX {
+                    return Some((ms(lower.0), ms(lower.0), f64::INFINITY));
+                }
+                let within = (rank - lower.1) / (n - lower.1).max(f64::EPSILON);
+                let estimate = ms(lower.0) + within * (ms(bound) - ms(lower.0));
+                return Some((estimate, ms(lower.0), ms(bound)));
+            }
+            lower = (bound, n);
+        }
+        None
+    }
+}
+
+impl std::fmt::Display for Admissions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{:.0} reviews", self.count())?;
+        for (name, q) in [("p50", 0.5), ("p99", 0.99)] {
+            if let Some((estimate, low, high)) = self.quantile(q) {
+                write!(f, ", {name} ~{estimate:.1} ms (bucket {low}..{high} ms)")?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Restarts the first `count` Deployments of each namespace at once and
+/// waits until every one has rolled out: what a batch of a wave takes
+/// without the operator in between.
+async fn rollout_time(client: &Client, apps: &[String], count: usize) -> anyhow::Result<Duration> {
+    let start = Instant::now();
+    let token = format!("{}", std::process::id());
+    let patch = kube::api::Patch::Merge(json!({"spec": {"template": {"metadata": {
+        "annotations": {"bench.keelson.dev/calibration": token}}}}}));
+    let mut restarted = Vec::new();
+    for (i, app) in apps.iter().enumerate() {
+        let api = Api::<Deployment>::namespaced(client.clone(), app);
+        let names = (0..count).map(|j| format!("web-{}", i + j * apps.len()));
+        for name in names {
+            api.patch(&name, &kube::api::PatchParams::default(), &patch)
+                .await?;
+            restarted.push((api.clone(), name));
+        }
+    }
+    for (api, name) in &restarted {
+        loop {
+            let d = api.get(name).await?;
+            let (spec, status) = (d.spec.unwrap_or_default(), d.status.unwrap_or_default());
+            let want = spec.replicas.unwrap_or(1);
+            let done = status.observed_generation >= d.metadata.generation
+                && status.updated_replicas == Some(want)
+                && status.available_replicas == Some(want)
+                && status.replicas == Some(want);
+            if done {
+                break;
+            }
+            if start.elapsed() > Duration::from_secs(600) {
+                bail!("Deployment {name} did not roll out within 600 s");
+            }
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+    }
+    Ok(start.elapsed())
 }
 
 fn mib(kib: u64) -> f64 {
@@ -359,6 +526,8 @@ struct OperatorProcess {
 
 struct Memory {
     rss_kib: u64,
+    anon_kib: u64,
+    file_kib: u64,
     peak_kib: u64,
 }
 
@@ -372,8 +541,13 @@ impl OperatorProcess {
         let (webhooks, admin) = (port(0)?, port(1)?);
         let webhook_url = format!("https://127.0.0.1:{webhooks}");
         let out = std::fs::File::create(log)?;
+        // `BENCH_WRAP`: a command to run the operator under (a profiler:
+        // `heaptrack -o /tmp/keelson`); its memory figures are then the
+        // wrapper's.
+        let wrap = setting("BENCH_WRAP", "");
         let child = Command::new("setpriv")
             .args(["--pdeathsig", "KILL", "--"])
+            .args(wrap.split_whitespace())
             .arg(keelson)
             .args([
                 "run",
@@ -434,6 +608,8 @@ impl OperatorProcess {
         };
         Ok(Memory {
             rss_kib: field("VmRSS:")?,
+            anon_kib: field("RssAnon:")?,
+            file_kib: field("RssFile:")?,
             peak_kib: field("VmHWM:")?,
         })
     }
