@@ -25,7 +25,7 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 /// Bytes of keys and patches kept: a pod's text is a few KiB and its
 /// encoded patch about 20 KiB, so this holds some 140 rollouts under way
 /// at once (a wave of ten DataPlanes in batches of ten has a hundred), and
-/// is an eighth of the operator's resident memory at 5,000 pods. Past it
+/// is a seventh of the operator's anonymous memory at 5,000 pods. Past it
 /// the memo starts afresh: rollouts are bursts of identical pods, so
 /// recency is all that matters.
 pub(crate) const BUDGET: usize = 3 << 20;

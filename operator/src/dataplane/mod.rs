@@ -96,6 +96,7 @@ async fn call<T>(
 struct Context {
     client: Client,
     recorder: Recorder,
+    reporter: Reporter,
     caches: Caches,
     /// Set once every cache holds its first list; before that a workload's
     /// pods may look absent, which must not read as "up to date".
@@ -117,7 +118,8 @@ pub async fn run(
         instance: std::env::var("POD_NAME").ok(),
     };
     let ctx = Arc::new(Context {
-        recorder: Recorder::new(client.clone(), reporter),
+        recorder: Recorder::new(client.clone(), reporter.clone()),
+        reporter,
         client,
         caches: caches.clone(),
         synced: AtomicBool::new(false),
@@ -206,6 +208,7 @@ async fn reconcile(dp: Arc<DataPlane>, ctx: Arc<Context>) -> Result<Action, Reco
             publish(
                 &ctx,
                 &dp.object_ref(&()),
+                (None, Repeat::Counted),
                 EventType::Warning,
                 "InvalidSpec",
                 message,
@@ -310,9 +313,15 @@ async fn reconcile(dp: Arc<DataPlane>, ctx: Arc<Context>) -> Result<Action, Reco
             "wave {wave}: restarting {} for Linkerd proxy {version}",
             names.join(", ")
         );
+        let first = plan.restarts.first().and_then(|r| {
+            selected
+                .iter()
+                .find(|o| o.kind() == r.kind && o.name() == r.name)
+        });
         publish(
             &ctx,
             &dp.object_ref(&()),
+            (first.map(Object::reference), Repeat::Own),
             EventType::Normal,
             "BatchStarted",
             note,
@@ -328,6 +337,7 @@ async fn reconcile(dp: Arc<DataPlane>, ctx: Arc<Context>) -> Result<Action, Reco
             publish(
                 &ctx,
                 &object.reference(),
+                (None, Repeat::Counted),
                 EventType::Warning,
                 "RestartFailed",
                 note,
@@ -341,6 +351,7 @@ async fn reconcile(dp: Arc<DataPlane>, ctx: Arc<Context>) -> Result<Action, Reco
         publish(
             &ctx,
             &dp.object_ref(&()),
+            (object.map(Object::reference), Repeat::Own),
             EventType::Warning,
             "WaveStopped",
             note,
@@ -467,9 +478,23 @@ where
         .map(drop)
 }
 
+/// How an Event relates to earlier ones with its reason on its object.
+#[derive(Clone, Copy, PartialEq)]
+enum Repeat {
+    /// The same news again: kube's recorder counts it in the first one's
+    /// series (it keys Events by object, type, reason and action).
+    Counted,
+    /// News of its own (a batch's workloads): an Event of its own, which a
+    /// series would hide behind the first one's note.
+    Own,
+}
+
+/// Records an Event on `reference`; `related` names the workload it is
+/// about, when it is about one of several.
 async fn publish(
     ctx: &Context,
     reference: &ObjectReference,
+    (related, repeat): (Option<ObjectReference>, Repeat),
     type_: EventType,
     reason: &str,
     note: String,
@@ -479,10 +504,19 @@ async fn publish(
         reason: reason.into(),
         note: Some(note),
         action: "Restart".into(),
-        secondary: None,
+        secondary: related,
+    };
+    // A recorder with nothing recorded yet creates the Event afresh.
+    let own;
+    let recorder = match repeat {
+        Repeat::Counted => &ctx.recorder,
+        Repeat::Own => {
+            own = Recorder::new(ctx.client.clone(), ctx.reporter.clone());
+            &own
+        }
     };
     // An Event is a courtesy; failing to record one must not fail the reconcile.
-    match tokio::time::timeout(API_TIMEOUT, ctx.recorder.publish(&event, reference)).await {
+    match tokio::time::timeout(API_TIMEOUT, recorder.publish(&event, reference)).await {
         Ok(Ok(())) => {}
         Ok(Err(e)) => tracing::warn!(error = %e, reason, "recording an event"),
         Err(_) => tracing::warn!(reason, "recording an event timed out"),

@@ -40,14 +40,14 @@ pub struct WatchedPod {
 }
 
 /// What a decision reads of a pod.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Hash)]
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct PodFacts {
     /// The workload it belongs to: its controller, or for a ReplicaSet's
     /// pod the Deployment the ReplicaSet is named after.
     pub owner: Option<(Kind, String)>,
     pub deleting: bool,
     pub proxy: PodProxy,
-    /// `keelson.dev/restartedAt`: the restart that made it.
+    /// [`RESTARTED_AT`]: the restart that made it.
     pub restarted_at: Option<String>,
     /// Its first container waiting in a state it does not leave on its own,
     /// and why: "container app is in CrashLoopBackOff: back-off ...".

@@ -82,7 +82,7 @@ pub enum Strategy {
 }
 
 /// The proxy a pod runs, from its annotations.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Hash)]
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct PodProxy {
     /// `linkerd.io/proxy-version`
     pub version: Option<String>,
