@@ -256,23 +256,13 @@ struct Counts {
 impl Counts {
     fn parse(text: &str) -> Self {
         let mut counts = Self::default();
-        for line in text.lines() {
-            let Some((series, value)) = line.rsplit_once(' ') else {
-                continue;
-            };
-            let Ok(value) = value.parse::<f64>() else {
-                continue;
-            };
-            let label = |name: &str| {
-                let start = series.find(&format!("{name}=\""))? + name.len() + 2;
-                let end = series[start..].find('"')? + start;
-                Some(series[start..end].to_owned())
-            };
+        for (series, value) in samples(text) {
+            let label = |name| label(series, name);
             let into = if series.starts_with("keelson_api_requests_total{") {
                 let what = label("verb").zip(label("resource"));
                 what.map(|(verb, resource)| (&mut counts.requests, format!("{verb} {resource}")))
             } else if series.starts_with("keelson_reconciles_total{") {
-                label("controller").map(|l| (&mut counts.reconciles, l))
+                label("controller").map(|l| (&mut counts.reconciles, l.to_owned()))
             } else {
                 None
             };
@@ -293,6 +283,29 @@ impl Counts {
             }
         }
         self
+    }
+}
+
+/// The samples of a Prometheus text exposition: each series (name and
+/// labels) with its value.
+fn samples(text: &str) -> impl Iterator<Item = (&str, f64)> {
+    text.lines().filter_map(|line| {
+        let (series, value) = line.rsplit_once(' ')?;
+        Some((series, value.parse().ok()?))
+    })
+}
+
+/// The value of label `name` in a series (`metric{a="x",b="y"}`).
+fn label<'a>(series: &'a str, name: &str) -> Option<&'a str> {
+    let (_, mut rest) = series.split_once('{')?;
+    loop {
+        let (key, after) = rest.split_once("=\"")?;
+        // The series read here escape no quotes in their values.
+        let end = after.find('"')?;
+        if key == name {
+            return Some(&after[..end]);
+        }
+        rest = after[end + 1..].strip_prefix(',')?;
     }
 }
 
@@ -318,18 +331,12 @@ impl Admissions {
 
     fn parse(text: &str) -> Self {
         let mut buckets = std::collections::BTreeMap::new();
-        for line in text.lines().filter(|l| l.starts_with(Self::SERIES)) {
-            let Some((series, value)) = line.rsplit_once(' ') else {
-                continue;
-            };
-            if !series.contains("proxy-injector") || !series.contains(r#"type="admit""#) {
+        for (series, n) in samples(text).filter(|(s, _)| s.starts_with(Self::SERIES)) {
+            let injector = label(series, "name").is_some_and(|n| n.contains("proxy-injector"));
+            if !injector || label(series, "type") != Some("admit") {
                 continue;
             }
-            let le = series
-                .split_once(r#"le=""#)
-                .and_then(|(_, rest)| rest.split_once('"'))
-                .map(|(le, _)| le);
-            let bound = match le {
+            let bound = match label(series, "le") {
                 Some("+Inf") => u64::MAX,
                 Some(le) => match le.parse::<f64>() {
                     // Microseconds, so bounds order as numbers.
@@ -338,9 +345,7 @@ impl Admissions {
                 },
                 None => continue,
             };
-            if let Ok(n) = value.parse::<f64>() {
-                *buckets.entry(bound).or_default() += n;
-            }
+            *buckets.entry(bound).or_default() += n;
         }
         Self { buckets }
     }

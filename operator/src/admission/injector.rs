@@ -445,7 +445,6 @@ impl Injector {
     }
 }
 
-/// The PEM bundle in the trust roots ConfigMap.
 fn controller_of(refs: &[OwnerReference]) -> Option<&OwnerReference> {
     refs.iter().find(|r| r.controller == Some(true))
 }

@@ -475,10 +475,32 @@ where
         + Sync
         + 'static,
 {
+    pruned_cache(api, config, changed, |_| {})
+}
+
+/// [`cache`], whose objects' metadata `prune` cuts to what is read.
+fn pruned_cache<K>(
+    api: Api<K>,
+    config: watcher::Config,
+    changed: Option<&Arc<Notify>>,
+    prune: fn(&mut ObjectMeta),
+) -> Store<K>
+where
+    K: kube::Resource<DynamicType = ()>
+        + Clone
+        + DeserializeOwned
+        + std::fmt::Debug
+        + Send
+        + Sync
+        + 'static,
+{
     let (store, writer) = reflector::store();
     // managedFields are often most of an object and never read here; a
     // decision would otherwise clone them with the metadata it reads.
-    let events = watcher(api, config).modify(|o| o.managed_fields_mut().clear());
+    let events = watcher(api, config).modify(move |o| {
+        o.managed_fields_mut().clear();
+        prune(o.meta_mut());
+    });
     spawn_reflector(reflector::reflector(writer, events), changed.cloned());
     store
 }
@@ -499,17 +521,12 @@ where
         + Sync
         + 'static,
 {
-    let (store, writer) = reflector::store();
-    let events = watcher(
+    pruned_cache(
         Api::<kube::core::PartialObjectMeta<K>>::all(client.clone()),
         watcher::Config::default(),
+        None,
+        prune,
     )
-    .modify(move |o| {
-        o.metadata.managed_fields = None;
-        prune(&mut o.metadata);
-    });
-    spawn_reflector(reflector::reflector(writer, events), None);
-    store
 }
 
 fn spawn_reflector<K, S>(stream: S, changed: Option<Arc<Notify>>)

@@ -242,33 +242,36 @@ async fn reconcile(dp: Arc<DataPlane>, ctx: Arc<Context>) -> Result<Action, Reco
                 .map(Object::DaemonSet),
         )
         .collect();
-    let pods = c.pods.read(&namespace, observe::pods_by_workload);
     let ns_meta = c
         .namespaces
         .get(&ObjectRef::new(&namespace))
         .map(|n| n.metadata.clone());
-    let selected = observe::selected(
-        &dp,
-        &c.data_planes.state_filter(|d| here(&d.metadata)),
-        objects,
-        ns_meta.as_ref(),
-        &pods,
-    );
     let budgets: Vec<Budget> = c
         .budgets
         .state_filter(|b| here(&b.metadata))
         .iter()
         .filter_map(|b| Budget::from_object(b))
         .collect();
-    let mut workloads: Vec<Workload> = selected
-        .iter()
-        .map(|o| {
-            let proxies = pods.get(&(o.kind(), o.name())).cloned().unwrap_or_default();
-            o.workload(proxies, &budgets)
-        })
-        .collect();
-    c.pods.read(&namespace, |pods| {
-        check_crash_loops(&previous, pods, &mut workloads);
+    // One reading of the namespace's pods serves the selection, each
+    // workload's proxies and the crash-loop check alike.
+    let (selected, workloads) = c.pods.read(&namespace, |namespace_pods| {
+        let pods = observe::pods_by_workload(namespace_pods);
+        let selected = observe::selected(
+            &dp,
+            &c.data_planes.state_filter(|d| here(&d.metadata)),
+            objects,
+            ns_meta.as_ref(),
+            &pods,
+        );
+        let mut workloads: Vec<Workload> = selected
+            .iter()
+            .map(|o| {
+                let proxies = pods.get(&(o.kind(), o.name())).cloned().unwrap_or_default();
+                o.workload(proxies, &budgets)
+            })
+            .collect();
+        check_crash_loops(&previous, namespace_pods, &mut workloads);
+        (selected, workloads)
     });
 
     let plan = rollout::plan(&rollout::Input {
@@ -286,18 +289,20 @@ async fn reconcile(dp: Arc<DataPlane>, ctx: Arc<Context>) -> Result<Action, Reco
         .dataplane_progress(&namespace, &dp.name_any(), &plan.status);
 
     let wave = plan.status.wave.as_ref().map_or(0, |w| w.number);
+    let find = |kind: Kind, name: &str| {
+        selected
+            .iter()
+            .find(|o| o.kind() == kind && o.name() == name)
+    };
+    for r in &plan.restarts {
+        if find(r.kind, &r.name).is_some() {
+            restart(&ctx.client, &namespace, r).await?;
+        }
+    }
     // One Event per batch, on the DataPlane, names the workloads: one per
     // workload too would double the writes of a wave (thousands at scale),
     // and each restarted workload carries the restart's token in its
     // template anyway.
-    for r in &plan.restarts {
-        if selected
-            .iter()
-            .any(|o| o.kind() == r.kind && o.name() == r.name)
-        {
-            restart(&ctx.client, &namespace, r).await?;
-        }
-    }
     if plan.new_batch {
         let version = plan
             .status
@@ -313,11 +318,7 @@ async fn reconcile(dp: Arc<DataPlane>, ctx: Arc<Context>) -> Result<Action, Reco
             "wave {wave}: restarting {} for Linkerd proxy {version}",
             names.join(", ")
         );
-        let first = plan.restarts.first().and_then(|r| {
-            selected
-                .iter()
-                .find(|o| o.kind() == r.kind && o.name() == r.name)
-        });
+        let first = plan.restarts.first().and_then(|r| find(r.kind, &r.name));
         publish(
             &ctx,
             &dp.object_ref(&()),
@@ -479,7 +480,7 @@ where
 }
 
 /// How an Event relates to earlier ones with its reason on its object.
-#[derive(Clone, Copy, PartialEq)]
+#[derive(Clone, Copy)]
 enum Repeat {
     /// The same news again: kube's recorder counts it in the first one's
     /// series (it keys Events by object, type, reason and action).

@@ -5,7 +5,7 @@ use super::pods::NamespacePods;
 use crate::render::CONTROL_PLANE_LABEL;
 pub use crate::render::cni::REDIRECT_SHA256 as CNI_REDIRECT_SHA256;
 pub use crate::render::proxy::{TRUST_ROOT_SHA256, TRUST_ROOTS};
-use crate::render::proxy::{TRUST_ROOTS_KEY, published_trust_root_sha256, trust_bundle};
+use crate::render::proxy::{TRUST_ROOTS_KEY, published_trust_root_sha256};
 use crate::rollout::{Desired, Kind, PodProxy, RESTARTED_AT, Strategy, Target, Workload};
 use k8s_openapi::api::apps::v1::{DaemonSet, Deployment, StatefulSet};
 use k8s_openapi::api::core::v1::ConfigMap;
@@ -76,13 +76,7 @@ pub fn desired(
         .as_ref()
         .and_then(|s| s.identity.as_ref())
         .and_then(|i| i.trust_root_sha256.clone());
-    let published = trust_roots(namespace).and_then(|cm| {
-        let pem = trust_bundle(&cm)?;
-        Some(published_trust_root_sha256(
-            cm.metadata.annotations.as_ref(),
-            pem,
-        ))
-    });
+    let published = trust_roots(namespace).and_then(|cm| published_trust_root_sha256(&cm));
     let cni_redirect_sha256 = match cni_redirect(cp) {
         Ok(digest) => digest,
         Err(held) => return held,

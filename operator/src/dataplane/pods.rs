@@ -68,11 +68,11 @@ pub type NamespacePods = HashMap<String, PodFacts>;
 
 /// The watched pods' facts by namespace and name, filled from the watch's
 /// events.
-#[derive(Clone)]
+#[derive(Clone, Default)]
 pub struct PodIndex {
     index: Arc<RwLock<Index>>,
-    ready: watch::Receiver<bool>,
-    set_ready: Arc<watch::Sender<bool>>,
+    /// Whether the first list is in.
+    ready: Arc<watch::Sender<bool>>,
 }
 
 #[derive(Default)]
@@ -80,17 +80,6 @@ struct Index {
     live: HashMap<String, NamespacePods>,
     /// The pods of a (re)list under way, which replace `live` once complete.
     listing: Option<HashMap<String, NamespacePods>>,
-}
-
-impl Default for PodIndex {
-    fn default() -> Self {
-        let (set_ready, ready) = watch::channel(false);
-        Self {
-            index: Arc::default(),
-            ready,
-            set_ready: Arc::new(set_ready),
-        }
-    }
 }
 
 impl PodIndex {
@@ -132,12 +121,17 @@ impl PodIndex {
                 changed.extend(before.into_keys().filter(|ns| !live.contains_key(ns)));
                 changed.sort();
                 drop(index);
-                self.set_ready.send_replace(true);
+                self.ready.send_replace(true);
                 changed
             }
             watcher::Event::Apply(pod) => {
                 let (namespace, name, facts) = key(pod);
-                let pods = index.live.entry(namespace.clone()).or_default();
+                // Most events are a known pod's status, which changes no
+                // fact: looked up without copying the namespace's name.
+                if !index.live.contains_key(&namespace) {
+                    index.live.insert(namespace.clone(), NamespacePods::new());
+                }
+                let pods = index.live.get_mut(&namespace).expect("inserted above");
                 match pods.get_mut(&name) {
                     Some(known) if *known == facts => Vec::new(),
                     Some(known) => {
@@ -175,9 +169,8 @@ impl PodIndex {
 
     /// Completes once the first list is in.
     pub async fn wait_ready(&self) {
-        let mut ready = self.ready.clone();
-        // The sender lives as long as any clone of the index.
-        let _ = ready.wait_for(|ready| *ready).await;
+        // The sender lives as long as the index, so this cannot fail.
+        let _ = self.ready.subscribe().wait_for(|ready| *ready).await;
     }
 }
 

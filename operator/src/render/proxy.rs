@@ -1161,17 +1161,12 @@ pub fn published_digest(trust_roots: &k8s::ConfigMap) -> Option<&str> {
         .map(String::as_str)
 }
 
-/// The digest of the bundle `pem` published in a trust-roots ConfigMap
-/// with `annotations`: Keelson's annotation where it is there, else the
-/// digest of the data as it stands.
-pub fn published_trust_root_sha256(
-    annotations: Option<&std::collections::BTreeMap<String, String>>,
-    pem: &str,
-) -> String {
-    annotations
-        .and_then(|a| a.get(TRUST_ROOTS_SHA256))
-        .cloned()
-        .unwrap_or_else(|| trust_root_sha256(pem))
+/// The digest of the bundle a trust-roots ConfigMap publishes: Keelson's
+/// annotation ([`published_digest`]) where it is there, else the digest of
+/// the data as it stands; none without a bundle.
+pub fn published_trust_root_sha256(trust_roots: &k8s::ConfigMap) -> Option<String> {
+    let pem = trust_bundle(trust_roots)?;
+    Some(published_digest(trust_roots).map_or_else(|| trust_root_sha256(pem), str::to_owned))
 }
 
 pub(crate) fn sha256_hex(data: &[u8]) -> String {
